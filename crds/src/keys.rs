@@ -1,0 +1,40 @@
+//! Keys of the finalizer, labels and annotations the project puts on objects, each defined once.
+
+/// The API group, also the prefix of every key below.
+pub const GROUP: &str = "virtualcluster.dev";
+
+/// Finalizer the operator adds to a VirtualCluster before it creates anything, so the selective
+/// cleanup runs before the object goes away.
+pub const CLEANUP_FINALIZER: &str = "virtualcluster.dev/cleanup";
+
+/// The one field manager the operator uses for server-side apply.
+pub const OPERATOR_FIELD_MANAGER: &str = "virtualcluster-operator";
+
+/// The one field manager the syncer uses for server-side apply.
+pub const SYNCER_FIELD_MANAGER: &str = "virtualcluster-syncer";
+
+/// Label: name of the VirtualCluster an object belongs to.
+pub const INSTANCE_NAME: &str = "virtualcluster.dev/instance";
+/// Label: namespace of the VirtualCluster an object belongs to.
+pub const INSTANCE_NAMESPACE: &str = "virtualcluster.dev/instance-namespace";
+/// Label: UID of the VirtualCluster an object belongs to; names alone can be reused.
+pub const INSTANCE_UID: &str = "virtualcluster.dev/instance-uid";
+
+/// Annotation on a host copy: name of the virtual object it was made from.
+pub const VIRTUAL_NAME: &str = "virtualcluster.dev/object-name";
+/// Annotation on a host copy: namespace of the virtual object it was made from.
+pub const VIRTUAL_NAMESPACE: &str = "virtualcluster.dev/object-namespace";
+/// Annotation on a host copy: UID of the virtual object it was made from.
+pub const VIRTUAL_UID: &str = "virtualcluster.dev/object-uid";
+
+/// Label on a host namespace: how the instance came to use it, [`ORIGIN_CREATED`] or
+/// [`ORIGIN_IMPORTED`]. The cleanup deletes only namespaces the instance created.
+pub const NAMESPACE_ORIGIN: &str = "virtualcluster.dev/namespace-origin";
+/// Value of [`NAMESPACE_ORIGIN`]: the instance created the host namespace.
+pub const ORIGIN_CREATED: &str = "created";
+/// Value of [`NAMESPACE_ORIGIN`]: the host namespace existed, or was made on the host, and the
+/// instance only imported it.
+pub const ORIGIN_IMPORTED: &str = "imported";
+
+/// `app.kubernetes.io/managed-by` value on everything the operator creates.
+pub const MANAGED_BY_OPERATOR: &str = "virtualcluster-operator";

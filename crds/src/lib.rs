@@ -1,0 +1,10 @@
+//! The VirtualCluster API (`virtualcluster.dev/v1alpha1`) and the rules that the operator and
+//! the syncer must agree on: namespace mapping, DNS name checks and the keys of the labels,
+//! annotations and finalizer the project puts on objects. Each rule lives here once.
+
+pub mod dns;
+pub mod keys;
+pub mod mapping;
+pub mod v1alpha1;
+
+pub use v1alpha1::VirtualCluster;

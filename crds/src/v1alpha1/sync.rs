@@ -1,0 +1,226 @@
+//! `spec.sync`: what the syncer copies between the virtual cluster and the host. Shaped like the
+//! `sync` section of a vcluster.yaml, with the same defaults, so a user can paste theirs.
+
+use std::collections::BTreeMap;
+
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use super::cel;
+
+/// What the syncer copies between the virtual cluster and the host.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Sync {
+    /// Kinds created in the virtual cluster and synced to the host.
+    #[serde(default)]
+    pub to_host: ToHost,
+    /// Kinds read from the host and shown in the virtual cluster.
+    #[serde(default)]
+    pub from_host: FromHost,
+}
+
+/// A kind that is synced unless turned off.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnabledSync {
+    /// Whether this kind is synced. On by default.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for EnabledSync {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// A kind that is synced only when turned on.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OptInSync {
+    /// Whether this kind is synced. Off by default.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// ConfigMaps or Secrets: synced when a synced pod (or, for Secrets, an ingress) uses them, or
+/// all of them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferencedSync {
+    /// Whether this kind is synced. On by default.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Sync every object of this kind, not only those a synced pod or ingress uses.
+    #[serde(default)]
+    pub all: bool,
+}
+
+impl Default for ReferencedSync {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            all: false,
+        }
+    }
+}
+
+/// Pods created in the virtual cluster run on the host.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSync {
+    /// Whether pods are synced. On by default; the virtual cluster cannot run workloads without it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Images to replace when a pod is synced, from the image used in the virtual cluster to the
+    /// one the host should run, e.g. `virtualcluster/image:tag: hostcluster/alternative-image:tag`.
+    #[serde(default)]
+    #[schemars(extend(
+        "maxProperties" = 256,
+        "additionalProperties" = { "type": "string", "maxLength": 512 }
+    ))]
+    pub translate_image: BTreeMap<String, String>,
+    /// Tolerations added to every synced pod, written like `kubectl taint` arguments:
+    /// `key=value:Effect`, `key:Effect`, `key=value` or `key`, where Effect is NoSchedule,
+    /// PreferNoSchedule or NoExecute.
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(length(max = 317)))]
+    #[x_kube(validation = cel::tolerations())]
+    pub enforce_tolerations: Vec<String>,
+    /// Priority class set on every synced pod on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Runtime class set on every synced pod on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+}
+
+impl Default for PodSync {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            translate_image: BTreeMap::new(),
+            enforce_tolerations: Vec::new(),
+            priority_class_name: None,
+            runtime_class_name: None,
+        }
+    }
+}
+
+/// Kinds created in the virtual cluster and synced to the host.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ToHost {
+    /// Pods run on the host. On by default.
+    #[serde(default)]
+    pub pods: PodSync,
+    /// Services are copied to the host, where they select the synced pods. On by default.
+    #[serde(default)]
+    pub services: EnabledSync,
+    /// Endpoints and EndpointSlices of services without selectors. On by default.
+    #[serde(default)]
+    pub endpoints: EnabledSync,
+    /// ConfigMaps that synced pods use (or all with `all: true`). On by default.
+    #[serde(default)]
+    pub config_maps: ReferencedSync,
+    /// Secrets that synced pods or ingresses use (or all with `all: true`). On by default.
+    #[serde(default)]
+    pub secrets: ReferencedSync,
+    /// PersistentVolumeClaims, so synced pods get storage on the host. On by default.
+    #[serde(default)]
+    pub persistent_volume_claims: EnabledSync,
+    /// ServiceAccounts, e.g. for cloud IAM bindings to service accounts. Off by default.
+    #[serde(default)]
+    pub service_accounts: OptInSync,
+    /// Ingresses. Off by default.
+    #[serde(default)]
+    pub ingresses: OptInSync,
+    /// NetworkPolicies. Off by default.
+    #[serde(default)]
+    pub network_policies: OptInSync,
+    /// PodDisruptionBudgets. Off by default.
+    #[serde(default)]
+    pub pod_disruption_budgets: OptInSync,
+    /// PriorityClasses. Off by default.
+    #[serde(default)]
+    pub priority_classes: OptInSync,
+    /// Namespace syncing: each mapped virtual namespace gets a host namespace of its own, and
+    /// objects keep their names there. Immutable after creation.
+    #[serde(default)]
+    pub namespaces: NamespaceSync,
+}
+
+/// Kinds read from the host and shown in the virtual cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FromHost {
+    /// Events the host records about synced objects. On by default.
+    #[serde(default)]
+    pub events: EnabledSync,
+    /// Real host nodes. Off by default: the virtual cluster then shows a virtual node for each
+    /// host node its pods run on, mirroring its name and readiness.
+    #[serde(default)]
+    pub nodes: OptInSync,
+    /// The host's StorageClasses. Off by default.
+    #[serde(default)]
+    pub storage_classes: OptInSync,
+    /// The host's IngressClasses. Off by default.
+    #[serde(default)]
+    pub ingress_classes: OptInSync,
+}
+
+/// Namespace syncing. Cannot be changed after the VirtualCluster is created: it cannot be turned
+/// on or off, and `mappingsOnly` and the mappings cannot change.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = cel::immutable(),
+    validation = cel::mappings_required(),
+    validation = cel::mappings_only_needs_enabled()
+)]
+pub struct NamespaceSync {
+    /// Create a host namespace for each virtual namespace that matches a mapping, and import
+    /// host namespaces that a mapping's host side matches. Needs at least one mapping.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Refuse namespaces (and workloads in them) that match no mapping, instead of syncing them
+    /// into the VirtualCluster's own namespace with renamed objects. Needs `enabled: true`.
+    #[serde(default)]
+    pub mappings_only: bool,
+    /// How virtual namespaces map to host namespaces.
+    #[serde(default)]
+    pub mappings: NamespaceMappings,
+}
+
+/// How virtual namespaces map to host namespaces.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceMappings {
+    /// Virtual namespace (key) to host namespace (value). Exact-to-exact
+    /// (`frontend-prod: customer-project-alpha-prod`) or pattern-to-pattern with one trailing
+    /// `*` on each side whose matched text carries over (`team-a-*: h-team-a-*`). The virtual side
+    /// may be a bare `*`. `${name}` on the host side stands for the VirtualCluster's name
+    /// (`datasets-*: ${name}-data-*`). Exact mappings win over patterns, then the longest prefix.
+    /// No two mappings may lead to the same host namespace, and none may target kube-system,
+    /// kube-public, kube-node-lease, default or the VirtualCluster's own namespace.
+    #[serde(default)]
+    #[schemars(extend(
+        "maxProperties" = cel::MAX_MAPPINGS,
+        "additionalProperties" = { "type": "string", "maxLength": cel::MAX_HOST_VALUE_LEN }
+    ))]
+    #[x_kube(
+        validation = cel::pattern_shape(),
+        validation = cel::exact_or_pattern(),
+        validation = cel::host_prefix_not_empty(),
+        validation = cel::placeholder_host_side_only(),
+        validation = cel::placeholder_once(),
+        validation = cel::virtual_names(),
+        validation = cel::no_system_virtual_namespace()
+    )]
+    pub by_name: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
