@@ -1,0 +1,12 @@
+//! A local Kubernetes control plane built from pinned upstream sources, for the integration
+//! tests (see [`harness`]) and for `tests/local-cluster`.
+
+pub mod binaries;
+pub mod cluster;
+pub mod harness;
+pub mod kubeconfig;
+pub mod nodes;
+pub mod pki;
+pub mod process;
+
+pub use harness::{TestCluster, shared_cluster, unique_name};

@@ -1,0 +1,3 @@
+//! The integration tests that need a cluster, in one binary so that they share one.
+
+mod local_cluster;
