@@ -15,6 +15,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::dns;
+
+#[cfg(feature = "strategies")]
+#[path = "mapping_strategies.rs"]
+pub mod strategies;
 use crate::v1alpha1::NamespaceSync;
 
 /// The placeholder for the VirtualCluster's name, allowed once on the host side of a mapping.
@@ -323,12 +327,13 @@ fn substitute(host: &str, name: &str) -> Option<String> {
     Some(host.replacen(NAME_PLACEHOLDER, name, 1))
 }
 
-/// Checks one mapping on its own and returns it parsed, or what it breaks.
+/// Checks one mapping on its own: what it breaks, and the mapping itself whenever it can be
+/// parsed, so that the pairwise check sees it even when another rule fails (as CEL does).
 fn validate_one(
     virtual_raw: &str,
     host_raw: &str,
     instance: Instance<'_>,
-) -> Result<Mapping, Vec<Violation>> {
+) -> (Option<Mapping>, Vec<Violation>) {
     let detail = || format!("{virtual_raw}: {host_raw}");
     let violation = |rule| Violation {
         rule,
@@ -348,7 +353,7 @@ fn validate_one(
         (Some(v), Some(h)) => (v, h),
         _ => {
             broken.push(violation(Rule::PatternShape));
-            return Err(broken);
+            return (None, broken);
         }
     };
     if virtual_side.is_pattern() != host.is_pattern() {
@@ -384,10 +389,7 @@ fn validate_one(
             broken.push(violation(Rule::OwnNamespace));
         }
     }
-    match host {
-        Some(host) if broken.is_empty() => Ok(Mapping { virtual_side, host }),
-        _ => Err(broken),
-    }
+    (host.map(|host| Mapping { virtual_side, host }), broken)
 }
 
 /// Checks a namespace-sync configuration against every rule and returns the mapper it defines.
@@ -418,9 +420,10 @@ pub fn validate(
 
     let mut mappings = Vec::with_capacity(by_name.len());
     for (virtual_raw, host_raw) in by_name {
-        match validate_one(virtual_raw, host_raw, instance) {
-            Ok(m) => mappings.push((virtual_raw, host_raw, m)),
-            Err(v) => broken.extend(v),
+        let (parsed, violations) = validate_one(virtual_raw, host_raw, instance);
+        broken.extend(violations);
+        if let Some(m) = parsed {
+            mappings.push((virtual_raw, host_raw, m));
         }
     }
     for (i, (va, ha, a)) in mappings.iter().enumerate() {

@@ -1,9 +1,8 @@
 //! The namespace-mapping rules: the seeds' examples as test vectors, every rule on its own, and
 //! properties over generated mappings.
 
-use std::collections::BTreeMap;
-
 use proptest::prelude::*;
+use virtualcluster_crds::mapping::strategies::{name, pairs};
 use virtualcluster_crds::mapping::{self, Instance, Rule, by_name};
 use virtualcluster_crds::v1alpha1::{NamespaceMappings, NamespaceSync};
 
@@ -280,33 +279,6 @@ fn violations_name_the_field_and_the_mapping() {
 }
 
 // --- Properties ------------------------------------------------------------------------------
-
-/// Names from a small alphabet, so generated mappings overlap often.
-fn name() -> impl Strategy<Value = String> {
-    prop::sample::select(vec![
-        "a", "ab", "abc", "b", "team", "team-a", "h", "x1", "kube", "vcluster",
-    ])
-    .prop_map(str::to_owned)
-}
-
-/// A raw side as a user might write it, including invalid ones.
-fn side(host: bool) -> impl Strategy<Value = String> {
-    let placeholder = if host { "${name}" } else { "a" };
-    prop_oneof![
-        4 => name(),
-        4 => name().prop_map(|n| format!("{n}-*")),
-        1 => name().prop_map(|n| format!("{n}*")),
-        1 => Just("*".to_owned()),
-        1 => name().prop_map(move |n| format!("{placeholder}-{n}")),
-        1 => name().prop_map(move |n| format!("{n}-{placeholder}-*")),
-        1 => prop::sample::select(vec!["kube-system", "default", "vcluster-ns", "A", "a*b", "${x}", "-a"])
-            .prop_map(str::to_owned),
-    ]
-}
-
-fn pairs() -> impl Strategy<Value = BTreeMap<String, String>> {
-    prop::collection::btree_map(side(false), side(true), 1..6)
-}
 
 proptest! {
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod binaries;
 pub mod cluster;
+pub mod crd;
 pub mod harness;
 pub mod kubeconfig;
 pub mod nodes;
