@@ -16,6 +16,9 @@ fn config(pairs: &[(&str, &str)]) -> NamespaceSync {
     }
 }
 
+/// Mappings as written in `byName`.
+type Pairs<'a> = &'a [(&'a str, &'a str)];
+
 fn instance(name: &str) -> Instance<'_> {
     Instance {
         name,
@@ -151,7 +154,7 @@ fn enabled_needs_mappings_and_mappings_only_needs_enabled() {
 
 #[test]
 fn each_rule_on_its_own() {
-    let cases: &[(&[(&str, &str)], &str, Rule)] = &[
+    let cases: &[(Pairs, &str, Rule)] = &[
         (&[("a*b", "c*")], "vc", Rule::PatternShape),
         (&[("a**", "c**")], "vc", Rule::PatternShape),
         (&[("a", "c*")], "vc", Rule::MixedMapping),
@@ -228,7 +231,7 @@ fn each_rule_on_its_own() {
 
 #[test]
 fn valid_edge_cases() {
-    let ok: &[(&[(&str, &str)], &str)] = &[
+    let ok: &[(Pairs, &str)] = &[
         (&[("*", "vc-*")], "vc"),
         (&[("a", &"h".repeat(63))], "vc"),
         (&[("a*", &format!("{}*", "h".repeat(32)))], "vc"),
