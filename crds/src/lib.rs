@@ -5,6 +5,7 @@
 pub mod dns;
 pub mod keys;
 pub mod mapping;
+pub mod naming;
 pub mod v1alpha1;
 
 pub use v1alpha1::VirtualCluster;
