@@ -34,6 +34,17 @@ where
     }
 }
 
+/// Waits until `name` no longer exists.
+async fn wait_gone<K>(what: &str, api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, || async {
+        api.get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await
+}
+
 fn is_status(err: &kube::Error, code: u16) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == code)
 }
@@ -141,15 +152,7 @@ async fn deleted_namespace_goes_away_with_its_contents() {
         .unwrap();
     // Only the namespace controller (in kube-controller-manager) empties it and removes the
     // `kubernetes` finalizer.
-    eventually("the namespace to be removed", || async {
-        namespaces
-            .get_opt(&namespace)
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_gone("the namespace to be removed", &namespaces, &namespace).await;
 }
 
 #[tokio::test]
@@ -195,14 +198,11 @@ async fn dependents_of_a_deleted_owner_are_garbage_collected() {
         .delete("owner", &DeleteParams::background())
         .await
         .unwrap();
-    eventually("the dependent to be garbage-collected", || async {
-        config_maps
-            .get_opt("dependent")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
+    wait_gone(
+        "the dependent to be garbage-collected",
+        &config_maps,
+        "dependent",
+    )
     .await;
 }
 
