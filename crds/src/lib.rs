@@ -3,6 +3,7 @@
 //! annotations and finalizer the project puts on objects. Each rule lives here once.
 
 pub mod dns;
+pub mod instance;
 pub mod keys;
 pub mod mapping;
 pub mod naming;

@@ -1,0 +1,365 @@
+//! The instance's syncer: its configuration, its identity on the host (ServiceAccount and RBAC
+//! limited to what it syncs) and its Deployment.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PodSpec, PodTemplateSpec, SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use virtualcluster_crds::instance::{
+    Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SyncerConfig,
+};
+
+use super::control_plane::{hardened, pod_security};
+use super::{CONFIG_HASH, Instance};
+
+pub const SYNCER_CONTAINER: &str = "syncer";
+/// Where the syncer finds its [`SyncerConfig`] and its virtual-cluster kubeconfig.
+const CONFIG_DIR: &str = "/etc/virtualcluster/config";
+const VIRTUAL_KUBECONFIG_DIR: &str = "/etc/virtualcluster/virtual";
+
+/// The resolved configuration the syncer runs with.
+pub fn syncer_config(instance: &Instance<'_>) -> SyncerConfig {
+    SyncerConfig {
+        instance: instance.id().clone(),
+        sync: instance.vc.spec.sync.clone(),
+        api_server_service: instance.id().api_server_service(),
+        service_cidr: instance.valid.service_cidr.clone(),
+    }
+}
+
+/// The ConfigMap holding [`syncer_config`]; it is also the record of the namespace-sync block
+/// the instance runs with, which may not change.
+pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
+    let config = serde_json::to_string_pretty(&syncer_config(instance))
+        .expect("the syncer configuration always serializes");
+    ConfigMap {
+        metadata: instance.meta(instance.id().syncer_config(), Component::Syncer),
+        data: Some(BTreeMap::from([(SYNCER_CONFIG_KEY.into(), config)])),
+        ..Default::default()
+    }
+}
+
+/// The syncer's ServiceAccount and what it may do on the host.
+pub struct SyncerRbac {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    /// Only when the syncer works beyond the instance's namespace (namespace syncing) or with
+    /// cluster-scoped kinds.
+    pub cluster_role: Option<ClusterRole>,
+    pub cluster_role_binding: Option<ClusterRoleBinding>,
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    let strings = |s: &[&str]| Some(s.iter().map(|v| (*v).to_owned()).collect());
+    PolicyRule {
+        api_groups: strings(groups),
+        resources: strings(resources),
+        verbs: strings(verbs).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete"];
+
+/// What the syncer does in a host namespace it syncs into: the kinds it copies there, the
+/// host's events it reads back, and (in its own namespace) the Lease its replicas elect a
+/// leader with.
+pub fn namespaced_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(
+            &[""],
+            &[
+                "pods",
+                "services",
+                "endpoints",
+                "configmaps",
+                "secrets",
+                "persistentvolumeclaims",
+                "serviceaccounts",
+            ],
+            WRITE,
+        ),
+        rule(&[""], &["pods/status", "services/status"], READ),
+        rule(&[""], &["events"], READ),
+        rule(&["events.k8s.io"], &["events"], READ),
+        rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
+        rule(&["networking.k8s.io"], &["ingresses", "networkpolicies"], WRITE),
+        rule(&["policy"], &["poddisruptionbudgets"], WRITE),
+        rule(&["coordination.k8s.io"], &["leases"], WRITE),
+    ]
+}
+
+/// What the syncer needs across the cluster, for the given configuration; empty when it stays
+/// in its own namespace.
+pub fn cluster_rules(instance: &Instance<'_>) -> Vec<PolicyRule> {
+    let sync = &instance.vc.spec.sync;
+    let mut rules = Vec::new();
+    if sync.to_host.namespaces.enabled {
+        rules.push(rule(&[""], &["namespaces"], WRITE));
+        rules.extend(namespaced_rules());
+    }
+    if sync.from_host.nodes.enabled {
+        rules.push(rule(&[""], &["nodes"], READ));
+    }
+    if sync.from_host.storage_classes.enabled {
+        rules.push(rule(&["storage.k8s.io"], &["storageclasses"], READ));
+    }
+    if sync.from_host.ingress_classes.enabled {
+        rules.push(rule(&["networking.k8s.io"], &["ingressclasses"], READ));
+    }
+    if sync.to_host.priority_classes.enabled {
+        rules.push(rule(&["scheduling.k8s.io"], &["priorityclasses"], WRITE));
+    }
+    rules
+}
+
+pub fn rbac(instance: &Instance<'_>) -> SyncerRbac {
+    let id = instance.id();
+    let name = id.syncer();
+    let subject = Subject {
+        kind: "ServiceAccount".into(),
+        name: name.clone(),
+        namespace: Some(id.namespace.clone()),
+        ..Default::default()
+    };
+    let role_ref = |kind: &str, name: String| RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: kind.into(),
+        name,
+    };
+    let cluster_rules = cluster_rules(instance);
+    let (cluster_role, cluster_role_binding) = if cluster_rules.is_empty() {
+        (None, None)
+    } else {
+        let cluster_name = id.syncer_cluster_role();
+        (
+            Some(ClusterRole {
+                metadata: instance.cluster_meta(cluster_name.clone(), Component::Syncer),
+                rules: Some(cluster_rules),
+                ..Default::default()
+            }),
+            Some(ClusterRoleBinding {
+                metadata: instance.cluster_meta(cluster_name.clone(), Component::Syncer),
+                role_ref: role_ref("ClusterRole", cluster_name),
+                subjects: Some(vec![subject.clone()]),
+            }),
+        )
+    };
+    SyncerRbac {
+        service_account: ServiceAccount {
+            metadata: instance.meta(name.clone(), Component::Syncer),
+            // The syncer's pods mount a projected token through the Deployment.
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        },
+        role: Role {
+            metadata: instance.meta(name.clone(), Component::Syncer),
+            rules: Some(namespaced_rules()),
+        },
+        role_binding: RoleBinding {
+            metadata: instance.meta(name.clone(), Component::Syncer),
+            role_ref: role_ref("Role", name),
+            subjects: Some(vec![subject]),
+        },
+        cluster_role,
+        cluster_role_binding,
+    }
+}
+
+/// The syncer Deployment. `config_hash` covers the ConfigMap and the kubeconfig Secret, so a
+/// change to either rolls the pods.
+pub fn deployment(instance: &Instance<'_>, config_hash: &str) -> Deployment {
+    let id = instance.id();
+    let spec = &instance.vc.spec.syncer;
+    let env = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: Some("v1".into()),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let container = Container {
+        name: SYNCER_CONTAINER.into(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| instance.settings.syncer_image.clone()),
+        ),
+        args: Some(vec![
+            format!("--virtual-kubeconfig={VIRTUAL_KUBECONFIG_DIR}/{KUBECONFIG_KEY}"),
+            format!("--config={CONFIG_DIR}/{SYNCER_CONFIG_KEY}"),
+        ]),
+        env: Some(vec![
+            env("POD_NAME", "metadata.name"),
+            env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "virtual-kubeconfig".into(),
+                mount_path: VIRTUAL_KUBECONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
+        ..hardened(spec.resources.clone())
+    };
+    Deployment {
+        metadata: instance.meta(id.syncer(), Component::Syncer),
+        spec: DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(id.selector_labels(Component::Syncer)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(id.labels(Component::Syncer)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH.into(),
+                        config_hash.into(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(id.syncer()),
+                    // The host credentials: the ServiceAccount's token, mounted as usual.
+                    automount_service_account_token: Some(true),
+                    enable_service_links: Some(false),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: id.syncer_config(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "virtual-kubeconfig".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(id.syncer_kubeconfig_secret()),
+                                default_mode: Some(0o440),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
+                    security_context: Some(pod_security()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+    use crate::settings::Settings;
+    use virtualcluster_crds::mapping::by_name;
+
+    #[test]
+    fn cluster_wide_access_only_with_namespace_syncing_or_cluster_kinds() {
+        let settings = Settings::default();
+        let plain = fixtures::vc(|_| {});
+        let valid = fixtures::valid(&plain);
+        let instance = Instance {
+            vc: &plain,
+            valid: &valid,
+            settings: &settings,
+        };
+        let plain_rbac = rbac(&instance);
+        assert!(plain_rbac.cluster_role.is_none() && plain_rbac.cluster_role_binding.is_none());
+        assert_eq!(plain_rbac.role.metadata.namespace.as_deref(), Some("team-a"));
+
+        let mapped = fixtures::vc(|vc| {
+            let ns = &mut vc.spec.sync.to_host.namespaces;
+            ns.enabled = true;
+            ns.mappings.by_name = by_name([("a-*", "h-a-*")]);
+        });
+        let valid = fixtures::valid(&mapped);
+        let instance = Instance {
+            vc: &mapped,
+            valid: &valid,
+            settings: &settings,
+        };
+        let mapped_rbac = rbac(&instance);
+        let role = mapped_rbac.cluster_role.unwrap();
+        assert_eq!(
+            role.metadata.name.as_deref(),
+            Some("virtualcluster-syncer.team-a.demo")
+        );
+        assert!(role.metadata.owner_references.is_none());
+        assert!(instance.id().owns(role.metadata.labels.as_ref().unwrap()));
+        let rules = role.rules.unwrap();
+        assert!(rules.iter().any(|r| r.resources.as_ref().unwrap() == &["namespaces"]));
+        let binding = mapped_rbac.cluster_role_binding.unwrap();
+        assert_eq!(binding.role_ref.name, "virtualcluster-syncer.team-a.demo");
+        assert_eq!(binding.subjects.unwrap()[0].name, "demo-syncer");
+    }
+
+    #[test]
+    fn the_deployment_rolls_when_its_configuration_changes() {
+        let settings = Settings::default();
+        let vc = fixtures::vc(|vc| vc.spec.syncer.replicas = 2);
+        let valid = fixtures::valid(&vc);
+        let instance = Instance {
+            vc: &vc,
+            valid: &valid,
+            settings: &settings,
+        };
+        let a = deployment(&instance, "a");
+        let b = deployment(&instance, "b");
+        assert_ne!(a.spec.template, b.spec.template);
+        let spec = a.spec;
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("demo-syncer"));
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some(crate::settings::DEFAULT_SYNCER_IMAGE)
+        );
+    }
+
+    #[test]
+    fn the_config_map_holds_the_resolved_configuration() {
+        let settings = Settings::default();
+        let vc = fixtures::vc(|vc| vc.spec.sync.to_host.ingresses.enabled = true);
+        let valid = fixtures::valid(&vc);
+        let instance = Instance {
+            vc: &vc,
+            valid: &valid,
+            settings: &settings,
+        };
+        let cm = config_map(&instance);
+        let parsed: SyncerConfig =
+            serde_json::from_str(&cm.data.unwrap()[SYNCER_CONFIG_KEY]).unwrap();
+        assert_eq!(parsed, syncer_config(&instance));
+        assert!(parsed.sync.to_host.ingresses.enabled);
+        assert_eq!(parsed.instance.uid, "0b7c6a8e-uid");
+        assert_eq!(parsed.service_cidr, crate::settings::DEFAULT_SERVICE_CIDR);
+    }
+}

@@ -1,0 +1,162 @@
+//! Validation of a VirtualCluster beyond what admission checks: the shared mapping rules
+//! (including the one CEL cannot see, the instance's own namespace), the namespace-sync block
+//! against the one the instance runs with, and the service CIDR. Pure: no API calls.
+
+use std::net::IpAddr;
+
+use virtualcluster_crds::instance::InstanceRef;
+use virtualcluster_crds::mapping::{self, Instance, NamespaceMapper};
+use virtualcluster_crds::v1alpha1::NamespaceSync;
+use virtualcluster_crds::VirtualCluster;
+
+/// Why a configuration cannot be provisioned: a CamelCase reason for the condition and Event,
+/// and a message naming the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// A configuration that can be provisioned.
+#[derive(Debug, Clone)]
+pub struct Valid {
+    pub instance: InstanceRef,
+    pub mapper: NamespaceMapper,
+    /// The virtual cluster's service IP range.
+    pub service_cidr: String,
+    /// The first address of that range: the virtual `kubernetes` Service's ClusterIP.
+    pub kubernetes_service_ip: IpAddr,
+}
+
+/// Checks `vc`. `running` is the namespace-sync block of the configuration the instance already
+/// runs with, if any: namespace syncing cannot change after creation.
+pub fn validate(
+    vc: &VirtualCluster,
+    running: Option<&NamespaceSync>,
+    default_service_cidr: &str,
+) -> Result<Valid, Invalid> {
+    let instance = InstanceRef {
+        name: vc.metadata.name.clone().unwrap_or_default(),
+        namespace: vc.metadata.namespace.clone().unwrap_or_default(),
+        uid: vc.metadata.uid.clone().unwrap_or_default(),
+    };
+    let namespaces = &vc.spec.sync.to_host.namespaces;
+    let mapper = mapping::validate(
+        namespaces,
+        Instance {
+            name: &instance.name,
+            namespace: &instance.namespace,
+        },
+    )
+    .map_err(|violations| {
+        let first = violations.0[0].rule;
+        Invalid {
+            reason: first.reason(),
+            message: violations
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    })?;
+    if let Some(running) = running {
+        mapping::validate_transition(running, namespaces).map_err(|v| Invalid {
+            reason: v.rule.reason(),
+            message: v.to_string(),
+        })?;
+    }
+    let service_cidr = vc
+        .spec
+        .control_plane
+        .service_cidr
+        .clone()
+        .unwrap_or_else(|| default_service_cidr.to_owned());
+    let kubernetes_service_ip = first_address(&service_cidr).ok_or_else(|| Invalid {
+        reason: "InvalidServiceCIDR",
+        message: format!(
+            "spec.controlPlane.serviceCIDR: {service_cidr:?} is not an IPv4 or IPv6 range in CIDR notation (address/prefix length)"
+        ),
+    })?;
+    Ok(Valid {
+        instance,
+        mapper,
+        service_cidr,
+        kubernetes_service_ip,
+    })
+}
+
+/// The first usable address of `cidr` (network address + 1), if it is a valid range with room
+/// for it.
+pub fn first_address(cidr: &str) -> Option<IpAddr> {
+    let (addr, len) = cidr.split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let len: u32 = len.parse().ok()?;
+    match addr {
+        IpAddr::V4(v4) if len <= 30 => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            Some(IpAddr::V4(((u32::from(v4) & mask) + 1).into()))
+        }
+        IpAddr::V6(v6) if len <= 126 => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            Some(IpAddr::V6(((u128::from(v6) & mask) + 1).into()))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtualcluster_crds::mapping::by_name;
+
+    fn vc(namespace: &str, mappings: &[(&str, &str)]) -> VirtualCluster {
+        let mut vc = VirtualCluster::new("vc", Default::default());
+        vc.metadata.namespace = Some(namespace.into());
+        vc.metadata.uid = Some("uid-1".into());
+        let ns = &mut vc.spec.sync.to_host.namespaces;
+        ns.enabled = !mappings.is_empty();
+        ns.mappings.by_name = by_name(mappings.iter().copied());
+        vc
+    }
+
+    #[test]
+    fn a_valid_config_resolves() {
+        let valid = validate(&vc("ns", &[("a-*", "h-a-*")]), None, "10.96.0.0/12").unwrap();
+        assert_eq!(valid.instance.uid, "uid-1");
+        assert_eq!(valid.mapper.host_for("a-x").as_deref(), Some("h-a-x"));
+        assert_eq!(valid.kubernetes_service_ip.to_string(), "10.96.0.1");
+    }
+
+    #[test]
+    fn a_mapping_to_the_instances_own_namespace_is_invalid() {
+        let err = validate(&vc("home", &[("x", "home")]), None, "10.96.0.0/12").unwrap_err();
+        assert_eq!(err.reason, "OwnNamespace");
+        assert!(err.message.contains("spec.sync.toHost.namespaces.mappings.byName"));
+        assert!(err.message.contains("own namespace"), "{}", err.message);
+    }
+
+    #[test]
+    fn namespace_sync_may_not_change_from_what_runs() {
+        let running = vc("ns", &[("a-*", "h-a-*")]).spec.sync.to_host.namespaces;
+        let changed = vc("ns", &[("a-*", "h-b-*")]);
+        let err = validate(&changed, Some(&running), "10.96.0.0/12").unwrap_err();
+        assert_eq!(err.reason, "NamespaceSyncChanged");
+        assert!(validate(&vc("ns", &[("a-*", "h-a-*")]), Some(&running), "10.96.0.0/12").is_ok());
+    }
+
+    #[test]
+    fn service_cidrs() {
+        assert_eq!(first_address("10.0.0.0/8").unwrap().to_string(), "10.0.0.1");
+        assert_eq!(first_address("10.96.7.3/16").unwrap().to_string(), "10.96.0.1");
+        assert_eq!(first_address("fd00::/108").unwrap().to_string(), "fd00::1");
+        for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "10.0.0.0/31", ""] {
+            assert!(first_address(bad).is_none(), "{bad}");
+        }
+        let mut bad = vc("ns", &[]);
+        bad.spec.control_plane.service_cidr = Some("10.0.0.0".into());
+        let err = validate(&bad, None, "10.96.0.0/12").unwrap_err();
+        assert_eq!(err.reason, "InvalidServiceCIDR");
+        assert!(err.message.contains("spec.controlPlane.serviceCIDR"));
+    }
+}
