@@ -1,8 +1,18 @@
 //! The VirtualCluster operator: reconciles each VirtualCluster into a virtual control plane and
 //! a syncer on the host, and reports their state.
 
+pub mod apply;
 pub mod build;
+pub mod caches;
+pub mod cleanup;
+pub mod controller;
+pub mod error;
 pub mod kubeconfig;
+pub mod metrics;
 pub mod pki;
 pub mod settings;
+pub mod status;
 pub mod validate;
+pub mod http;
+pub mod leader;
+pub mod telemetry;

@@ -1,12 +1,21 @@
 //! `virtualcluster-operator`: reconciles VirtualCluster objects across the host cluster.
 
-use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
+use anyhow::Context as _;
+use clap::{ArgAction, Parser};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use tokio::signal::unix::{SignalKind, signal};
+use virtualcluster_operator::controller::{self, Options};
+use virtualcluster_operator::http::{self, Health};
+use virtualcluster_operator::leader::{Elector, Timing};
+use virtualcluster_operator::metrics::Metrics;
+use virtualcluster_operator::settings::{self, Settings};
+use virtualcluster_operator::telemetry::{self, LogFormat};
 
 /// Reconciles VirtualCluster objects: provisions each instance's control plane and syncer.
 #[derive(Parser, Debug)]
@@ -20,10 +29,134 @@ struct Args {
     log_format: LogFormat,
     /// Address of the metrics and health endpoints.
     #[arg(long, env = "VC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
-    metrics_addr: std::net::SocketAddr,
+    metrics_addr: SocketAddr,
+    /// Elect a leader among replicas through a Lease; only the leader reconciles.
+    #[arg(long, env = "VC_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease; the operator's own namespace by default.
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "VC_LEASE_NAME", default_value = "virtualcluster-operator")]
+    lease_name: String,
+    /// This replica's name in the Lease and in Events; the host name and pid by default.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Kubernetes version of control planes whose spec names none.
+    #[arg(long, env = "VC_KUBERNETES_VERSION", default_value = settings::DEFAULT_KUBERNETES_VERSION)]
+    kubernetes_version: String,
+    /// Registry of the kube-apiserver and kube-controller-manager images.
+    #[arg(long, env = "VC_IMAGE_REGISTRY", default_value = settings::DEFAULT_REGISTRY)]
+    image_registry: String,
+    /// Default etcd image.
+    #[arg(long, env = "VC_ETCD_IMAGE", default_value = settings::DEFAULT_ETCD_IMAGE)]
+    etcd_image: String,
+    /// Default syncer image.
+    #[arg(long, env = "VC_SYNCER_IMAGE", default_value = settings::DEFAULT_SYNCER_IMAGE)]
+    syncer_image: String,
+    /// Service IP range of virtual clusters whose spec names none.
+    #[arg(long, env = "VC_SERVICE_CIDR", default_value = settings::DEFAULT_SERVICE_CIDR)]
+    service_cidr: String,
+    /// VirtualClusters reconciled at the same time.
+    #[arg(long, env = "VC_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// Seconds between safety-net resyncs of an instance with nothing to do.
+    #[arg(long, env = "VC_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
 }
 
-fn main() {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    eprintln!("virtualcluster-operator: reconciling is not available in this version ({args:?})");
+    telemetry::init(args.log_format);
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let listener = http::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("listening on {}", args.metrics_addr))?;
+    tokio::spawn(http::serve(listener, metrics.clone(), health.clone()));
+
+    let client = Client::try_default()
+        .await
+        .context("no kubeconfig and not in a cluster")?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("reaching the API server")?;
+    tracing::info!(server = %version.git_version, "connected");
+    health.ready.store(true, Ordering::Relaxed);
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "operator".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+
+    let mut elector = if args.leader_elect {
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .or_else(|| {
+                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                    .ok()
+            })
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let api: Api<Lease> = Api::namespaced(client.clone(), namespace.trim());
+        let mut elector = Elector::new(api, &args.lease_name, &identity, Timing::default());
+        tokio::select! {
+            () = elector.acquire() => {}
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+        }
+        Some(elector)
+    } else {
+        None
+    };
+
+    let options = Options {
+        settings: Settings {
+            kubernetes_version: args.kubernetes_version,
+            registry: args.image_registry,
+            etcd_image: args.etcd_image,
+            syncer_image: args.syncer_image,
+            service_cidr: args.service_cidr,
+        },
+        resync: Duration::from_secs(args.resync_seconds),
+        concurrency: args.concurrency,
+        instance_name: identity,
+    };
+    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.into_iter().map(Some).collect()
+    };
+    let controllers = futures::future::join_all(
+        scopes
+            .into_iter()
+            .map(|scope| controller::run(client.clone(), scope, options.clone(), metrics.clone())),
+    );
+    let lost = async {
+        match elector.as_mut() {
+            Some(elector) => Some(elector.hold().await),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = controllers => anyhow::bail!("the controllers stopped"),
+        Some(err) = lost => {
+            // Another replica leads now; exit so nothing reconciles twice (the pod restarts
+            // as a standby).
+            anyhow::bail!("lost leadership: {err}");
+        }
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    tracing::info!("shutting down");
+    if let Some(elector) = elector.as_mut() {
+        elector.release().await;
+    }
+    Ok(())
 }

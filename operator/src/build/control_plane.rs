@@ -44,15 +44,16 @@ const RUN_AS: i64 = 65532;
 /// Service-account token issuer of every virtual cluster, the one clients expect.
 const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
-/// Controllers a virtual cluster has no use for: its nodes are mirrors the syncer keeps,
-/// volumes are bound and attached on the host, and it has no cloud.
-const DISABLED_CONTROLLERS: [&str; 7] = [
+/// Controllers a virtual cluster has no use for: its nodes are mirrors the syncer keeps, and
+/// volumes are bound and attached on the host. Names as `kube-controller-manager --help` lists
+/// them: it refuses to start on an unknown one (the cloud controllers, such as
+/// `cloud-node-lifecycle-controller`, live in the cloud-controller-manager, not here).
+const DISABLED_CONTROLLERS: [&str; 6] = [
     "node-ipam-controller",
     "node-lifecycle-controller",
     "persistentvolume-binder-controller",
     "persistentvolume-attach-detach-controller",
     "persistentvolume-expander-controller",
-    "cloud-node-lifecycle-controller",
     "ttl-controller",
 ];
 

@@ -363,3 +363,62 @@ mod tests {
         assert_eq!(parsed.service_cidr, crate::settings::DEFAULT_SERVICE_CIDR);
     }
 }
+
+#[cfg(test)]
+mod rbac_tests {
+    use super::super::fixtures;
+    use super::*;
+    use crate::settings::Settings;
+    use virtualcluster_crds::mapping::by_name;
+
+    /// Whether `granted` allows every (group, resource, verb) of `rule`.
+    fn covers(granted: &[PolicyRule], rule: &PolicyRule) -> bool {
+        let each = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+        each(&rule.api_groups).iter().all(|group| {
+            each(&rule.resources).iter().all(|resource| {
+                rule.verbs.iter().all(|verb| {
+                    granted.iter().any(|g| {
+                        each(&g.api_groups).contains(group)
+                            && each(&g.resources).contains(resource)
+                            && g.verbs.contains(verb)
+                    })
+                })
+            })
+        })
+    }
+
+    /// The operator can create the syncer's roles only if it holds every permission in them:
+    /// its ClusterRole (`config/rbac/role.yaml`) must cover the most a syncer can get.
+    #[test]
+    fn the_operator_holds_everything_it_grants_a_syncer() {
+        let role: ClusterRole =
+            serde_yaml::from_str(include_str!("../../../config/rbac/role.yaml")).unwrap();
+        let granted = role.rules.unwrap();
+        let settings = Settings::default();
+        let vc = fixtures::vc(|vc| {
+            let sync = &mut vc.spec.sync;
+            sync.to_host.namespaces.enabled = true;
+            sync.to_host.namespaces.mappings.by_name = by_name([("a-*", "h-a-*")]);
+            sync.to_host.priority_classes.enabled = true;
+            sync.from_host.nodes.enabled = true;
+            sync.from_host.storage_classes.enabled = true;
+            sync.from_host.ingress_classes.enabled = true;
+        });
+        let valid = fixtures::valid(&vc);
+        let instance = Instance {
+            vc: &vc,
+            valid: &valid,
+            settings: &settings,
+        };
+        let everything = rbac(&instance);
+        for rule in everything
+            .role
+            .rules
+            .unwrap()
+            .iter()
+            .chain(everything.cluster_role.unwrap().rules.unwrap().iter())
+        {
+            assert!(covers(&granted, rule), "config/rbac/role.yaml lacks {rule:?}");
+        }
+    }
+}

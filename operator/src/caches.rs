@@ -1,0 +1,165 @@
+//! Shared watch caches of everything the operator makes, filtered to its own objects by label.
+//! The controller is triggered by the same streams that fill them, so a change to a child both
+//! updates the cache and reconciles its VirtualCluster.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use virtualcluster_crds::instance::managed_selector;
+use virtualcluster_crds::keys;
+
+/// A store per kind of child.
+#[derive(Clone)]
+pub struct Caches {
+    pub services: Store<Service>,
+    pub secrets: Store<Secret>,
+    pub config_maps: Store<ConfigMap>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub roles: Store<Role>,
+    pub role_bindings: Store<RoleBinding>,
+    pub cluster_roles: Store<ClusterRole>,
+    pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    pub stateful_sets: Store<StatefulSet>,
+    pub deployments: Store<Deployment>,
+}
+
+/// A watch of one kind of child and the stream of changed objects it yields.
+pub type ChildStream<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+/// The streams that fill [`Caches`]; the controller must poll them (they are its triggers).
+pub struct Streams {
+    pub services: ChildStream<Service>,
+    pub secrets: ChildStream<Secret>,
+    pub config_maps: ChildStream<ConfigMap>,
+    pub service_accounts: ChildStream<ServiceAccount>,
+    pub roles: ChildStream<Role>,
+    pub role_bindings: ChildStream<RoleBinding>,
+    pub cluster_roles: ChildStream<ClusterRole>,
+    pub cluster_role_bindings: ChildStream<ClusterRoleBinding>,
+    pub stateful_sets: ChildStream<StatefulSet>,
+    pub deployments: ChildStream<Deployment>,
+}
+
+/// Watches of the children in `namespace` (all namespaces when `None`). Cluster-scoped
+/// children are watched cluster-wide, narrowed to the namespace's instances by label.
+pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
+    let selector = managed_selector();
+    let cluster_selector = match namespace {
+        Some(ns) => format!("{selector},{}={ns}", keys::INSTANCE_NAMESPACE),
+        None => selector.clone(),
+    };
+    macro_rules! namespaced {
+        ($kind:ty) => {{
+            let api: Api<$kind> = match namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            reflect(api, &selector)
+        }};
+    }
+    let (services, services_stream) = namespaced!(Service);
+    let (secrets, secrets_stream) = namespaced!(Secret);
+    let (config_maps, config_maps_stream) = namespaced!(ConfigMap);
+    let (service_accounts, service_accounts_stream) = namespaced!(ServiceAccount);
+    let (roles, roles_stream) = namespaced!(Role);
+    let (role_bindings, role_bindings_stream) = namespaced!(RoleBinding);
+    let (stateful_sets, stateful_sets_stream) = namespaced!(StatefulSet);
+    let (deployments, deployments_stream) = namespaced!(Deployment);
+    let (cluster_roles, cluster_roles_stream) =
+        reflect(Api::<ClusterRole>::all(client.clone()), &cluster_selector);
+    let (cluster_role_bindings, cluster_role_bindings_stream) =
+        reflect(Api::<ClusterRoleBinding>::all(client.clone()), &cluster_selector);
+    (
+        Caches {
+            services,
+            secrets,
+            config_maps,
+            service_accounts,
+            roles,
+            role_bindings,
+            cluster_roles,
+            cluster_role_bindings,
+            stateful_sets,
+            deployments,
+        },
+        Streams {
+            services: services_stream,
+            secrets: secrets_stream,
+            config_maps: config_maps_stream,
+            service_accounts: service_accounts_stream,
+            roles: roles_stream,
+            role_bindings: role_bindings_stream,
+            cluster_roles: cluster_roles_stream,
+            cluster_role_bindings: cluster_role_bindings_stream,
+            stateful_sets: stateful_sets_stream,
+            deployments: deployments_stream,
+        },
+    )
+}
+
+/// A reflector of `api`'s objects matching `selector`, without their managed fields (the
+/// operator never reads them and they are often the largest part of an object).
+fn reflect<K>(api: Api<K>, selector: &str) -> (Store<K>, ChildStream<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().labels(selector))
+        .default_backoff()
+        .modify(|obj: &mut K| {
+            obj.managed_fields_mut().clear();
+        })
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+impl Caches {
+    /// Waits until every store has its first full list, so that a missing object in a cache
+    /// means missing in the cluster (the certificates must never be issued again because a
+    /// cache was still empty).
+    pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.services.wait_until_ready().await?;
+        self.secrets.wait_until_ready().await?;
+        self.config_maps.wait_until_ready().await?;
+        self.service_accounts.wait_until_ready().await?;
+        self.roles.wait_until_ready().await?;
+        self.role_bindings.wait_until_ready().await?;
+        self.cluster_roles.wait_until_ready().await?;
+        self.cluster_role_bindings.wait_until_ready().await?;
+        self.stateful_sets.wait_until_ready().await?;
+        self.deployments.wait_until_ready().await
+    }
+}
+
+/// The cached object `name` in `namespace` (`None` for cluster-scoped kinds).
+pub fn get<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let reference = ObjectRef::new(name);
+    let reference = match namespace {
+        Some(ns) => reference.within(ns),
+        None => reference,
+    };
+    store.get(&reference)
+}
+
+/// The VirtualCluster a cluster-scoped child belongs to, from its labels.
+pub fn owner_by_labels<K: Resource>(
+    child: &K,
+) -> Option<ObjectRef<virtualcluster_crds::VirtualCluster>> {
+    let labels = child.labels();
+    let name = labels.get(keys::INSTANCE_NAME)?;
+    let namespace = labels.get(keys::INSTANCE_NAMESPACE)?;
+    Some(ObjectRef::new(name).within(namespace))
+}

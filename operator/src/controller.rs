@@ -1,0 +1,434 @@
+//! The VirtualCluster controller: read (caches) → validate → build → apply → status, behind the
+//! cleanup finalizer. Every step is level-based: it looks at what is, not at what happened, so a
+//! reconcile can be cut off at any line and run again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PostParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use virtualcluster_crds::VirtualCluster;
+use virtualcluster_crds::instance::{SYNCER_CONFIG_KEY, SyncerConfig};
+use virtualcluster_crds::keys::CLEANUP_FINALIZER;
+use virtualcluster_crds::v1alpha1::VirtualClusterStatus;
+
+use crate::apply;
+use crate::build::{self, Instance};
+use crate::caches::{self, Caches};
+use crate::cleanup;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::pki;
+use crate::settings::Settings;
+use crate::status::{self, Observed, condition};
+use crate::validate::{self, Invalid};
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub caches: Caches,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Safety-net resync of an instance with nothing to do.
+    pub resync: Duration,
+}
+
+/// Options of one controller.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub settings: Settings,
+    pub resync: Duration,
+    pub concurrency: u16,
+    /// Name of this operator process, for Events.
+    pub instance_name: String,
+}
+
+/// Runs the controller for VirtualClusters in `namespace` (all when `None`) until the future is
+/// dropped.
+pub async fn run(client: Client, namespace: Option<String>, options: Options, metrics: Arc<Metrics>) {
+    let vcs: Api<VirtualCluster> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (caches, streams) = caches::watch(&client, namespace.as_deref());
+    let (vc_store, vc_writer) = reflector::store();
+    let vc_stream = watcher(vcs, watcher::Config::default())
+        .default_backoff()
+        .modify(|vc: &mut VirtualCluster| vc.managed_fields_mut().clear())
+        .reflect(vc_writer)
+        .touched_objects();
+    let recorder = Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "virtualcluster-operator".into(),
+            instance: Some(options.instance_name.clone()),
+        },
+    );
+    let context = Arc::new(Context {
+        client,
+        settings: options.settings,
+        caches,
+        recorder,
+        metrics,
+        resync: options.resync,
+    });
+    Controller::for_stream(vc_stream, vc_store)
+        .with_config(Config::default().concurrency(options.concurrency))
+        .owns_stream(streams.services)
+        .owns_stream(streams.secrets)
+        .owns_stream(streams.config_maps)
+        .owns_stream(streams.service_accounts)
+        .owns_stream(streams.roles)
+        .owns_stream(streams.role_bindings)
+        .owns_stream(streams.stateful_sets)
+        .owns_stream(streams.deployments)
+        .watches_stream(streams.cluster_roles, |o| caches::owner_by_labels(&o))
+        .watches_stream(streams.cluster_role_bindings, |o| {
+            caches::owner_by_labels(&o)
+        })
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    ctx.caches.ready().await.map_err(|_| Error::CachesGone)?;
+    let namespace = vc.namespace().unwrap_or_default();
+    let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, CLEANUP_FINALIZER, vc, |event| async {
+        match event {
+            Finalizer::Apply(vc) => provision(&vc, &ctx).await,
+            Finalizer::Cleanup(vc) => cleanup::run(&vc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconciled(started.elapsed(), result.as_ref().err().map(Error::category));
+    result
+}
+
+fn error_policy(vc: Arc<VirtualCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        vc = %format!("{}/{}", vc.namespace().unwrap_or_default(), vc.name_any()),
+        reason = error.category(),
+        %error,
+        "reconcile failed"
+    );
+    Action::requeue(error.retry_after())
+}
+
+/// Provisions or updates everything of a valid instance, then reports status.
+async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
+    let namespace = vc.namespace().unwrap_or_default();
+    let caches = &ctx.caches;
+    let client = &ctx.client;
+    let names = virtualcluster_crds::instance::InstanceRef {
+        name: vc.name_any(),
+        namespace: namespace.clone(),
+        uid: vc.uid().unwrap_or_default(),
+    };
+    // The namespace-sync block the instance runs with, as its syncer ConfigMap records it.
+    let running = caches::get(&caches.config_maps, Some(&namespace), &names.syncer_config())
+        .and_then(|cm| {
+            let json = cm.data.as_ref()?.get(SYNCER_CONFIG_KEY)?;
+            serde_json::from_str::<SyncerConfig>(json).ok()
+        })
+        .filter(|config| config.instance.uid == names.uid)
+        .map(|config| config.sync.to_host.namespaces);
+    let valid = match validate::validate(vc, running.as_ref(), &ctx.settings.service_cidr) {
+        Ok(valid) => valid,
+        Err(invalid) => {
+            report(vc, ctx, Err(&invalid), None).await?;
+            // Nothing changes until the user edits the VirtualCluster.
+            return Ok(Action::await_change());
+        }
+    };
+    let instance = Instance {
+        vc,
+        valid: &valid,
+        settings: &ctx.settings,
+    };
+    let ns = Some(namespace.as_str());
+
+    // Services first: the API server's serving certificate names its ClusterIP.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), &namespace);
+    let mut service_ip = None;
+    for service in build::services(&instance) {
+        let name = service.name_any();
+        let live = caches::get(&caches.services, ns, &name);
+        apply::apply(&services, service, live.clone())
+            .await
+            .map_err(Error::kube(format!("applying Service {name}")))?;
+        if name == names.api_server_service() {
+            service_ip = live.and_then(|s| s.spec.as_ref()?.cluster_ip.clone());
+            if service_ip.is_none() {
+                // Just created: read back the address it was given.
+                service_ip = services
+                    .get(&name)
+                    .await
+                    .map_err(Error::kube(format!("reading Service {name}")))?
+                    .spec
+                    .and_then(|s| s.cluster_ip);
+            }
+        }
+    }
+
+    let certs = ensure_certs(&instance, ctx, service_ip.as_deref()).await?;
+    let desired = build::desired(&instance, &certs)?;
+    apply_all(ctx, &namespace, desired).await?;
+
+    let sts = caches::get(&caches.stateful_sets, ns, &names.control_plane());
+    let deployment = caches::get(&caches.deployments, ns, &names.syncer());
+    report(
+        vc,
+        ctx,
+        Ok(()),
+        Some((sts.as_deref(), deployment.as_deref())),
+    )
+    .await?;
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// The certificates of the instance: the stored ones while they are valid, else newly issued
+/// (only the leaves when the CA is fine) and stored.
+async fn ensure_certs(
+    instance: &Instance<'_>,
+    ctx: &Context,
+    service_ip: Option<&str>,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, Error> {
+    let id = instance.id();
+    let name = id.certs_secret();
+    let stored = caches::get(&ctx.caches.secrets, Some(&id.namespace), &name);
+    let stored_data = stored.as_ref().and_then(|s| s.data.as_ref()).map(|d| {
+        d.iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    });
+    let stored_annotations = stored.as_ref().map(|s| s.annotations().clone());
+    let subjects = build::cert_subjects(instance, service_ip);
+    let now = time::OffsetDateTime::now_utc();
+    let plan = pki::plan(
+        stored_data.as_ref(),
+        stored_annotations.as_ref(),
+        &subjects,
+        now,
+    );
+    if plan == pki::Plan::Keep {
+        return Ok(stored_data.unwrap_or_default());
+    }
+    let bundle = pki::issue(
+        plan,
+        stored_data.as_ref(),
+        stored_annotations.as_ref(),
+        &subjects,
+        now,
+    )?;
+    let secret = apply::with_hash(build::certs_secret(instance, &bundle));
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &id.namespace);
+    if stored.is_none() {
+        // Create, not apply: should the cache be behind, the existing certificates win (409)
+        // and the next reconcile reads them.
+        api.create(&PostParams::default(), &secret)
+            .await
+            .map_err(Error::kube(format!("creating Secret {name}")))?;
+    } else {
+        api.patch(&name, &apply::params(), &Patch::Apply(&secret))
+            .await
+            .map_err(Error::kube(format!("applying Secret {name}")))?;
+    }
+    let note = match plan {
+        pki::Plan::ReissueLeaves => "issued new certificates with the existing CA",
+        _ => "issued a new CA and certificates",
+    };
+    publish(ctx, instance.vc, EventType::Normal, "CertificatesIssued", note).await;
+    Ok(bundle.data)
+}
+
+/// Applies every desired child whose cached copy differs, in dependency order.
+async fn apply_all(ctx: &Context, namespace: &str, desired: build::Desired) -> Result<(), Error> {
+    let c = &ctx.client;
+    let caches = &ctx.caches;
+    let ns = Some(namespace);
+    macro_rules! apply_each {
+        ($objects:expr, $store:expr, $api:expr, $scope:expr) => {
+            for object in $objects {
+                let name = object.name_any();
+                let live = caches::get(&$store, $scope, &name);
+                let kind = kind_of(&object);
+                apply::apply(&$api, object, live)
+                    .await
+                    .map_err(Error::kube(format!("applying {kind} {name}")))?;
+            }
+        };
+    }
+    apply_each!(desired.secrets, caches.secrets, Api::namespaced(c.clone(), namespace), ns);
+    apply_each!(desired.config_maps, caches.config_maps, Api::namespaced(c.clone(), namespace), ns);
+    apply_each!(
+        desired.service_accounts,
+        caches.service_accounts,
+        Api::namespaced(c.clone(), namespace),
+        ns
+    );
+    apply_each!(desired.roles, caches.roles, Api::namespaced(c.clone(), namespace), ns);
+    apply_each!(
+        desired.role_bindings,
+        caches.role_bindings,
+        Api::namespaced(c.clone(), namespace),
+        ns
+    );
+    apply_each!(desired.cluster_roles, caches.cluster_roles, Api::all(c.clone()), None);
+    apply_each!(
+        desired.cluster_role_bindings,
+        caches.cluster_role_bindings,
+        Api::all(c.clone()),
+        None
+    );
+    apply_each!(
+        desired.stateful_sets,
+        caches.stateful_sets,
+        Api::namespaced(c.clone(), namespace),
+        ns
+    );
+    apply_each!(
+        desired.deployments,
+        caches.deployments,
+        Api::namespaced(c.clone(), namespace),
+        ns
+    );
+    Ok(())
+}
+
+fn kind_of<K: Resource<DynamicType = ()>>(_: &K) -> std::borrow::Cow<'static, str> {
+    K::kind(&())
+}
+
+/// Computes the status and writes it if it changed; publishes Events for transitions a user
+/// must see.
+async fn report(
+    vc: &VirtualCluster,
+    ctx: &Context,
+    config: Result<(), &Invalid>,
+    children: Option<(
+        Option<&k8s_openapi::api::apps::v1::StatefulSet>,
+        Option<&k8s_openapi::api::apps::v1::Deployment>,
+    )>,
+) -> Result<(), Error> {
+    let (stateful_set, deployment) = children.unwrap_or((None, None));
+    let kube_config_secret = config.is_ok().then(|| {
+        virtualcluster_crds::instance::InstanceRef {
+            name: vc.name_any(),
+            namespace: vc.namespace().unwrap_or_default(),
+            uid: vc.uid().unwrap_or_default(),
+        }
+        .kubeconfig_secret()
+    });
+    let new = status::compute(
+        vc,
+        Observed {
+            config,
+            stateful_set,
+            deployment,
+            kube_config_secret: kube_config_secret.as_deref(),
+        },
+        Time(Timestamp::now()),
+    );
+    let old = vc.status.as_ref();
+    ctx.metrics.set_phase(
+        format!("{}/{}", vc.namespace().unwrap_or_default(), vc.name_any()),
+        new.phase,
+    );
+    let reported_before = |invalid: &Invalid| {
+        old.is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == condition::CONFIG_VALID
+                    && c.status == "False"
+                    && c.reason == invalid.reason
+            })
+        })
+    };
+    if let Err(invalid) = config
+        && !reported_before(invalid)
+    {
+        publish(ctx, vc, EventType::Warning, invalid.reason, &invalid.message).await;
+    }
+    let was_ready = status::is_true(old, condition::READY);
+    let is_ready = status::is_true(Some(&new), condition::READY);
+    if is_ready && !was_ready {
+        let message = new
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        publish(ctx, vc, EventType::Normal, "Ready", &message).await;
+    }
+    if was_ready && !is_ready {
+        let message = new
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        publish(ctx, vc, EventType::Warning, "NotReady", &message).await;
+    }
+    write_status(vc, ctx, new).await
+}
+
+/// Writes `status` unless the VirtualCluster already has it.
+pub(crate) async fn write_status(
+    vc: &VirtualCluster,
+    ctx: &Context,
+    status: VirtualClusterStatus,
+) -> Result<(), Error> {
+    if vc.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<VirtualCluster> =
+        Api::namespaced(ctx.client.clone(), &vc.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": VirtualCluster::api_version(&()),
+        "kind": VirtualCluster::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&vc.name_any(), &apply::params(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::kube("writing status"))?;
+    Ok(())
+}
+
+/// Publishes an Event about `vc`; a failure is logged, never fatal.
+pub(crate) async fn publish(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &vc.object_ref(&())).await {
+        tracing::warn!(%err, reason, "publishing an Event failed");
+    }
+}
