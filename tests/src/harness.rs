@@ -160,6 +160,16 @@ impl TestCluster {
         &self.kubeconfig
     }
 
+    /// The API server's address.
+    pub async fn server(&self) -> Result<String> {
+        Ok(kubeconfig::config(&self.kubeconfig).await?.cluster_url.to_string())
+    }
+
+    /// The cluster CA's certificate (PEM file).
+    pub fn ca_cert(&self) -> PathBuf {
+        crate::pki::Pki::new(&self.dir).ca_cert()
+    }
+
     /// Folder with kubectl and the control plane binaries.
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
@@ -211,6 +221,53 @@ impl TestCluster {
         }
         name
     }
+}
+
+/// How long [`eventually`] waits.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Polls `check` every 200 ms until it returns `Some`, failing the test after [`TIMEOUT`].
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_within(what, TIMEOUT, check).await
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually_within<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `name` no longer exists.
+pub async fn wait_gone<K>(what: &str, api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, || async {
+        api.get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await
+}
+
+/// Whether `err` is an API error with HTTP status `code`.
+pub fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == code)
 }
 
 /// A fresh DNS-1123 label (also valid where names must start with a letter): the sanitised

@@ -48,6 +48,27 @@ pub fn write(
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Writes a kubeconfig for `user` authenticating with a bearer `token` (a ServiceAccount's).
+pub fn write_token(path: &Path, server: &str, ca_cert: &Path, token: &str, user: &str) -> Result<()> {
+    let ca = std::fs::read(ca_cert).with_context(|| format!("reading {}", ca_cert.display()))?;
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{
+            "name": "local",
+            "cluster": {"server": server, "certificate-authority-data": STANDARD.encode(ca)},
+        }],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+        "current-context": "local",
+    });
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, serde_yaml::to_string(&config)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// The client configuration a kubeconfig file describes.
 pub async fn config(path: &Path) -> Result<kube::Config> {
     let kubeconfig = Kubeconfig::read_from(path)

@@ -7,6 +7,7 @@ pub mod crd;
 pub mod harness;
 pub mod kubeconfig;
 pub mod nodes;
+pub mod operator;
 pub mod pki;
 pub mod process;
 

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
@@ -11,43 +11,8 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use serde_json::json;
 use virtualcluster_tests::cluster::State;
+use virtualcluster_tests::harness::{eventually, is_status, wait_gone};
 use virtualcluster_tests::{binaries, harness, kubeconfig, nodes, shared_cluster, unique_name};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Polls `check` every 200 ms until it returns `Some`, failing the test after [`TIMEOUT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {TIMEOUT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Waits until `name` no longer exists.
-async fn wait_gone<K>(what: &str, api: &Api<K>, name: &str)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    eventually(what, || async {
-        api.get_opt(name).await.unwrap().is_none().then_some(())
-    })
-    .await
-}
-
-fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
-}
 
 #[tokio::test]
 async fn reports_the_pinned_kubernetes_version() {

@@ -2,3 +2,4 @@
 
 mod admission;
 mod local_cluster;
+mod operator;

@@ -1,0 +1,249 @@
+//! The operator as it runs when deployed: its own binary, authenticated as a ServiceAccount
+//! bound to the ClusterRole in `config/rbac/role.yaml`, never as cluster admin, so every test
+//! that runs it tests that role too.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::harness::{TestCluster, unique_name};
+use crate::process::{self, Lifetime, Started};
+
+/// Name of the operator's ServiceAccount (in the namespace it runs in) and ClusterRole.
+pub const NAME: &str = "virtualcluster-operator";
+
+/// `config/rbac/role.yaml`, the operator's ClusterRole.
+pub fn cluster_role() -> ClusterRole {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rbac/role.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).expect("reading config/rbac/role.yaml"))
+        .expect("config/rbac/role.yaml is a ClusterRole")
+}
+
+/// The operator binary of this workspace, built (once per test process) if needed.
+pub fn binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build() -> Result<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&workspace)
+        .args(["build", "--quiet", "-p", "virtualcluster-operator", "--bin", NAME])
+        .status()
+        .context("running cargo build for the operator")?;
+    ensure!(status.success(), "cargo build of the operator failed ({status})");
+    // Next to the test binary's `deps/` folder, whatever the target dir is.
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test binary is in <target>/<profile>/deps")?;
+    let binary = profile_dir.join(NAME);
+    ensure!(binary.is_file(), "no operator binary at {}", binary.display());
+    Ok(binary)
+}
+
+/// Gives the operator its deployed identity in `namespace`: the ClusterRole, a ServiceAccount
+/// bound to it, and a kubeconfig with a token of that ServiceAccount. Returns the kubeconfig.
+pub async fn identity(cluster: &TestCluster, namespace: &str) -> Result<PathBuf> {
+    let client = cluster.client().await;
+    let params = PatchParams::apply("virtualcluster-tests").force();
+    Api::<ClusterRole>::all(client.clone())
+        .patch(NAME, &params, &Patch::Apply(cluster_role()))
+        .await
+        .context("applying the operator's ClusterRole")?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": NAME}}))?;
+    accounts
+        .patch(NAME, &params, &Patch::Apply(&account))
+        .await
+        .context("creating the operator's ServiceAccount")?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{NAME}-{namespace}"), "labels": {"virtualcluster.dev/test": "true"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
+        "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(&format!("{NAME}-{namespace}"), &params, &Patch::Apply(&binding))
+        .await
+        .context("binding the operator's ClusterRole")?;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(6 * 3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request(NAME, &PostParams::default(), &request)
+        .await
+        .context("requesting a token for the operator")?
+        .status
+        .and_then(|s| s.token)
+        .context("the token request has no token")?;
+    let path = cluster
+        .dir()
+        .join("operators")
+        .join(namespace)
+        .join("kubeconfig");
+    crate::kubeconfig::write_token(
+        &path,
+        &cluster.server().await?,
+        &cluster.ca_cert(),
+        &token,
+        NAME,
+    )?;
+    Ok(path)
+}
+
+/// A running operator process.
+pub struct Operator {
+    started: Started,
+    pub metrics_url: String,
+    pub identity: String,
+}
+
+/// How to start an operator.
+#[derive(Debug, Clone)]
+pub struct Start<'a> {
+    /// Namespaces it watches for VirtualClusters; the Lease lives in the first.
+    pub namespaces: &'a [&'a str],
+    pub kubeconfig: &'a Path,
+    /// Further flags.
+    pub args: &'a [&'a str],
+}
+
+impl Operator {
+    /// Starts the operator and returns once its `/readyz` answers.
+    pub async fn start(cluster: &TestCluster, start: Start<'_>) -> Result<Operator> {
+        let binary = tokio::task::spawn_blocking(binary).await??;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let identity = unique_name("operator");
+        let mut cmd = Command::new(binary);
+        cmd.env("KUBECONFIG", start.kubeconfig)
+            .env("RUST_LOG", "info,virtualcluster_operator=debug")
+            .arg(format!("--namespaces={}", start.namespaces.join(",")))
+            .arg(format!("--lease-namespace={}", start.namespaces[0]))
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .arg(format!("--identity={identity}"))
+            .args(start.args);
+        let log = cluster
+            .dir()
+            .join("operators")
+            .join(start.namespaces[0])
+            .join(format!("{identity}.log"));
+        let started = process::spawn(NAME, cmd, &log, Lifetime::TiedToThisProcess)?;
+        let mut operator = Operator {
+            started,
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            identity,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = operator.started.child.try_wait()? {
+                bail!(
+                    "the operator exited ({status})\n{}",
+                    process::log_tail(&log, 40)
+                );
+            }
+            if http_get(port, "/readyz").await.is_ok_and(|(code, _)| code == 200) {
+                return Ok(operator);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the operator was not ready after 60 s\n{}",
+                    process::log_tail(&log, 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Where it logs.
+    pub fn log_path(&self) -> PathBuf {
+        self.started.record.log.clone()
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.started.record.log).unwrap_or_default()
+    }
+
+    /// The last lines of its log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        process::log_tail(&self.started.record.log, 60)
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.started.child.kill();
+        let _ = self.started.child.wait();
+    }
+
+    /// Stops it cleanly (SIGTERM).
+    pub fn stop(&mut self) -> Result<()> {
+        process::stop(&self.started.record, Duration::from_secs(10))?;
+        let _ = self.started.child.wait();
+        Ok(())
+    }
+
+    /// Whether it is still running; `Some(exit status)` once it stopped.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.started.child.try_wait().ok().flatten()
+    }
+
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> Result<String> {
+        let port: u16 = self
+            .metrics_url
+            .trim_start_matches("http://127.0.0.1:")
+            .trim_end_matches("/metrics")
+            .parse()?;
+        let (code, body) = http_get(port, "/metrics").await?;
+        ensure!(code == 200, "/metrics answered {code}");
+        Ok(body)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.started.child.kill();
+        let _ = self.started.child.wait();
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback: status code and body.
+async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
