@@ -150,6 +150,16 @@ fn prune_stale(root: &Path) {
     }
 }
 
+impl From<cluster::Cluster> for TestCluster {
+    fn from(cluster: cluster::Cluster) -> Self {
+        TestCluster {
+            dir: cluster.dir,
+            kubeconfig: cluster.kubeconfig,
+            bin_dir: cluster.bin_dir,
+        }
+    }
+}
+
 impl TestCluster {
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -29,31 +29,33 @@ pub fn cluster_role() -> ClusterRole {
         .expect("config/rbac/role.yaml is a ClusterRole")
 }
 
-/// The operator binary of this workspace, built (once per test process) if needed.
+/// The operator binary of this workspace (debug build), built once per process if needed.
 pub fn binary() -> Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
-        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
+        .get_or_init(|| build(false).map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(anyhow::Error::msg)
 }
 
-fn build() -> Result<PathBuf> {
+/// Builds the operator (optimised with `release`) and returns its path.
+pub fn build(release: bool) -> Result<PathBuf> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&workspace)
-        .args(["build", "--quiet", "-p", "virtualcluster-operator", "--bin", NAME])
-        .status()
-        .context("running cargo build for the operator")?;
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&workspace)
+        .args(["build", "--quiet", "-p", "virtualcluster-operator", "--bin", NAME]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo build for the operator")?;
     ensure!(status.success(), "cargo build of the operator failed ({status})");
-    // Next to the test binary's `deps/` folder, whatever the target dir is.
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test binary is in <target>/<profile>/deps")?;
-    let binary = profile_dir.join(NAME);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let binary = target
+        .join(if release { "release" } else { "debug" })
+        .join(NAME);
     ensure!(binary.is_file(), "no operator binary at {}", binary.display());
     Ok(binary)
 }
@@ -132,6 +134,15 @@ impl Operator {
     /// Starts the operator and returns once its `/readyz` answers.
     pub async fn start(cluster: &TestCluster, start: Start<'_>) -> Result<Operator> {
         let binary = tokio::task::spawn_blocking(binary).await??;
+        Self::start_binary(cluster, start, &binary).await
+    }
+
+    /// [`Operator::start`] with a given build of the operator.
+    pub async fn start_binary(
+        cluster: &TestCluster,
+        start: Start<'_>,
+        binary: &Path,
+    ) -> Result<Operator> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let identity = unique_name("operator");
         let mut cmd = Command::new(binary);
@@ -200,6 +211,10 @@ impl Operator {
         process::stop(&self.started.record, Duration::from_secs(10))?;
         let _ = self.started.child.wait();
         Ok(())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.started.record.pid
     }
 
     /// Whether it is still running; `Some(exit status)` once it stopped.

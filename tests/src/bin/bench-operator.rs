@@ -1,0 +1,273 @@
+//! Benchmark of the operator: creates N VirtualClusters on a fresh local cluster with simulated
+//! nodes and prints how long until every instance's children exist and until all are Ready,
+//! the operator's peak RSS, and the API writes per instance on create and on a resync with no
+//! change, counted by the API server's own request metrics.
+//!
+//!   cargo run --release -p virtualcluster-tests --bin bench-operator -- [--instances N]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use virtualcluster_crds::VirtualCluster;
+use virtualcluster_crds::instance::managed_selector;
+use virtualcluster_tests::cluster::{self, UpOptions};
+use virtualcluster_tests::harness::{TestCluster, clusters_root, unique_name};
+use virtualcluster_tests::operator::{self, Operator, Start};
+use virtualcluster_tests::process::Lifetime;
+use virtualcluster_tests::{binaries, crd};
+
+#[derive(Parser)]
+struct Args {
+    /// VirtualClusters to create.
+    #[arg(long, default_value_t = 100)]
+    instances: usize,
+    /// Reconciles the operator runs at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u16,
+    /// The operator's resync interval; the no-change resync is measured over 1.5 of it.
+    #[arg(long, default_value_t = 30)]
+    resync_seconds: u64,
+    /// Leave the cluster running afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// What the operator writes (everything else in the cluster that changes while it runs is
+/// written by the controller manager, the scheduler or kwok): resource and subresource.
+const OPERATOR_RESOURCES: [(&str, &str); 12] = [
+    ("virtualclusters", ""),
+    ("virtualclusters", "status"),
+    ("services", ""),
+    ("secrets", ""),
+    ("configmaps", ""),
+    ("serviceaccounts", ""),
+    ("roles", ""),
+    ("rolebindings", ""),
+    ("clusterroles", ""),
+    ("clusterrolebindings", ""),
+    ("statefulsets", ""),
+    ("deployments", ""),
+];
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let n = args.instances;
+    eprintln!("bench: building the operator (release)");
+    let binary = tokio::task::spawn_blocking(|| operator::build(true)).await??;
+    let bin_dir = tokio::task::spawn_blocking(binaries::ensure).await??;
+    // Each instance runs two pods (control plane and syncer); kwok nodes take 110 each.
+    let node_count = (2 * n).div_ceil(100) as u32 + 1;
+    let dir = clusters_root().join(unique_name("bench"));
+    eprintln!("bench: starting a cluster with {node_count} simulated nodes in {}", dir.display());
+    let cluster: TestCluster = cluster::up(
+        &dir,
+        &UpOptions {
+            bin_dir,
+            nodes: Some(node_count),
+            lifetime: if args.keep {
+                Lifetime::Detached
+            } else {
+                Lifetime::TiedToThisProcess
+            },
+        },
+    )
+    .await?
+    .into();
+    let result = run(&args, &cluster, &binary).await;
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Result<()> {
+    let n = args.instances;
+    let admin = cluster.client().await;
+    crd::install(&admin).await?;
+    let namespace = cluster.namespace("bench").await;
+    let kubeconfig = operator::identity(cluster, &namespace).await?;
+    let concurrency = format!("--concurrency={}", args.concurrency);
+    let resync = format!("--resync-seconds={}", args.resync_seconds);
+    let operator = Operator::start_binary(
+        cluster,
+        Start {
+            namespaces: &[&namespace],
+            kubeconfig: &kubeconfig,
+            args: &[&concurrency, &resync, "--log-format=json"],
+        },
+        binary,
+    )
+    .await?;
+
+    let before = operator_writes(&admin).await?;
+    let started = Instant::now();
+    let vcs: Api<VirtualCluster> = Api::namespaced(admin.clone(), &namespace);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let vcs = vcs.clone();
+            async move {
+                let vc: VirtualCluster = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "virtualcluster.dev/v1alpha1",
+                    "kind": "VirtualCluster",
+                    "metadata": {"name": format!("vc-{i:05}")},
+                    // Without a volume claim the control plane pods schedule on kwok nodes.
+                    "spec": {"controlPlane": {"persistence": {"enabled": false}}},
+                }))?;
+                vcs.create(&PostParams::default(), &vc).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<()>()
+        .await?;
+    let created = started.elapsed();
+    eprintln!("bench: created {n} VirtualClusters in {created:.1?}");
+
+    wait_for(&format!("the children of {n} instances"), || async {
+        let count = |list: usize| list >= n;
+        let managed = ListParams::default().labels(&managed_selector());
+        let sts = Api::<StatefulSet>::namespaced(admin.clone(), &namespace)
+            .list_metadata(&managed)
+            .await?
+            .items
+            .len();
+        let deployments = Api::<Deployment>::namespaced(admin.clone(), &namespace)
+            .list_metadata(&managed)
+            .await?
+            .items
+            .len();
+        let secrets = Api::<Secret>::namespaced(admin.clone(), &namespace)
+            .list_metadata(&managed)
+            .await?
+            .items
+            .len();
+        Ok(count(sts) && count(deployments) && secrets >= 3 * n)
+    })
+    .await?;
+    let children_at = started.elapsed();
+    eprintln!("bench: children of all instances exist after {children_at:.1?}");
+    wait_for(&format!("{n} Ready VirtualClusters"), || async {
+        let ready = vcs
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|vc| {
+                vc.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        Ok(ready >= n)
+    })
+    .await?;
+    let ready_at = started.elapsed();
+    eprintln!("bench: all Ready after {ready_at:.1?}");
+    let after_create = operator_writes(&admin).await?;
+    let reconciles_before = reconciles(&operator).await?;
+
+    let window = Duration::from_secs(args.resync_seconds * 3 / 2);
+    eprintln!("bench: measuring a resync with no change over {window:?}");
+    tokio::time::sleep(window).await;
+    let after_resync = operator_writes(&admin).await?;
+    let resync_reconciles = reconciles(&operator).await? - reconciles_before;
+    let rss = peak_rss_kib(operator.pid())?;
+    // The benchmark's own creates are not the operator's.
+    let create_writes = after_create - before - n as f64;
+    let resync_writes = after_resync - after_create;
+
+    println!("operator benchmark: {n} VirtualClusters, operator concurrency {}", args.concurrency);
+    println!("  created by the benchmark in           {:>8.1} s", created.as_secs_f64());
+    println!("  every instance's children exist after {:>8.1} s", children_at.as_secs_f64());
+    println!("  every instance Ready after            {:>8.1} s", ready_at.as_secs_f64());
+    println!("  operator peak RSS                     {:>8.1} MiB", rss as f64 / 1024.0);
+    println!("  API writes per instance on create     {:>8.2}", create_writes / n as f64);
+    println!(
+        "  API writes per instance on resync     {:>8.2}  ({resync_reconciles} reconciles in {:.0} s, no change)",
+        resync_writes / n as f64,
+        window.as_secs_f64()
+    );
+    ensure!(
+        resync_reconciles >= n as f64,
+        "only {resync_reconciles} reconciles during the resync window: not every instance resynced"
+    );
+    Ok(())
+}
+
+/// Polls `check` every second until it is true; gives up after 15 minutes.
+async fn wait_for<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Write requests the API server served for the kinds the operator writes, from its
+/// `apiserver_request_total` counter.
+async fn operator_writes(admin: &Client) -> Result<f64> {
+    let text = admin
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await
+        .context("reading the API server's metrics")?;
+    let mut total = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let labels: BTreeMap<&str, &str> = labels
+            .split("\",")
+            .filter_map(|kv| kv.split_once("=\""))
+            .map(|(k, v)| (k, v.trim_end_matches('"')))
+            .collect();
+        let verb = labels.get("verb").copied().unwrap_or_default();
+        let resource = labels.get("resource").copied().unwrap_or_default();
+        let subresource = labels.get("subresource").copied().unwrap_or_default();
+        let write = matches!(verb, "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE");
+        if write && OPERATOR_RESOURCES.contains(&(resource, subresource)) {
+            total += value.trim().parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    Ok(total)
+}
+
+async fn reconciles(operator: &Operator) -> Result<f64> {
+    let metrics = operator.metrics().await?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("virtualcluster_operator_reconciles_total "))
+        .context("no reconciles counter")?
+        .trim()
+        .parse()
+        .context("parsing the reconciles counter")
+}
+
+/// Peak resident set size of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/<pid>/status")
+}
