@@ -308,12 +308,9 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: build::Desired) -> R
         Api::all(c.clone()),
         None
     );
-    apply_each!(
-        desired.stateful_sets,
-        caches.stateful_sets,
-        Api::namespaced(c.clone(), namespace),
-        ns
-    );
+    for sts in desired.stateful_sets {
+        apply_stateful_set(ctx, namespace, sts).await?;
+    }
     apply_each!(
         desired.deployments,
         caches.deployments,
@@ -321,6 +318,42 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: build::Desired) -> R
         ns
     );
     Ok(())
+}
+
+/// Applies the control plane StatefulSet. Some of its fields cannot change (the volume claim
+/// templates, when persistence is switched or resized); then it is deleted with its pods and
+/// claims orphaned, not deleted, and made anew, adopting them, so nothing stops or is lost.
+async fn apply_stateful_set(
+    ctx: &Context,
+    namespace: &str,
+    sts: k8s_openapi::api::apps::v1::StatefulSet,
+) -> Result<(), Error> {
+    let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        Api::namespaced(ctx.client.clone(), namespace);
+    let name = sts.name_any();
+    let live = caches::get(&ctx.caches.stateful_sets, Some(namespace), &name);
+    match apply::apply(&api, sts, live.clone()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status))
+            if status.code == 422 && status.message.contains("Forbidden") =>
+        {
+            let uid = live.and_then(|l| l.uid());
+            tracing::info!(%name, reason = %status.message, "recreating the StatefulSet");
+            let params = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid,
+                    resource_version: None,
+                }),
+                ..kube::api::DeleteParams::orphan()
+            };
+            api.delete(&name, &params)
+                .await
+                .map_err(Error::kube(format!("recreating StatefulSet {name}")))?;
+            // The next reconcile, triggered by the deletion, creates it.
+            Ok(())
+        }
+        Err(err) => Err(Error::kube(format!("applying StatefulSet {name}"))(err)),
+    }
 }
 
 fn kind_of<K: Resource<DynamicType = ()>>(_: &K) -> std::borrow::Cow<'static, str> {

@@ -128,10 +128,15 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         instance_name: identity,
     };
-    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
+    let namespaces: Vec<String> = args
+        .namespaces
+        .into_iter()
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {
-        args.namespaces.into_iter().map(Some).collect()
+        namespaces.into_iter().map(Some).collect()
     };
     let controllers = futures::future::join_all(
         scopes

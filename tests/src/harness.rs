@@ -52,27 +52,8 @@ pub async fn shared_cluster() -> &'static TestCluster {
 
 async fn start_shared() -> Result<TestCluster> {
     if let Some(dir) = std::env::var_os("VIRTUALCLUSTER_TEST_CLUSTER").filter(|v| !v.is_empty()) {
-        let dir = std::path::absolute(PathBuf::from(dir))?;
-        let state = State::read(&dir)?.with_context(|| {
-            format!(
-                "VIRTUALCLUSTER_TEST_CLUSTER={}: no {}",
-                dir.display(),
-                cluster::STATE_FILE
-            )
-        })?;
-        if state.running().count() == 0 {
-            bail!(
-                "VIRTUALCLUSTER_TEST_CLUSTER={}: its cluster is not running; start it with \
-                 `tests/local-cluster up {} --with-nodes {SHARED_NODES}`",
-                dir.display(),
-                dir.display()
-            );
-        }
-        let cluster = TestCluster {
-            dir,
-            kubeconfig: state.kubeconfig,
-            bin_dir: state.bin_dir,
-        };
+        let cluster = TestCluster::open(&PathBuf::from(dir))
+            .context("VIRTUALCLUSTER_TEST_CLUSTER")?;
         cluster
             .client()
             .await
@@ -161,6 +142,26 @@ impl From<cluster::Cluster> for TestCluster {
 }
 
 impl TestCluster {
+    /// The running cluster that `tests/local-cluster up DIR` started.
+    pub fn open(dir: &Path) -> Result<TestCluster> {
+        let dir = std::path::absolute(dir)?;
+        let state = State::read(&dir)?
+            .with_context(|| format!("{}: no {}", dir.display(), cluster::STATE_FILE))?;
+        if state.running().count() == 0 {
+            bail!(
+                "the cluster in {} is not running; start it with \
+                 `tests/local-cluster up {} --with-nodes {SHARED_NODES}`",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Ok(TestCluster {
+            dir,
+            kubeconfig: state.kubeconfig,
+            bin_dir: state.bin_dir,
+        })
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -113,11 +113,12 @@ pub async fn identity(cluster: &TestCluster, namespace: &str) -> Result<PathBuf>
     Ok(path)
 }
 
-/// A running operator process.
+/// A running operator process; killed when dropped unless it was started detached.
 pub struct Operator {
     started: Started,
     pub metrics_url: String,
     pub identity: String,
+    lifetime: Lifetime,
 }
 
 /// How to start an operator.
@@ -143,12 +144,25 @@ impl Operator {
         start: Start<'_>,
         binary: &Path,
     ) -> Result<Operator> {
+        Self::spawn(cluster, start, binary, Lifetime::TiedToThisProcess).await
+    }
+
+    /// Starts `binary` with the given lifetime and returns once its `/readyz` answers.
+    pub async fn spawn(
+        cluster: &TestCluster,
+        start: Start<'_>,
+        binary: &Path,
+        lifetime: Lifetime,
+    ) -> Result<Operator> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let identity = unique_name("operator");
         let mut cmd = Command::new(binary);
         cmd.env("KUBECONFIG", start.kubeconfig)
             .env("RUST_LOG", "info,virtualcluster_operator=debug")
-            .arg(format!("--namespaces={}", start.namespaces.join(",")))
+            .args(
+                (!start.args.iter().any(|a| a.starts_with("--namespaces")))
+                    .then(|| format!("--namespaces={}", start.namespaces.join(","))),
+            )
             .arg(format!("--lease-namespace={}", start.namespaces[0]))
             .arg(format!("--metrics-addr=127.0.0.1:{port}"))
             .arg(format!("--identity={identity}"))
@@ -158,11 +172,12 @@ impl Operator {
             .join("operators")
             .join(start.namespaces[0])
             .join(format!("{identity}.log"));
-        let started = process::spawn(NAME, cmd, &log, Lifetime::TiedToThisProcess)?;
+        let started = process::spawn(NAME, cmd, &log, lifetime)?;
         let mut operator = Operator {
             started,
             metrics_url: format!("http://127.0.0.1:{port}/metrics"),
             identity,
+            lifetime,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -237,9 +252,53 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.started.child.kill();
-        let _ = self.started.child.wait();
+        if self.lifetime == Lifetime::TiedToThisProcess {
+            let _ = self.started.child.kill();
+            let _ = self.started.child.wait();
+        }
     }
+}
+
+/// The namespace `run` deploys the operator's identity to, as `config/rbac/` does.
+pub const SYSTEM_NAMESPACE: &str = "virtualcluster-system";
+
+/// Runs the operator (debug build) for the cluster in `dir`, watching every namespace, with
+/// its deployed identity in [`SYSTEM_NAMESPACE`], until `tests/local-cluster down DIR`. Returns
+/// the path of its log.
+pub async fn run(dir: &Path) -> Result<PathBuf> {
+    let cluster = TestCluster::open(dir)?;
+    let client = cluster.client().await;
+    crate::crd::install(&client).await?;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": SYSTEM_NAMESPACE}}))?;
+    namespaces
+        .patch(
+            SYSTEM_NAMESPACE,
+            &PatchParams::apply("virtualcluster-tests"),
+            &Patch::Apply(&namespace),
+        )
+        .await?;
+    let kubeconfig = identity(&cluster, SYSTEM_NAMESPACE).await?;
+    let binary = tokio::task::spawn_blocking(binary).await??;
+    // Watching all namespaces: `--namespaces` empty; the Lease in the system namespace.
+    let operator = Operator::spawn(
+        &cluster,
+        Start {
+            namespaces: &[SYSTEM_NAMESPACE],
+            kubeconfig: &kubeconfig,
+            args: &["--namespaces="],
+        },
+        &binary,
+        Lifetime::Detached,
+    )
+    .await?;
+    let record = operator.started.record.clone();
+    crate::cluster::State::update(cluster.dir(), |state| {
+        state.processes.push(record);
+        Ok(())
+    })?;
+    Ok(operator.log_path())
 }
 
 /// A plain HTTP/1.0 GET on loopback: status code and body.

@@ -679,3 +679,33 @@ async fn a_standby_takes_over_when_the_leader_dies() {
     assert!(failover < Duration::from_secs(30), "failover took {failover:?}");
     setup.wait_ready("two").await;
 }
+
+#[tokio::test]
+async fn a_change_the_statefulset_cannot_take_recreates_it() {
+    let setup = Setup::new("op-persist").await;
+    setup.create("persist", json!({})).await;
+    setup.wait_ready("persist").await;
+    let sets = setup.api::<StatefulSet>();
+    let old = sets.get("persist").await.unwrap();
+    assert!(old.spec.volume_claim_templates.is_none());
+    // Volume claim templates cannot be changed in place.
+    setup
+        .vcs()
+        .patch(
+            "persist",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"controlPlane": {"persistence": {"enabled": true, "size": "1Gi"}}}})),
+        )
+        .await
+        .unwrap();
+    let new = eventually("the StatefulSet to be recreated with a volume claim", || async {
+        sets.get_opt("persist")
+            .await
+            .unwrap()
+            .filter(|s| s.uid() != old.uid() && s.spec.volume_claim_templates.is_some())
+    })
+    .await;
+    let claim = &new.spec.volume_claim_templates.unwrap()[0];
+    let size = &claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"];
+    assert_eq!(size.0, "1Gi");
+}
