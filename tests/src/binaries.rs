@@ -344,12 +344,12 @@ fn write_kwok_stages(go: &Path, out_dir: &Path) -> Result<()> {
 }
 
 /// An exclusive `flock` held until dropped.
-struct FileLock {
+pub(crate) struct FileLock {
     _file: fs::File,
 }
 
 impl FileLock {
-    fn acquire(path: &Path) -> Result<Self> {
+    pub(crate) fn acquire(path: &Path) -> Result<Self> {
         use std::os::fd::AsRawFd;
         let file = fs::OpenOptions::new()
             .create(true)
@@ -360,7 +360,7 @@ impl FileLock {
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             eprintln!(
-                "local-cluster: waiting for another build holding {}",
+                "local-cluster: waiting for another process holding {}",
                 path.display()
             );
             let _ = std::io::stderr().flush();

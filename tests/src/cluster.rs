@@ -13,21 +13,25 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use serde::{Deserialize, Serialize};
 
-use crate::binaries;
+use crate::binaries::{self, FileLock};
 use crate::kubeconfig;
 use crate::nodes;
 use crate::pki::{Client, FRONT_PROXY_CLIENT, Pki};
 use crate::process::{self, Lifetime, ProcessRecord, Started};
 
 pub const STATE_FILE: &str = "state.json";
+/// Held while `state.json` is read, changed and written back.
+const STATE_LOCK: &str = ".state.lock";
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// Everything `up` creates in DIR (and replaces on the next `up`).
+/// Everything `up` creates in DIR (and replaces on the next `up`), including what
+/// [`crate::instance::run_instance`] adds later.
 const GENERATED: &[&str] = &[
     "etcd",
+    "instances",
     "logs",
     "pki",
     "kubeconfigs",
@@ -60,6 +64,21 @@ impl State {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
         }
+    }
+
+    /// Reads the state of `dir`, lets `change` edit it and writes it back, holding a lock so
+    /// that concurrent updates (instances started next to the cluster, `down`) are not lost.
+    pub fn update<T>(dir: &Path, change: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let _lock = FileLock::acquire(&dir.join(STATE_LOCK))?;
+        let mut state = State::read(dir)?.with_context(|| {
+            format!(
+                "{} has no {STATE_FILE}: start a cluster there with `tests/local-cluster up`",
+                dir.display()
+            )
+        })?;
+        let result = change(&mut state)?;
+        state.write(dir)?;
+        Ok(result)
     }
 
     fn write(&self, dir: &Path) -> Result<()> {
@@ -332,11 +351,20 @@ pub async fn up(dir: &Path, options: &UpOptions) -> Result<Cluster> {
 /// processes it stopped.
 pub fn down(dir: &Path) -> Result<usize> {
     let dir = std::path::absolute(dir)?;
-    let Some(mut state) = State::read(&dir)? else {
+    if State::read(&dir)?.is_none() {
         return Ok(0);
-    };
+    }
+    State::update(&dir, |state| {
+        let stopped = stop_records(&state.processes)?;
+        state.processes.clear();
+        Ok(stopped)
+    })
+}
+
+/// Stops the recorded processes that still run, newest first; returns how many it stopped.
+pub(crate) fn stop_records(records: &[ProcessRecord]) -> Result<usize> {
     let mut stopped = 0;
-    for record in state.processes.iter().rev() {
+    for record in records.iter().rev() {
         if process::stop(record, STOP_GRACE)? {
             eprintln!(
                 "local-cluster: stopped {} (pid {})",
@@ -345,8 +373,6 @@ pub fn down(dir: &Path) -> Result<usize> {
             stopped += 1;
         }
     }
-    state.processes.clear();
-    state.write(&dir)?;
     Ok(stopped)
 }
 
@@ -356,19 +382,22 @@ pub fn component_kubeconfig(dir: &Path, client: Client) -> PathBuf {
         .join(format!("{}.kubeconfig", client.file_stem()))
 }
 
-/// Distinct free loopback ports. Each listener is held until all are picked so that the same
-/// port is not handed out twice; another process may still take one before it is used, which
-/// is unlikely enough with the kernel's randomised ephemeral ports.
-fn free_ports<const N: usize>() -> Result<[u16; N]> {
-    let listeners = (0..N)
+/// `count` distinct free loopback ports. Each listener is held until all are picked so that
+/// the same port is not handed out twice; another process may still take one before it is
+/// used, which is unlikely enough with the kernel's randomised ephemeral ports.
+pub fn free_loopback_ports(count: usize) -> Result<Vec<u16>> {
+    let listeners = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()
         .context("finding free loopback ports")?;
-    let ports: Vec<u16> = listeners
+    Ok(listeners
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<std::io::Result<_>>()?;
-    Ok(ports.try_into().expect("N ports"))
+        .collect::<std::io::Result<_>>()?)
+}
+
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    Ok(free_loopback_ports(N)?.try_into().expect("N ports"))
 }
 
 /// Processes started so far by one `up`.

@@ -5,6 +5,7 @@ pub mod binaries;
 pub mod cluster;
 pub mod crd;
 pub mod harness;
+pub mod instance;
 pub mod kubeconfig;
 pub mod nodes;
 pub mod operator;

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use virtualcluster_tests::binaries;
 use virtualcluster_tests::cluster::{self, UpOptions};
 use virtualcluster_tests::process::Lifetime;
+use virtualcluster_tests::{binaries, instance};
 
 #[derive(Parser)]
 #[command(
@@ -26,8 +26,11 @@ enum Command {
     Build,
     /// Start a control plane in DIR and print the path of its cluster-admin kubeconfig.
     Up(UpArgs),
-    /// Stop what `up DIR` started.
+    /// Stop what `up DIR` and `run-instance DIR ...` started.
     Down(DownArgs),
+    /// Run the control plane StatefulSet of VirtualCluster NAMESPACE/NAME of the cluster in DIR
+    /// as local processes, and print the path of a kubeconfig for it once it is ready.
+    RunInstance(RunInstanceArgs),
 }
 
 #[derive(Args)]
@@ -44,6 +47,14 @@ struct DownArgs {
     dir: PathBuf,
 }
 
+#[derive(Args)]
+struct RunInstanceArgs {
+    /// Folder of a cluster started with `up`.
+    dir: PathBuf,
+    namespace: String,
+    name: String,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,6 +62,7 @@ async fn main() -> ExitCode {
         Command::Build => build().await,
         Command::Up(args) => up(args).await,
         Command::Down(args) => down(args),
+        Command::RunInstance(args) => run_instance(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,6 +98,18 @@ fn down(args: DownArgs) -> Result<()> {
         "local-cluster: stopped {stopped} processes of {}",
         dir.display()
     );
+    Ok(())
+}
+
+async fn run_instance(args: RunInstanceArgs) -> Result<()> {
+    let kubeconfig = instance::run_instance(
+        &caller_path(&args.dir),
+        &args.namespace,
+        &args.name,
+        Lifetime::Detached,
+    )
+    .await?;
+    println!("{}", kubeconfig.display());
     Ok(())
 }
 

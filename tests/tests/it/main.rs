@@ -1,5 +1,6 @@
 //! The integration tests that need a cluster, in one binary so that they share one.
 
 mod admission;
+mod control_plane;
 mod local_cluster;
 mod operator;

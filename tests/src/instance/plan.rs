@@ -1,0 +1,487 @@
+//! The pure half of [`super::run_instance`]: a StatefulSet's pod, the Secrets it mounts, a map
+//! from its ports to free local ones and a local folder become the processes to start and the
+//! files to write. Only file paths and ports change; everything else is run as rendered.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Secret};
+
+/// Address every process of the pod listens on and reports as the pod's.
+pub const POD_IP: &str = "127.0.0.1";
+
+/// What to do locally to run the pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// One per container, in start order.
+    pub processes: Vec<LocalProcess>,
+    /// Folders the volumes become.
+    pub folders: Vec<LocalFolder>,
+    /// The files of Secret volumes (written with mode 0600).
+    pub files: Vec<LocalFile>,
+    /// The local port of the container running `kube-apiserver`.
+    pub api_server_port: u16,
+}
+
+/// A container as a local process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalProcess {
+    pub container: String,
+    /// File name of the binary: the base name of the container's `command[0]`.
+    pub binary: String,
+    /// The rest of `command`, then `args`; references expanded, paths and ports replaced.
+    pub args: Vec<String>,
+    /// The container's environment, resolved as the kubelet would.
+    pub env: Vec<(String, String)>,
+    /// The container's working directory, if it names one (inside one of its volumes).
+    pub working_dir: Option<PathBuf>,
+}
+
+/// A volume's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFolder {
+    pub volume: String,
+    pub path: PathBuf,
+    /// Kept from an earlier run, as a volume claim outlives its pod; otherwise emptied first.
+    pub keep: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFile {
+    pub path: PathBuf,
+    pub contents: Vec<u8>,
+}
+
+/// The name the StatefulSet's first (and only) pod gets.
+pub fn pod_name(sts: &StatefulSet) -> Result<String> {
+    let name = sts
+        .metadata
+        .name
+        .as_deref()
+        .context("the StatefulSet has no name")?;
+    Ok(format!("{name}-0"))
+}
+
+fn pod_spec(sts: &StatefulSet) -> Result<&PodSpec> {
+    sts.spec
+        .template
+        .spec
+        .as_ref()
+        .context("the StatefulSet has no pod spec")
+}
+
+/// The Secrets the pod mounts, which [`plan`] needs.
+pub fn mounted_secrets(sts: &StatefulSet) -> Result<Vec<String>> {
+    let mut names: Vec<String> = pod_spec(sts)?
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.secret.as_ref().and_then(|s| s.secret_name.clone()))
+        .collect();
+    names.dedup();
+    Ok(names)
+}
+
+/// Every containerPort of the pod, each once, sorted.
+pub fn declared_ports(sts: &StatefulSet) -> Result<Vec<u16>> {
+    let mut ports = Vec::new();
+    for container in &pod_spec(sts)?.containers {
+        for port in container.ports.iter().flatten() {
+            let number = u16::try_from(port.container_port)
+                .ok()
+                .filter(|p| *p != 0)
+                .with_context(|| {
+                    format!(
+                        "container {}: {} is not a port",
+                        container.name, port.container_port
+                    )
+                })?;
+            ports.push(number);
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports)
+}
+
+/// The processes and files that run the pod of `sts` in `root`, with `secrets` (at least those
+/// of [`mounted_secrets`]) and `ports` mapping each of [`declared_ports`] to a local one.
+pub fn plan(
+    sts: &StatefulSet,
+    secrets: &[Secret],
+    ports: &BTreeMap<u16, u16>,
+    root: &Path,
+) -> Result<Plan> {
+    let pod = pod_spec(sts)?;
+    ensure!(
+        pod.init_containers.as_ref().is_none_or(Vec::is_empty),
+        "init containers cannot run locally yet"
+    );
+    for port in declared_ports(sts)? {
+        ensure!(ports.contains_key(&port), "no local port for port {port}");
+    }
+    let pod_name = pod_name(sts)?;
+    let namespace = sts
+        .metadata
+        .namespace
+        .as_deref()
+        .context("the StatefulSet has no namespace")?;
+
+    let (folders, files) = volumes(sts, pod, secrets, root)?;
+    let folder_of = |volume: &str| folders.iter().find(|f| f.volume == volume);
+
+    // Files may be read by any container; a path mounted differently by two containers is
+    // rewritten as the first one mounts it.
+    let mut all_mounts = Vec::new();
+    let mut processes = Vec::new();
+    for container in &pod.containers {
+        let mut mounts = Vec::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            let what = || format!("container {}, mount {}", container.name, mount.mount_path);
+            let folder = folder_of(&mount.name)
+                .with_context(|| format!("{}: no volume {}", what(), mount.name))?;
+            ensure!(
+                mount.sub_path_expr.is_none(),
+                "{}: subPathExpr is not supported",
+                what()
+            );
+            let mut local = folder.path.clone();
+            if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                local.push(relative(sub).with_context(what)?);
+            }
+            let path = mount.mount_path.trim_end_matches('/');
+            ensure!(path.starts_with('/'), "{}: not an absolute path", what());
+            mounts.push((path.to_owned(), local.display().to_string()));
+        }
+        all_mounts.extend(mounts.iter().cloned());
+        let rewrite = Rewrite::new(mounts, ports);
+        processes.push(process(container, &rewrite, &pod_name, namespace)?);
+    }
+    let rewrite = Rewrite::new(all_mounts, ports);
+    let files = files
+        .into_iter()
+        .map(|file| LocalFile {
+            contents: match String::from_utf8(file.contents) {
+                Ok(text) => rewrite.text(&text, false).into_bytes(),
+                Err(binary) => binary.into_bytes(),
+            },
+            ..file
+        })
+        .collect();
+
+    let api_server = pod
+        .containers
+        .iter()
+        .zip(&processes)
+        .find(|(_, p)| p.binary == "kube-apiserver")
+        .map(|(c, _)| c)
+        .context("no container runs kube-apiserver")?;
+    let api_ports: Vec<_> = api_server.ports.iter().flatten().collect();
+    let api_port = api_ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("https"))
+        .or(api_ports.first().filter(|_| api_ports.len() == 1))
+        .context("the kube-apiserver container declares no single or `https` port")?;
+    let api_server_port = ports[&(api_port.container_port as u16)];
+
+    Ok(Plan {
+        processes,
+        folders,
+        files,
+        api_server_port,
+    })
+}
+
+/// The volumes' folders under `root/volumes`, and the files of Secret volumes.
+fn volumes(
+    sts: &StatefulSet,
+    pod: &PodSpec,
+    secrets: &[Secret],
+    root: &Path,
+) -> Result<(Vec<LocalFolder>, Vec<LocalFile>)> {
+    let mut folders = Vec::new();
+    let mut files = Vec::new();
+    let folder = |volume: &str, keep| -> Result<LocalFolder> {
+        Ok(LocalFolder {
+            volume: volume.to_owned(),
+            path: root.join("volumes").join(relative(volume)?),
+            keep,
+        })
+    };
+    for volume in pod.volumes.iter().flatten() {
+        let what = || format!("volume {}", volume.name);
+        let local = if let Some(source) = &volume.secret {
+            let local = folder(&volume.name, false).with_context(what)?;
+            let name = source.secret_name.as_deref().unwrap_or_default();
+            let optional = source.optional == Some(true);
+            let data = match secrets
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(name))
+            {
+                Some(secret) => secret_data(secret),
+                None if optional => BTreeMap::new(),
+                None => bail!("{}: no Secret {name}", what()),
+            };
+            let items: Vec<(String, String)> = match &source.items {
+                Some(items) => items
+                    .iter()
+                    .map(|i| (i.key.clone(), i.path.clone()))
+                    .collect(),
+                None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+            };
+            for (key, path) in items {
+                let contents = match data.get(&key) {
+                    Some(contents) => contents.clone(),
+                    None if optional => continue,
+                    None => bail!("{}: Secret {name} has no key {key}", what()),
+                };
+                files.push(LocalFile {
+                    path: local.path.join(relative(&path).with_context(what)?),
+                    contents,
+                });
+            }
+            local
+        } else if volume.empty_dir.is_some() {
+            folder(&volume.name, false).with_context(what)?
+        } else if volume.persistent_volume_claim.is_some() {
+            folder(&volume.name, true).with_context(what)?
+        } else {
+            bail!(
+                "{}: only secret, emptyDir and persistentVolumeClaim volumes can run locally",
+                what()
+            );
+        };
+        folders.push(local);
+    }
+    for claim in sts.spec.volume_claim_templates.iter().flatten() {
+        let name = claim.metadata.name.as_deref().unwrap_or_default();
+        if !folders.iter().any(|f| f.volume == name) {
+            folders.push(folder(name, true).with_context(|| format!("claim {name}"))?);
+        }
+    }
+    Ok((folders, files))
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    for (k, v) in secret.string_data.iter().flatten() {
+        data.insert(k.clone(), v.clone().into_bytes());
+    }
+    data
+}
+
+/// `path` if it is relative and stays below the folder it is joined to.
+fn relative(path: &str) -> Result<&Path> {
+    let p = Path::new(path);
+    ensure!(
+        !path.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_))),
+        "{path:?} is not a relative path below its folder"
+    );
+    Ok(p)
+}
+
+fn process(
+    container: &Container,
+    rewrite: &Rewrite<'_>,
+    pod_name: &str,
+    namespace: &str,
+) -> Result<LocalProcess> {
+    let what = || format!("container {}", container.name);
+    ensure!(
+        container.env_from.as_ref().is_none_or(Vec::is_empty),
+        "{}: envFrom is not supported",
+        what()
+    );
+    let command = container.command.as_deref().unwrap_or_default();
+    let binary = command
+        .first()
+        .and_then(|c| Path::new(c).file_name())
+        .with_context(|| format!("{}: no command (the image's entrypoint is unknown)", what()))?
+        .to_string_lossy()
+        .into_owned();
+
+    let mut env: Vec<(String, String)> = Vec::new();
+    for var in container.env.iter().flatten() {
+        let value = if let Some(value) = &var.value {
+            expand(&rewrite.text(value, true), &env)
+        } else if let Some(from) = &var.value_from {
+            let field = from.field_ref.as_ref().with_context(|| {
+                format!("{}: env {}: only fieldRef is supported", what(), var.name)
+            })?;
+            match field.field_path.as_str() {
+                "metadata.name" => pod_name.to_owned(),
+                "metadata.namespace" => namespace.to_owned(),
+                "status.podIP" | "status.podIPs" | "status.hostIP" | "status.hostIPs" => {
+                    POD_IP.to_owned()
+                }
+                other => bail!(
+                    "{}: env {}: fieldRef {other} is not supported",
+                    what(),
+                    var.name
+                ),
+            }
+        } else {
+            String::new()
+        };
+        env.retain(|(name, _)| *name != var.name);
+        env.push((var.name.clone(), value));
+    }
+
+    let args = command[1..]
+        .iter()
+        .chain(container.args.iter().flatten())
+        .map(|arg| expand(&rewrite.text(arg, true), &env))
+        .collect();
+    let working_dir = match container.working_dir.as_deref().filter(|d| !d.is_empty()) {
+        None => None,
+        Some(dir) => {
+            let local = rewrite.text(dir, false);
+            ensure!(local != dir, "{}: workingDir {dir} is in no volume", what());
+            Some(PathBuf::from(local))
+        }
+    };
+    Ok(LocalProcess {
+        container: container.name.clone(),
+        binary,
+        args,
+        env,
+        working_dir,
+    })
+}
+
+/// Expands `$(NAME)` from `env` as the kubelet does: `$$` is a literal `$`, and a reference to
+/// an unknown name stays as it is.
+pub fn expand(input: &str, env: &[(String, String)]) -> String {
+    let bytes = input.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' || i + 1 == bytes.len() {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        match bytes[i + 1] {
+            b'$' => {
+                out.push(b'$');
+                i += 2;
+            }
+            b'(' => match bytes[i + 2..].iter().position(|b| *b == b')') {
+                Some(len) => {
+                    let name = &input[i + 2..i + 2 + len];
+                    match env.iter().rev().find(|(n, _)| n == name) {
+                        Some((_, value)) => out.extend_from_slice(value.as_bytes()),
+                        None => out.extend_from_slice(&bytes[i..i + 3 + len]),
+                    }
+                    i += 3 + len;
+                }
+                None => {
+                    out.extend_from_slice(b"$(");
+                    i += 2;
+                }
+            },
+            _ => {
+                out.push(b'$');
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).expect("only whole UTF-8 sequences are copied")
+}
+
+/// Replaces mount paths by local folders and ports by local ports in text.
+struct Rewrite<'a> {
+    /// Container path and local folder, longest container path first.
+    mounts: Vec<(String, String)>,
+    ports: &'a BTreeMap<u16, u16>,
+}
+
+impl<'a> Rewrite<'a> {
+    fn new(mut mounts: Vec<(String, String)>, ports: &'a BTreeMap<u16, u16>) -> Self {
+        mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        Self { mounts, ports }
+    }
+
+    /// A mount path counts where it stands as a whole path (`--data-dir=/var/lib/etcd/data`,
+    /// not `/opt/var/lib/etcd`); a port where it is a whole number after `:` or `=`
+    /// (`127.0.0.1:2379`, `--secure-port=6443`), or, in an argument (`whole_port`), the whole
+    /// text. Base64 holds neither `:` nor `=` before a digit, so certificates stay intact.
+    fn text(&self, text: &str, whole_port: bool) -> String {
+        if whole_port
+            && let Ok(port) = text.parse::<u16>()
+            && let Some(local) = self.ports.get(&port)
+            && !text.starts_with(['+', '0'])
+        {
+            return local.to_string();
+        }
+        let is_path_char = |c: char| c.is_ascii_alphanumeric() || "._-/~".contains(c);
+        let is_name_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        let mut prev: Option<char> = None;
+        'scan: while let Some(c) = rest.chars().next() {
+            if prev.is_none_or(|p| !is_path_char(p)) {
+                for (path, local) in &self.mounts {
+                    if let Some(after) = rest.strip_prefix(path.as_str())
+                        && after
+                            .chars()
+                            .next()
+                            .is_none_or(|n| n == '/' || !is_name_char(n))
+                    {
+                        out.push_str(local);
+                        prev = path.chars().last();
+                        rest = after;
+                        continue 'scan;
+                    }
+                }
+            }
+            if matches!(prev, Some(':' | '=')) && c.is_ascii_digit() {
+                let len = rest
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(rest.len());
+                let digits = &rest[..len];
+                match digits.parse::<u16>().ok().and_then(|p| self.ports.get(&p)) {
+                    Some(local) if !digits.starts_with('0') => out.push_str(&local.to_string()),
+                    _ => out.push_str(digits),
+                }
+                prev = digits.chars().last();
+                rest = &rest[len..];
+                continue;
+            }
+            out.push(c);
+            prev = Some(c);
+            rest = &rest[c.len_utf8()..];
+        }
+        out
+    }
+}
+
+/// The kubeconfig `config` with the server of every cluster set to `server`; credentials and
+/// CA stay.
+pub fn local_kubeconfig(config: &[u8], server: &str) -> Result<String> {
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_slice(config).context("parsing the kubeconfig")?;
+    let clusters = doc
+        .get_mut("clusters")
+        .and_then(|c| c.as_sequence_mut())
+        .filter(|c| !c.is_empty())
+        .context("the kubeconfig has no clusters")?;
+    for entry in clusters {
+        let cluster = entry
+            .get_mut("cluster")
+            .and_then(|c| c.as_mapping_mut())
+            .context("a kubeconfig cluster entry has no `cluster`")?;
+        cluster.insert("server".into(), server.into());
+    }
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+#[cfg(test)]
+mod tests;

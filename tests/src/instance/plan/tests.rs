@@ -1,0 +1,312 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
+use virtualcluster_crds::VirtualCluster;
+use virtualcluster_operator::build::{self, Instance};
+use virtualcluster_operator::pki::{self, file};
+use virtualcluster_operator::settings::{self, Settings};
+use virtualcluster_operator::validate;
+
+use super::*;
+
+const ROOT: &str = "/run/vc/instances/team-a/demo";
+
+/// What the operator renders for `demo` in `team-a`: the StatefulSet and all its Secrets.
+fn rendered(edit: impl FnOnce(&mut VirtualCluster)) -> (StatefulSet, Vec<Secret>) {
+    let mut vc = VirtualCluster::new("demo", Default::default());
+    vc.metadata.namespace = Some("team-a".into());
+    vc.metadata.uid = Some("uid-1".into());
+    edit(&mut vc);
+    let valid = validate::validate(&vc, None, settings::DEFAULT_SERVICE_CIDR).unwrap();
+    let settings = Settings::default();
+    let instance = Instance {
+        vc: &vc,
+        valid: &valid,
+        settings: &settings,
+    };
+    let subjects = build::cert_subjects(&instance, Some("10.96.3.4"));
+    let bundle = pki::issue(
+        pki::Plan::IssueAll,
+        None,
+        None,
+        &subjects,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let kubeconfigs = build::kubeconfig_secrets(&instance, &bundle.data).unwrap();
+    let secrets = vec![
+        build::certs_secret(&instance, &bundle),
+        kubeconfigs.admin,
+        kubeconfigs.syncer,
+    ];
+    (build::stateful_set(&instance, "hash"), secrets)
+}
+
+/// Each declared port to 40000 + its position.
+fn local_ports(sts: &StatefulSet) -> BTreeMap<u16, u16> {
+    declared_ports(sts)
+        .unwrap()
+        .into_iter()
+        .zip(40000..)
+        .collect()
+}
+
+fn arg<'a>(process: &'a LocalProcess, flag: &str) -> &'a str {
+    let prefix = format!("{flag}=");
+    process
+        .args
+        .iter()
+        .find_map(|a| a.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{} has no {flag}: {:?}", process.container, process.args))
+}
+
+#[test]
+fn the_rendered_control_plane_becomes_three_local_processes() {
+    let (sts, secrets) = rendered(|vc| vc.spec.control_plane.persistence.enabled = false);
+    assert_eq!(
+        declared_ports(&sts).unwrap(),
+        [2379, 2380, 2381, 6443, 10257]
+    );
+    let ports = local_ports(&sts);
+    let plan = plan(&sts, &secrets, &ports, Path::new(ROOT)).unwrap();
+
+    let binaries: Vec<_> = plan.processes.iter().map(|p| p.binary.as_str()).collect();
+    assert_eq!(
+        binaries,
+        ["etcd", "kube-apiserver", "kube-controller-manager"]
+    );
+    assert_eq!(plan.api_server_port, ports[&6443]);
+    let [etcd, api, kcm] = &plan.processes[..] else {
+        unreachable!()
+    };
+
+    // References come from the env, as the kubelet resolves them.
+    assert_eq!(arg(etcd, "--name"), "demo-0");
+    assert_eq!(
+        arg(etcd, "--initial-cluster"),
+        format!("demo-0=https://127.0.0.1:{}", ports[&2380])
+    );
+    assert_eq!(arg(api, "--advertise-address"), "127.0.0.1");
+    assert!(etcd.env.contains(&("POD_NAME".into(), "demo-0".into())));
+
+    // Ports.
+    assert_eq!(
+        arg(etcd, "--listen-client-urls"),
+        format!("https://127.0.0.1:{}", ports[&2379])
+    );
+    assert_eq!(
+        arg(etcd, "--listen-metrics-urls"),
+        format!("http://0.0.0.0:{}", ports[&2381])
+    );
+    assert_eq!(
+        arg(api, "--etcd-servers"),
+        format!("https://127.0.0.1:{}", ports[&2379])
+    );
+    assert_eq!(arg(api, "--secure-port"), ports[&6443].to_string());
+    assert_eq!(arg(kcm, "--secure-port"), ports[&10257].to_string());
+    // Numbers that are not declared ports stay.
+    assert_eq!(arg(etcd, "--snapshot-count"), "10000");
+
+    // Paths.
+    let pki = format!("{ROOT}/volumes/certs");
+    assert_eq!(arg(etcd, "--data-dir"), format!("{ROOT}/volumes/data/data"));
+    assert_eq!(arg(api, "--client-ca-file"), format!("{pki}/ca.crt"));
+    assert_eq!(
+        arg(kcm, "--kubeconfig"),
+        format!("{pki}/controller-manager.conf")
+    );
+
+    // Nothing else changes.
+    let rendered = &sts.spec.template.spec.as_ref().unwrap().containers;
+    for (container, process) in rendered.iter().zip(&plan.processes) {
+        let args = container.args.as_ref().unwrap();
+        assert_eq!(args.len(), process.args.len());
+        for (before, after) in args.iter().zip(&process.args) {
+            let mentions_a_path_port_or_reference = ["$(", "/etc/", "/var/"]
+                .iter()
+                .chain(&["2379", "2380", "2381", "6443", "10257"])
+                .any(|s| before.contains(s));
+            if !mentions_a_path_port_or_reference {
+                assert_eq!(before, after);
+            }
+        }
+    }
+    for process in &plan.processes {
+        for arg in &process.args {
+            assert!(!arg.contains("/etc/virtualcluster"), "{arg}");
+            assert!(!arg.contains("/var/lib/etcd"), "{arg}");
+        }
+    }
+}
+
+#[test]
+fn secret_volumes_become_files_honouring_items_with_ports_rewritten() {
+    let (sts, secrets) = rendered(|_| {});
+    let ports = local_ports(&sts);
+    let plan = plan(&sts, &secrets, &ports, Path::new(ROOT)).unwrap();
+    let certs = &secrets[0].data.as_ref().unwrap();
+    let pki = Path::new(ROOT).join("volumes/certs");
+    let names: Vec<_> = plan
+        .files
+        .iter()
+        .map(|f| f.path.strip_prefix(&pki).unwrap().to_str().unwrap())
+        .collect();
+    // The items the pod asks for, not the admin's or the syncer's keys.
+    assert_eq!(names.len(), 13, "{names:?}");
+    assert!(names.contains(&file::CA_KEY));
+    assert!(!names.contains(&file::ADMIN_KEY));
+    assert!(!names.contains(&file::SYNCER_KEY));
+    for file in &plan.files {
+        let key = file.path.file_name().unwrap().to_str().unwrap();
+        if key == file::CONTROLLER_MANAGER_KUBECONFIG {
+            let text = String::from_utf8(file.contents.clone()).unwrap();
+            assert!(!text.contains("127.0.0.1:6443"), "{text}");
+            assert!(text.contains(&format!("https://127.0.0.1:{}", ports[&6443])));
+        } else {
+            assert_eq!(file.contents, certs[key].0, "{key}");
+        }
+    }
+
+    // The data volume is a claim here: kept across runs.
+    let data = plan.folders.iter().find(|f| f.volume == "data").unwrap();
+    assert!(data.keep);
+    assert_eq!(data.path, Path::new(ROOT).join("volumes/data"));
+    assert!(
+        !plan
+            .folders
+            .iter()
+            .find(|f| f.volume == "certs")
+            .unwrap()
+            .keep
+    );
+}
+
+#[test]
+fn what_cannot_run_locally_is_refused_clearly() {
+    let (sts, secrets) = rendered(|_| {});
+    let ports = local_ports(&sts);
+    let root = Path::new(ROOT);
+
+    let mut missing_port = ports.clone();
+    missing_port.remove(&10257);
+    let err = plan(&sts, &secrets, &missing_port, root).unwrap_err();
+    assert!(format!("{err:#}").contains("10257"), "{err:#}");
+
+    let err = plan(&sts, &secrets[1..], &ports, root).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no Secret demo-certs"),
+        "{err:#}"
+    );
+
+    let mut no_command = sts.clone();
+    pod_containers(&mut no_command)[1].command = None;
+    let err = plan(&no_command, &secrets, &ports, root).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("kube-apiserver: no command"),
+        "{err:#}"
+    );
+
+    let mut config_map = sts.clone();
+    let pod = config_map.spec.template.spec.as_mut().unwrap();
+    pod.volumes.as_mut().unwrap()[0].secret = None;
+    let err = plan(&config_map, &secrets, &ports, root).unwrap_err();
+    assert!(format!("{err:#}").contains("volume certs: only"), "{err:#}");
+
+    let mut escaping = sts.clone();
+    let pod = escaping.spec.template.spec.as_mut().unwrap();
+    let items = pod.volumes.as_mut().unwrap()[0]
+        .secret
+        .as_mut()
+        .unwrap()
+        .items
+        .as_mut()
+        .unwrap();
+    items[0].path = "../../outside".into();
+    assert!(plan(&escaping, &secrets, &ports, root).is_err());
+}
+
+fn pod_containers(sts: &mut StatefulSet) -> &mut Vec<k8s_openapi::api::core::v1::Container> {
+    &mut sts.spec.template.spec.as_mut().unwrap().containers
+}
+
+#[test]
+fn references_expand_as_the_kubelet_expands_them() {
+    let env = [
+        ("A".to_owned(), "x".to_owned()),
+        ("B".to_owned(), "y$".to_owned()),
+    ];
+    for (input, expected) in [
+        ("$(A)", "x"),
+        ("--a=$(A),$(B)", "--a=x,y$"),
+        ("$$(A)", "$(A)"),
+        ("$(UNKNOWN)", "$(UNKNOWN)"),
+        ("$(A", "$(A"),
+        ("a$", "a$"),
+        ("$x$(A)", "$xx"),
+        ("é$(A)é", "éxé"),
+        ("$é", "$é"),
+        ("", ""),
+    ] {
+        assert_eq!(expand(input, &env), expected, "{input}");
+    }
+}
+
+#[test]
+fn only_whole_paths_and_ports_are_rewritten() {
+    let ports = BTreeMap::from([(6443, 41000), (2379, 41001)]);
+    let rewrite = Rewrite::new(
+        vec![
+            ("/etc/pki".into(), "/tmp/certs".into()),
+            ("/etc/pki/extra".into(), "/tmp/extra".into()),
+        ],
+        &ports,
+    );
+    for (input, whole, expected) in [
+        ("--a=/etc/pki/ca.crt", true, "--a=/tmp/certs/ca.crt"),
+        ("--a=/etc/pki", true, "--a=/tmp/certs"),
+        ("--a=/etc/pki/extra/x", true, "--a=/tmp/extra/x"),
+        ("--a=/etc/pkix/ca.crt", true, "--a=/etc/pkix/ca.crt"),
+        ("--a=/opt/etc/pki/ca.crt", true, "--a=/opt/etc/pki/ca.crt"),
+        (
+            "a=/etc/pki/x,b=/etc/pki/y",
+            true,
+            "a=/tmp/certs/x,b=/tmp/certs/y",
+        ),
+        ("--port=6443", true, "--port=41000"),
+        ("6443", true, "41000"),
+        ("6443", false, "6443"),
+        ("--port=64430", true, "--port=64430"),
+        ("--port=16443", true, "--port=16443"),
+        ("https://h:6443/x", true, "https://h:41000/x"),
+        ("a:2379,b:2379", true, "a:41001,b:41001"),
+        ("MIIB6443abc+/=\nZ6443", false, "MIIB6443abc+/=\nZ6443"),
+        (
+            "server: https://127.0.0.1:6443\n",
+            false,
+            "server: https://127.0.0.1:41000\n",
+        ),
+    ] {
+        assert_eq!(rewrite.text(input, whole), expected, "{input}");
+    }
+}
+
+#[test]
+fn the_local_kubeconfig_keeps_credentials_and_changes_the_server() {
+    let (_, secrets) = rendered(|_| {});
+    let admin = secrets[1].data.as_ref().unwrap()["config"].0.clone();
+    let local = local_kubeconfig(&admin, "https://127.0.0.1:41000").unwrap();
+    let before: serde_yaml::Value = serde_yaml::from_slice(&admin).unwrap();
+    let after: serde_yaml::Value = serde_yaml::from_str(&local).unwrap();
+    let server = |k: &serde_yaml::Value| k["clusters"][0]["cluster"]["server"].clone();
+    assert_eq!(server(&before), "https://demo.team-a.svc:443");
+    assert_eq!(server(&after), "https://127.0.0.1:41000");
+    let ca =
+        |k: &serde_yaml::Value| k["clusters"][0]["cluster"]["certificate-authority-data"].clone();
+    assert_eq!(ca(&before), ca(&after));
+    for key in ["users", "contexts", "current-context"] {
+        assert_eq!(before[key], after[key], "{key}");
+    }
+    assert!(local_kubeconfig(b"clusters: []", "https://x").is_err());
+}
