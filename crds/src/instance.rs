@@ -140,10 +140,7 @@ impl InstanceRef {
 
 /// Selector of everything the operator manages, for its watches.
 pub fn managed_selector() -> String {
-    format!(
-        "app.kubernetes.io/managed-by={}",
-        keys::MANAGED_BY_OPERATOR
-    )
+    format!("app.kubernetes.io/managed-by={}", keys::MANAGED_BY_OPERATOR)
 }
 
 /// Key of the [`SyncerConfig`] (JSON) in the syncer's ConfigMap.

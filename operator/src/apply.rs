@@ -71,12 +71,12 @@ where
 pub fn contains(live: &Value, desired: &Value) -> bool {
     match (live, desired) {
         (_, Value::Null) => true,
-        (Value::Object(live), Value::Object(desired)) => desired.iter().all(|(k, d)| {
-            match live.get(k) {
+        (Value::Object(live), Value::Object(desired)) => {
+            desired.iter().all(|(k, d)| match live.get(k) {
                 Some(l) => contains(l, d),
                 None => is_empty(d),
-            }
-        }),
+            })
+        }
         (Value::Array(live), Value::Array(desired)) => {
             live.len() == desired.len() && live.iter().zip(desired).all(|(l, d)| contains(l, d))
         }
@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn an_edited_changed_or_removed_field_is_noticed() {
-        let desired = json!({"spec": {"replicas": 1, "ports": [{"port": 443}], "labels": {"x": "1"}}});
+        let desired =
+            json!({"spec": {"replicas": 1, "ports": [{"port": 443}], "labels": {"x": "1"}}});
         for live in [
             json!({"spec": {"replicas": 2, "ports": [{"port": 443}], "labels": {"x": "1"}}}),
             json!({"spec": {"replicas": 1, "ports": [{"port": 443}, {"port": 80}], "labels": {"x": "1"}}}),
@@ -164,7 +165,12 @@ mod tests {
 
     #[test]
     fn quantities_compare_by_value() {
-        for (a, b) in [("1000m", "1"), ("0.5", "500m"), ("1024Ki", "1Mi"), ("1k", "1000")] {
+        for (a, b) in [
+            ("1000m", "1"),
+            ("0.5", "500m"),
+            ("1024Ki", "1Mi"),
+            ("1k", "1000"),
+        ] {
             assert!(same_quantity(a, b), "{a} {b}");
         }
         for (a, b) in [("1", "2"), ("1Gi", "1G"), ("https", "http"), ("", "")] {

@@ -74,8 +74,10 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
     let (deployments, deployments_stream) = namespaced!(Deployment);
     let (cluster_roles, cluster_roles_stream) =
         reflect(Api::<ClusterRole>::all(client.clone()), &cluster_selector);
-    let (cluster_role_bindings, cluster_role_bindings_stream) =
-        reflect(Api::<ClusterRoleBinding>::all(client.clone()), &cluster_selector);
+    let (cluster_role_bindings, cluster_role_bindings_stream) = reflect(
+        Api::<ClusterRoleBinding>::all(client.clone()),
+        &cluster_selector,
+    );
     (
         Caches {
             services,

@@ -96,6 +96,8 @@ where
     match api.delete(&name, &params).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-        Err(err) => Err(Error::kube(format!("deleting {} {name}", K::kind(&())))(err)),
+        Err(err) => Err(Error::kube(format!("deleting {} {name}", K::kind(&())))(
+            err,
+        )),
     }
 }

@@ -55,7 +55,12 @@ pub struct Options {
 
 /// Runs the controller for VirtualClusters in `namespace` (all when `None`) until the future is
 /// dropped.
-pub async fn run(client: Client, namespace: Option<String>, options: Options, metrics: Arc<Metrics>) {
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    options: Options,
+    metrics: Arc<Metrics>,
+) {
     let vcs: Api<VirtualCluster> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -126,8 +131,10 @@ async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Action,
         }
         other => other.map_err(|e| Error::Finalizer(Box::new(e))),
     };
-    ctx.metrics
-        .reconciled(started.elapsed(), result.as_ref().err().map(Error::category));
+    ctx.metrics.reconciled(
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
     result
 }
 
@@ -152,13 +159,17 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         uid: vc.uid().unwrap_or_default(),
     };
     // The namespace-sync block the instance runs with, as its syncer ConfigMap records it.
-    let running = caches::get(&caches.config_maps, Some(&namespace), &names.syncer_config())
-        .and_then(|cm| {
-            let json = cm.data.as_ref()?.get(SYNCER_CONFIG_KEY)?;
-            serde_json::from_str::<SyncerConfig>(json).ok()
-        })
-        .filter(|config| config.instance.uid == names.uid)
-        .map(|config| config.sync.to_host.namespaces);
+    let running = caches::get(
+        &caches.config_maps,
+        Some(&namespace),
+        &names.syncer_config(),
+    )
+    .and_then(|cm| {
+        let json = cm.data.as_ref()?.get(SYNCER_CONFIG_KEY)?;
+        serde_json::from_str::<SyncerConfig>(json).ok()
+    })
+    .filter(|config| config.instance.uid == names.uid)
+    .map(|config| config.sync.to_host.namespaces);
     let valid = match validate::validate(vc, running.as_ref(), &ctx.settings.service_cidr) {
         Ok(valid) => valid,
         Err(invalid) => {
@@ -265,7 +276,14 @@ async fn ensure_certs(
         pki::Plan::ReissueLeaves => "issued new certificates with the existing CA",
         _ => "issued a new CA and certificates",
     };
-    publish(ctx, instance.vc, EventType::Normal, "CertificatesIssued", note).await;
+    publish(
+        ctx,
+        instance.vc,
+        EventType::Normal,
+        "CertificatesIssued",
+        note,
+    )
+    .await;
     Ok(bundle.data)
 }
 
@@ -286,22 +304,42 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: build::Desired) -> R
             }
         };
     }
-    apply_each!(desired.secrets, caches.secrets, Api::namespaced(c.clone(), namespace), ns);
-    apply_each!(desired.config_maps, caches.config_maps, Api::namespaced(c.clone(), namespace), ns);
+    apply_each!(
+        desired.secrets,
+        caches.secrets,
+        Api::namespaced(c.clone(), namespace),
+        ns
+    );
+    apply_each!(
+        desired.config_maps,
+        caches.config_maps,
+        Api::namespaced(c.clone(), namespace),
+        ns
+    );
     apply_each!(
         desired.service_accounts,
         caches.service_accounts,
         Api::namespaced(c.clone(), namespace),
         ns
     );
-    apply_each!(desired.roles, caches.roles, Api::namespaced(c.clone(), namespace), ns);
+    apply_each!(
+        desired.roles,
+        caches.roles,
+        Api::namespaced(c.clone(), namespace),
+        ns
+    );
     apply_each!(
         desired.role_bindings,
         caches.role_bindings,
         Api::namespaced(c.clone(), namespace),
         ns
     );
-    apply_each!(desired.cluster_roles, caches.cluster_roles, Api::all(c.clone()), None);
+    apply_each!(
+        desired.cluster_roles,
+        caches.cluster_roles,
+        Api::all(c.clone()),
+        None
+    );
     apply_each!(
         desired.cluster_role_bindings,
         caches.cluster_role_bindings,
@@ -407,7 +445,14 @@ async fn report(
     if let Err(invalid) = config
         && !reported_before(invalid)
     {
-        publish(ctx, vc, EventType::Warning, invalid.reason, &invalid.message).await;
+        publish(
+            ctx,
+            vc,
+            EventType::Warning,
+            invalid.reason,
+            &invalid.message,
+        )
+        .await;
     }
     let was_ready = status::is_true(old, condition::READY);
     let is_ready = status::is_true(Some(&new), condition::READY);

@@ -145,7 +145,11 @@ impl Elector {
         let current = lease.spec.clone().unwrap_or_default();
         self.observe(current.clone());
         let ours = current.holder_identity.as_deref() == Some(self.identity.as_str());
-        let free = current.holder_identity.as_deref().unwrap_or_default().is_empty();
+        let free = current
+            .holder_identity
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty();
         let expired = self.observed.as_ref().is_some_and(|(_, seen)| {
             let duration = current
                 .lease_duration_seconds

@@ -73,11 +73,7 @@ impl Default for Metrics {
             duration.clone(),
         );
         let instances = Family::<PhaseLabels, Gauge>::default();
-        registry.register(
-            "instances",
-            "VirtualClusters by phase",
-            instances.clone(),
-        );
+        registry.register("instances", "VirtualClusters by phase", instances.clone());
         for phase in PHASES {
             instances
                 .get_or_create(&PhaseLabels {
@@ -146,13 +142,25 @@ mod tests {
         m.set_phase("a/z".into(), Some(Phase::Failed));
         m.set_phase("a/z".into(), None);
         let text = m.encode();
-        assert!(text.contains("virtualcluster_operator_reconciles_total 2"), "{text}");
+        assert!(
+            text.contains("virtualcluster_operator_reconciles_total 2"),
+            "{text}"
+        );
         assert!(
             text.contains("virtualcluster_operator_reconcile_errors_total{reason=\"conflict\"} 1"),
             "{text}"
         );
-        assert!(text.contains("virtualcluster_operator_instances{phase=\"Ready\"} 2"), "{text}");
-        assert!(text.contains("virtualcluster_operator_instances{phase=\"Failed\"} 0"), "{text}");
-        assert!(text.contains("virtualcluster_operator_reconcile_duration_seconds_count 2"), "{text}");
+        assert!(
+            text.contains("virtualcluster_operator_instances{phase=\"Ready\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("virtualcluster_operator_instances{phase=\"Failed\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("virtualcluster_operator_reconcile_duration_seconds_count 2"),
+            "{text}"
+        );
     }
 }

@@ -242,13 +242,7 @@ pub fn issue(
     leaf(
         file::API_SERVER_CERT,
         file::API_SERVER_KEY,
-        leaf_params(
-            "kube-apiserver",
-            None,
-            &[server],
-            &subjects.api_server,
-            now,
-        )?,
+        leaf_params("kube-apiserver", None, &[server], &subjects.api_server, now)?,
     )?;
     leaf(
         file::API_SERVER_ETCD_CLIENT_CERT,
@@ -433,12 +427,7 @@ mod tests {
             second.annotations[annotation::CA_NOT_AFTER]
         );
         assert_eq!(
-            plan(
-                Some(&second.data),
-                Some(&second.annotations),
-                &moved,
-                now()
-            ),
+            plan(Some(&second.data), Some(&second.annotations), &moved, now()),
             Plan::Keep
         );
     }

@@ -58,7 +58,10 @@ impl Verdict {
 
 fn control_plane(sts: Option<&StatefulSet>) -> Verdict {
     let Some(sts) = sts else {
-        return Verdict::no("NotProvisioned", "the control plane StatefulSet does not exist yet");
+        return Verdict::no(
+            "NotProvisioned",
+            "the control plane StatefulSet does not exist yet",
+        );
     };
     let name = sts.metadata.name.as_deref().unwrap_or_default();
     let want = sts.spec.replicas.unwrap_or(1);
@@ -83,7 +86,10 @@ fn control_plane(sts: Option<&StatefulSet>) -> Verdict {
             format!("StatefulSet {name}: {ready}/{want} pods ready"),
         );
     }
-    Verdict::yes("Running", format!("StatefulSet {name}: {ready}/{want} pods ready"))
+    Verdict::yes(
+        "Running",
+        format!("StatefulSet {name}: {ready}/{want} pods ready"),
+    )
 }
 
 fn syncer(deployment: Option<&Deployment>) -> Verdict {
@@ -124,7 +130,10 @@ pub fn compute(vc: &VirtualCluster, observed: Observed<'_>, now: Time) -> Virtua
         Err(invalid) => Verdict::no(invalid.reason, invalid.message.clone()),
     };
     let (control_plane, syncer) = if config.ok {
-        (control_plane(observed.stateful_set), syncer(observed.deployment))
+        (
+            control_plane(observed.stateful_set),
+            syncer(observed.deployment),
+        )
     } else {
         let why = "not provisioned: the configuration is invalid (see ConfigValid)";
         (
@@ -142,7 +151,9 @@ pub fn compute(vc: &VirtualCluster, observed: Observed<'_>, now: Time) -> Virtua
         Verdict::yes(
             "Ready",
             match observed.kube_config_secret {
-                Some(secret) => format!("the virtual cluster is ready; its kubeconfig is in Secret {secret}"),
+                Some(secret) => {
+                    format!("the virtual cluster is ready; its kubeconfig is in Secret {secret}")
+                }
                 None => "the virtual cluster is ready".to_owned(),
             },
         )
@@ -303,7 +314,12 @@ mod tests {
         assert!(get(&status, "Ready").message.contains("vc-demo"));
         assert_eq!(get(&status, "Reconciling").status, "False");
         assert_eq!(get(&status, "Stalled").status, "False");
-        assert!(status.conditions.iter().all(|c| c.observed_generation == Some(3)));
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
     }
 
     #[test]
@@ -321,8 +337,15 @@ mod tests {
         );
         assert_eq!(status.phase, Some(Phase::Provisioning));
         let ready = get(&status, "Ready");
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ControlPlaneNotReady"));
-        assert!(ready.message.contains("0/1 pods ready"), "{}", ready.message);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ControlPlaneNotReady")
+        );
+        assert!(
+            ready.message.contains("0/1 pods ready"),
+            "{}",
+            ready.message
+        );
         assert_eq!(get(&status, "Reconciling").status, "True");
 
         let status = compute(
@@ -356,7 +379,10 @@ mod tests {
         );
         assert_eq!(status.phase, Some(Phase::Failed));
         let valid = get(&status, "ConfigValid");
-        assert_eq!((valid.status.as_str(), valid.reason.as_str()), ("False", "OwnNamespace"));
+        assert_eq!(
+            (valid.status.as_str(), valid.reason.as_str()),
+            ("False", "OwnNamespace")
+        );
         assert_eq!(get(&status, "Stalled").status, "True");
         assert_eq!(get(&status, "Reconciling").status, "False");
         assert_eq!(get(&status, "Ready").reason, "ConfigInvalid");
@@ -374,7 +400,11 @@ mod tests {
         let mut v = vc(1);
         v.status = Some(compute(&v, observed(&s), at(100)));
         let again = compute(&v, observed(&s), at(200));
-        assert_eq!(Some(&again), v.status.as_ref(), "nothing changed, nothing to write");
+        assert_eq!(
+            Some(&again),
+            v.status.as_ref(),
+            "nothing changed, nothing to write"
+        );
         let ready = sts(1);
         let later = compute(&v, observed(&ready), at(300));
         assert_eq!(get(&later, "Ready").last_transition_time, at(300));

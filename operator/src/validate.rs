@@ -4,10 +4,10 @@
 
 use std::net::IpAddr;
 
+use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::mapping::{self, Instance, NamespaceMapper};
 use virtualcluster_crds::v1alpha1::NamespaceSync;
-use virtualcluster_crds::VirtualCluster;
 
 /// Why a configuration cannot be provisioned: a CamelCase reason for the condition and Event,
 /// and a message naming the field and the rule.
@@ -132,7 +132,10 @@ mod tests {
     fn a_mapping_to_the_instances_own_namespace_is_invalid() {
         let err = validate(&vc("home", &[("x", "home")]), None, "10.96.0.0/12").unwrap_err();
         assert_eq!(err.reason, "OwnNamespace");
-        assert!(err.message.contains("spec.sync.toHost.namespaces.mappings.byName"));
+        assert!(
+            err.message
+                .contains("spec.sync.toHost.namespaces.mappings.byName")
+        );
         assert!(err.message.contains("own namespace"), "{}", err.message);
     }
 
@@ -142,13 +145,23 @@ mod tests {
         let changed = vc("ns", &[("a-*", "h-b-*")]);
         let err = validate(&changed, Some(&running), "10.96.0.0/12").unwrap_err();
         assert_eq!(err.reason, "NamespaceSyncChanged");
-        assert!(validate(&vc("ns", &[("a-*", "h-a-*")]), Some(&running), "10.96.0.0/12").is_ok());
+        assert!(
+            validate(
+                &vc("ns", &[("a-*", "h-a-*")]),
+                Some(&running),
+                "10.96.0.0/12"
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn service_cidrs() {
         assert_eq!(first_address("10.0.0.0/8").unwrap().to_string(), "10.0.0.1");
-        assert_eq!(first_address("10.96.7.3/16").unwrap().to_string(), "10.96.0.1");
+        assert_eq!(
+            first_address("10.96.7.3/16").unwrap().to_string(),
+            "10.96.0.1"
+        );
         assert_eq!(first_address("fd00::/108").unwrap().to_string(), "fd00::1");
         for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "10.0.0.0/31", ""] {
             assert!(first_address(bad).is_none(), "{bad}");

@@ -52,8 +52,8 @@ pub async fn shared_cluster() -> &'static TestCluster {
 
 async fn start_shared() -> Result<TestCluster> {
     if let Some(dir) = std::env::var_os("VIRTUALCLUSTER_TEST_CLUSTER").filter(|v| !v.is_empty()) {
-        let cluster = TestCluster::open(&PathBuf::from(dir))
-            .context("VIRTUALCLUSTER_TEST_CLUSTER")?;
+        let cluster =
+            TestCluster::open(&PathBuf::from(dir)).context("VIRTUALCLUSTER_TEST_CLUSTER")?;
         cluster
             .client()
             .await
@@ -173,7 +173,10 @@ impl TestCluster {
 
     /// The API server's address.
     pub async fn server(&self) -> Result<String> {
-        Ok(kubeconfig::config(&self.kubeconfig).await?.cluster_url.to_string())
+        Ok(kubeconfig::config(&self.kubeconfig)
+            .await?
+            .cluster_url
+            .to_string())
     }
 
     /// The cluster CA's certificate (PEM file).

@@ -49,7 +49,13 @@ pub fn write(
 }
 
 /// Writes a kubeconfig for `user` authenticating with a bearer `token` (a ServiceAccount's).
-pub fn write_token(path: &Path, server: &str, ca_cert: &Path, token: &str, user: &str) -> Result<()> {
+pub fn write_token(
+    path: &Path,
+    server: &str,
+    ca_cert: &Path,
+    token: &str,
+    user: &str,
+) -> Result<()> {
     let ca = std::fs::read(ca_cert).with_context(|| format!("reading {}", ca_cert.display()))?;
     let config = serde_json::json!({
         "apiVersion": "v1",

@@ -43,20 +43,35 @@ pub fn build(release: bool) -> Result<PathBuf> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&workspace)
-        .args(["build", "--quiet", "-p", "virtualcluster-operator", "--bin", NAME]);
+    cmd.current_dir(&workspace).args([
+        "build",
+        "--quiet",
+        "-p",
+        "virtualcluster-operator",
+        "--bin",
+        NAME,
+    ]);
     if release {
         cmd.arg("--release");
     }
-    let status = cmd.status().context("running cargo build for the operator")?;
-    ensure!(status.success(), "cargo build of the operator failed ({status})");
+    let status = cmd
+        .status()
+        .context("running cargo build for the operator")?;
+    ensure!(
+        status.success(),
+        "cargo build of the operator failed ({status})"
+    );
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
     let binary = target
         .join(if release { "release" } else { "debug" })
         .join(NAME);
-    ensure!(binary.is_file(), "no operator binary at {}", binary.display());
+    ensure!(
+        binary.is_file(),
+        "no operator binary at {}",
+        binary.display()
+    );
     Ok(binary)
 }
 
@@ -81,7 +96,11 @@ pub async fn identity(cluster: &TestCluster, namespace: &str) -> Result<PathBuf>
         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
     }))?;
     Api::<ClusterRoleBinding>::all(client.clone())
-        .patch(&format!("{NAME}-{namespace}"), &params, &Patch::Apply(&binding))
+        .patch(
+            &format!("{NAME}-{namespace}"),
+            &params,
+            &Patch::Apply(&binding),
+        )
         .await
         .context("binding the operator's ClusterRole")?;
     let request = TokenRequest {
@@ -187,7 +206,10 @@ impl Operator {
                     process::log_tail(&log, 40)
                 );
             }
-            if http_get(port, "/readyz").await.is_ok_and(|(code, _)| code == 200) {
+            if http_get(port, "/readyz")
+                .await
+                .is_ok_and(|(code, _)| code == 200)
+            {
                 return Ok(operator);
             }
             if Instant::now() > deadline {

@@ -10,9 +10,9 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -147,7 +147,11 @@ pub fn cert_subjects(instance: &Instance<'_>, service_ip: Option<&str>) -> pki::
     api_server.dedup();
     let pod = format!("{}-0", id.control_plane());
     let mut etcd: Vec<String> = dns_forms(&id.headless_service()).into();
-    etcd.extend(dns_forms(&format!("{pod}.{}", id.headless_service())).into_iter().take(3));
+    etcd.extend(
+        dns_forms(&format!("{pod}.{}", id.headless_service()))
+            .into_iter()
+            .take(3),
+    );
     etcd.extend(["localhost", "127.0.0.1"].map(String::from));
     pki::Subjects {
         ca_name: format!("virtualcluster-ca {ns}/{}", id.name),
@@ -254,7 +258,10 @@ pub fn stateful_set(instance: &Instance<'_>, certs_hash: &str) -> StatefulSet {
             format!("--tls-private-key-file={}", pki(file::API_SERVER_KEY)),
             format!("--client-ca-file={}", pki(file::CA_CERT)),
             format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
-            format!("--service-account-key-file={}", pki(file::SERVICE_ACCOUNT_PUB)),
+            format!(
+                "--service-account-key-file={}",
+                pki(file::SERVICE_ACCOUNT_PUB)
+            ),
             format!(
                 "--service-account-signing-key-file={}",
                 pki(file::SERVICE_ACCOUNT_KEY)
@@ -302,15 +309,10 @@ pub fn stateful_set(instance: &Instance<'_>, certs_hash: &str) -> StatefulSet {
             format!("--service-cluster-ip-range={service_cidr}"),
             format!(
                 "--controllers=*,{}",
-                DISABLED_CONTROLLERS
-                    .map(|c| format!("-{c}"))
-                    .join(",")
+                DISABLED_CONTROLLERS.map(|c| format!("-{c}")).join(",")
             ),
         ]),
-        ports: Some(vec![container_port(
-            "kcm-https",
-            CONTROLLER_MANAGER_PORT,
-        )]),
+        ports: Some(vec![container_port("kcm-https", CONTROLLER_MANAGER_PORT)]),
         startup_probe: Some(probe("/healthz", CONTROLLER_MANAGER_PORT, "HTTPS", 30)),
         liveness_probe: Some(probe("/healthz", CONTROLLER_MANAGER_PORT, "HTTPS", 8)),
         volume_mounts: Some(vec![certs_mount()]),
@@ -530,8 +532,14 @@ mod tests {
             server_host("https://vc.example.com:443").as_deref(),
             Some("vc.example.com")
         );
-        assert_eq!(server_host("https://10.0.0.1/").as_deref(), Some("10.0.0.1"));
-        assert_eq!(server_host("https://[fd00::1]:6443").as_deref(), Some("fd00::1"));
+        assert_eq!(
+            server_host("https://10.0.0.1/").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            server_host("https://[fd00::1]:6443").as_deref(),
+            Some("fd00::1")
+        );
         assert_eq!(server_host("https://").as_deref(), None);
     }
 
@@ -564,7 +572,12 @@ mod tests {
         ] {
             assert!(subjects.api_server.iter().any(|n| n == name), "{name}");
         }
-        assert!(subjects.etcd.iter().any(|n| n == "demo-0.demo-headless.team-a.svc"));
+        assert!(
+            subjects
+                .etcd
+                .iter()
+                .any(|n| n == "demo-0.demo-headless.team-a.svc")
+        );
     }
 
     #[test]
@@ -584,7 +597,11 @@ mod tests {
         let sts = stateful_set(&instance, "h1");
         let spec = &sts.spec;
         let pod = spec.template.spec.as_ref().unwrap();
-        let images: Vec<_> = pod.containers.iter().map(|c| c.image.clone().unwrap()).collect();
+        let images: Vec<_> = pod
+            .containers
+            .iter()
+            .map(|c| c.image.clone().unwrap())
+            .collect();
         assert_eq!(
             images,
             [
@@ -596,7 +613,13 @@ mod tests {
         let api_args = pod.containers[1].args.as_ref().unwrap();
         assert!(api_args.contains(&"--service-cluster-ip-range=10.100.0.0/16".to_owned()));
         assert_eq!(spec.volume_claim_templates.as_ref().unwrap().len(), 1);
-        assert!(pod.volumes.as_ref().unwrap().iter().all(|v| v.empty_dir.is_none()));
+        assert!(
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|v| v.empty_dir.is_none())
+        );
         let security = pod.security_context.as_ref().unwrap();
         assert_eq!(security.run_as_non_root, Some(true));
         for c in &pod.containers {
@@ -615,7 +638,11 @@ mod tests {
         let spec = stateful_set(&instance, "h1").spec;
         assert!(spec.volume_claim_templates.is_none());
         let volumes = spec.template.spec.unwrap().volumes.unwrap();
-        assert!(volumes.iter().any(|v| v.name == DATA_VOLUME && v.empty_dir.is_some()));
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v.name == DATA_VOLUME && v.empty_dir.is_some())
+        );
     }
 
     #[test]

@@ -118,11 +118,10 @@ mod tests {
             (Some("https://vc.example.com"), "https://vc.example.com"),
         ] {
             let vc = fixtures::vc(|vc| {
-                vc.spec.export_kube_config = export.map(|s: &str| {
-                    virtualcluster_crds::v1alpha1::ExportKubeConfig {
+                vc.spec.export_kube_config =
+                    export.map(|s: &str| virtualcluster_crds::v1alpha1::ExportKubeConfig {
                         server: Some(s.into()),
-                    }
-                })
+                    })
             });
             let valid = fixtures::valid(&vc);
             let instance = Instance {

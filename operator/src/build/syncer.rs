@@ -12,9 +12,7 @@ use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use virtualcluster_crds::instance::{
-    Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SyncerConfig,
-};
+use virtualcluster_crds::instance::{Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SyncerConfig};
 
 use super::control_plane::{hardened, pod_security};
 use super::{CONFIG_HASH, Instance};
@@ -68,7 +66,9 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
-const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete"];
+const WRITE: &[&str] = &[
+    "get", "list", "watch", "create", "update", "patch", "delete",
+];
 
 /// What the syncer does in a host namespace it syncs into: the kinds it copies there, the
 /// host's events it reads back, and (in its own namespace) the Lease its replicas elect a
@@ -92,7 +92,11 @@ pub fn namespaced_rules() -> Vec<PolicyRule> {
         rule(&[""], &["events"], READ),
         rule(&["events.k8s.io"], &["events"], READ),
         rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
-        rule(&["networking.k8s.io"], &["ingresses", "networkpolicies"], WRITE),
+        rule(
+            &["networking.k8s.io"],
+            &["ingresses", "networkpolicies"],
+            WRITE,
+        ),
         rule(&["policy"], &["poddisruptionbudgets"], WRITE),
         rule(&["coordination.k8s.io"], &["leases"], WRITE),
     ]
@@ -233,10 +237,7 @@ pub fn deployment(instance: &Instance<'_>, config_hash: &str) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(id.labels(Component::Syncer)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH.into(),
-                        config_hash.into(),
-                    )])),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH.into(), config_hash.into())])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -293,7 +294,10 @@ mod tests {
         };
         let plain_rbac = rbac(&instance);
         assert!(plain_rbac.cluster_role.is_none() && plain_rbac.cluster_role_binding.is_none());
-        assert_eq!(plain_rbac.role.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(
+            plain_rbac.role.metadata.namespace.as_deref(),
+            Some("team-a")
+        );
 
         let mapped = fixtures::vc(|vc| {
             let ns = &mut vc.spec.sync.to_host.namespaces;
@@ -315,7 +319,11 @@ mod tests {
         assert!(role.metadata.owner_references.is_none());
         assert!(instance.id().owns(role.metadata.labels.as_ref().unwrap()));
         let rules = role.rules.unwrap();
-        assert!(rules.iter().any(|r| r.resources.as_ref().unwrap() == &["namespaces"]));
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.resources.as_ref().unwrap() == &["namespaces"])
+        );
         let binding = mapped_rbac.cluster_role_binding.unwrap();
         assert_eq!(binding.role_ref.name, "virtualcluster-syncer.team-a.demo");
         assert_eq!(binding.subjects.unwrap()[0].name, "demo-syncer");
@@ -418,7 +426,10 @@ mod rbac_tests {
             .iter()
             .chain(everything.cluster_role.unwrap().rules.unwrap().iter())
         {
-            assert!(covers(&granted, rule), "config/rbac/role.yaml lacks {rule:?}");
+            assert!(
+                covers(&granted, rule),
+                "config/rbac/role.yaml lacks {rule:?}"
+            );
         }
     }
 }

@@ -66,7 +66,10 @@ async fn main() -> Result<()> {
     // Each instance runs two pods (control plane and syncer); kwok nodes take 110 each.
     let node_count = (2 * n).div_ceil(100) as u32 + 1;
     let dir = clusters_root().join(unique_name("bench"));
-    eprintln!("bench: starting a cluster with {node_count} simulated nodes in {}", dir.display());
+    eprintln!(
+        "bench: starting a cluster with {node_count} simulated nodes in {}",
+        dir.display()
+    );
     let cluster: TestCluster = cluster::up(
         &dir,
         &UpOptions {
@@ -186,12 +189,30 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     let create_writes = after_create - before - n as f64;
     let resync_writes = after_resync - after_create;
 
-    println!("operator benchmark: {n} VirtualClusters, operator concurrency {}", args.concurrency);
-    println!("  created by the benchmark in           {:>8.1} s", created.as_secs_f64());
-    println!("  every instance's children exist after {:>8.1} s", children_at.as_secs_f64());
-    println!("  every instance Ready after            {:>8.1} s", ready_at.as_secs_f64());
-    println!("  operator peak RSS                     {:>8.1} MiB", rss as f64 / 1024.0);
-    println!("  API writes per instance on create     {:>8.2}", create_writes / n as f64);
+    println!(
+        "operator benchmark: {n} VirtualClusters, operator concurrency {}",
+        args.concurrency
+    );
+    println!(
+        "  created by the benchmark in           {:>8.1} s",
+        created.as_secs_f64()
+    );
+    println!(
+        "  every instance's children exist after {:>8.1} s",
+        children_at.as_secs_f64()
+    );
+    println!(
+        "  every instance Ready after            {:>8.1} s",
+        ready_at.as_secs_f64()
+    );
+    println!(
+        "  operator peak RSS                     {:>8.1} MiB",
+        rss as f64 / 1024.0
+    );
+    println!(
+        "  API writes per instance on create     {:>8.2}",
+        create_writes / n as f64
+    );
     println!(
         "  API writes per instance on resync     {:>8.2}  ({resync_reconciles} reconciles in {:.0} s, no change)",
         resync_writes / n as f64,

@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::process::Command;
 
-
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;

@@ -334,7 +334,10 @@ async fn creates_every_child_as_specified_and_becomes_ready() {
     for o in desired.deployments {
         assert_live_matches(&setup.api(), o).await;
     }
-    assert!(desired.cluster_roles.is_empty(), "no namespace syncing, no ClusterRole");
+    assert!(
+        desired.cluster_roles.is_empty(),
+        "no namespace syncing, no ClusterRole"
+    );
 
     // Every namespaced child is owned by the VirtualCluster, as its controller.
     let versions = child_versions(&setup, &id).await;
@@ -342,20 +345,32 @@ async fn creates_every_child_as_specified_and_becomes_ready() {
     assert_eq!(versions.len(), 11, "{versions:?}");
     let sts = setup.api::<StatefulSet>().get("demo").await.unwrap();
     let owner = &sts.owner_references()[0];
-    assert_eq!((owner.uid.as_str(), owner.controller), (id.uid.as_str(), Some(true)));
+    assert_eq!(
+        (owner.uid.as_str(), owner.controller),
+        (id.uid.as_str(), Some(true))
+    );
 
     // The admin kubeconfig Secret has the keys users know, and they agree with each other.
     let kubeconfig = setup.api::<Secret>().get("vc-demo").await.unwrap();
     let data = kubeconfig.data.unwrap();
-    for key in [KUBECONFIG_KEY, "certificate-authority", "client-certificate", "client-key"] {
+    for key in [
+        KUBECONFIG_KEY,
+        "certificate-authority",
+        "client-certificate",
+        "client-key",
+    ] {
         assert!(data.contains_key(key), "vc-demo lacks {key}");
     }
-    let parsed = kube::config::Kubeconfig::from_yaml(
-        std::str::from_utf8(&data[KUBECONFIG_KEY].0).unwrap(),
-    )
-    .unwrap();
+    let parsed =
+        kube::config::Kubeconfig::from_yaml(std::str::from_utf8(&data[KUBECONFIG_KEY].0).unwrap())
+            .unwrap();
     assert_eq!(
-        parsed.clusters[0].cluster.as_ref().unwrap().server.as_deref(),
+        parsed.clusters[0]
+            .cluster
+            .as_ref()
+            .unwrap()
+            .server
+            .as_deref(),
         Some(format!("https://demo.{}.svc:443", setup.namespace).as_str())
     );
 
@@ -385,7 +400,11 @@ async fn puts_back_deleted_and_edited_children_and_rolls_out_spec_changes() {
     let before = child_versions(&setup, &id).await;
     let vc_version = vc.resource_version();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(child_versions(&setup, &id).await, before, "a resync wrote a child");
+    assert_eq!(
+        child_versions(&setup, &id).await,
+        before,
+        "a resync wrote a child"
+    );
     assert_eq!(
         setup.vcs().get("restore").await.unwrap().resource_version(),
         vc_version,
@@ -440,8 +459,19 @@ async fn puts_back_deleted_and_edited_children_and_rolls_out_spec_changes() {
     let d = deployments.get("restore-syncer").await.unwrap();
     assert_eq!(d.spec.replicas, Some(2));
     let sts = setup.api::<StatefulSet>().get("restore").await.unwrap();
-    let images: Vec<_> = sts.spec.template.spec.unwrap().containers.into_iter().map(|c| c.image.unwrap()).collect();
-    assert!(images.contains(&"registry.k8s.io/kube-apiserver:v1.36.4".to_owned()), "{images:?}");
+    let images: Vec<_> = sts
+        .spec
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| c.image.unwrap())
+        .collect();
+    assert!(
+        images.contains(&"registry.k8s.io/kube-apiserver:v1.36.4".to_owned()),
+        "{images:?}"
+    );
 }
 
 #[tokio::test]
@@ -471,15 +501,16 @@ async fn an_invalid_config_is_reported_and_nothing_is_provisioned() {
         Some(virtualcluster_crds::v1alpha1::Phase::Failed)
     );
     eventually("a Warning Event naming the rule", || async {
-        setup
-            .events("own")
-            .await
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("OwnNamespace") && e.type_.as_deref() == Some("Warning"))
+        setup.events("own").await.into_iter().find(|e| {
+            e.reason.as_deref() == Some("OwnNamespace") && e.type_.as_deref() == Some("Warning")
+        })
     })
     .await;
     let versions = child_versions(&setup, &id(&vc)).await;
-    assert!(versions.is_empty(), "provisioned despite an invalid config: {versions:?}");
+    assert!(
+        versions.is_empty(),
+        "provisioned despite an invalid config: {versions:?}"
+    );
 }
 
 #[tokio::test]
@@ -501,7 +532,11 @@ async fn a_changed_namespace_sync_block_stops_all_changes() {
     let config_maps = setup.api::<ConfigMap>();
     let mut config = config_maps.get(&id.syncer_config()).await.unwrap();
     let text = config.data.as_ref().unwrap()[SYNCER_CONFIG_KEY].replace("frozen-team-*", "other-*");
-    config.data.as_mut().unwrap().insert(SYNCER_CONFIG_KEY.into(), text.clone());
+    config
+        .data
+        .as_mut()
+        .unwrap()
+        .insert(SYNCER_CONFIG_KEY.into(), text.clone());
     config.metadata.managed_fields = None;
     config_maps
         .replace(&id.syncer_config(), &PostParams::default(), &config)
@@ -522,10 +557,17 @@ async fn a_changed_namespace_sync_block_stops_all_changes() {
             condition(vc, "ConfigValid").is_some_and(|c| c.status == "False")
         })
         .await;
-    assert_eq!(condition(&vc, "ConfigValid").unwrap().reason, "NamespaceSyncChanged");
+    assert_eq!(
+        condition(&vc, "ConfigValid").unwrap().reason,
+        "NamespaceSyncChanged"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let d = setup.api::<Deployment>().get(&id.syncer()).await.unwrap();
-    assert_eq!(d.spec.replicas, Some(1), "what runs changed despite the invalid config");
+    assert_eq!(
+        d.spec.replicas,
+        Some(1),
+        "what runs changed despite the invalid config"
+    );
     let config = config_maps.get(&id.syncer_config()).await.unwrap();
     assert_eq!(config.data.unwrap()[SYNCER_CONFIG_KEY], text);
 }
@@ -543,7 +585,12 @@ async fn objects_of(client: &Client, uid: &str) -> Vec<String> {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
             match api.list(&params).await {
                 Ok(list) => found.extend(list.items.iter().map(|o| {
-                    format!("{} {}/{}", resource.kind, o.namespace().unwrap_or_default(), o.name_any())
+                    format!(
+                        "{} {}/{}",
+                        resource.kind,
+                        o.namespace().unwrap_or_default(),
+                        o.name_any()
+                    )
                 })),
                 Err(err) if is_status(&err, 405) || is_status(&err, 404) => {}
                 Err(err) => panic!("listing {}: {err}", resource.plural),
@@ -586,11 +633,20 @@ async fn same_names_in_two_namespaces_do_not_collide_and_delete_leaves_nothing()
     let (vc_a, vc_b) = tokio::join!(a.wait_ready("twin"), b.wait_ready("twin"));
     let (id_a, id_b) = (id(&vc_a), id(&vc_b));
     let roles: Api<ClusterRole> = Api::all(client.clone());
-    assert!(roles.get_opt(&id_a.syncer_cluster_role()).await.unwrap().is_some());
+    assert!(
+        roles
+            .get_opt(&id_a.syncer_cluster_role())
+            .await
+            .unwrap()
+            .is_some()
+    );
     let b_before = child_versions(&b, &id_b).await;
     assert!(!objects_of(&client, &id_a.uid).await.is_empty());
 
-    a.vcs().delete("twin", &DeleteParams::default()).await.unwrap();
+    a.vcs()
+        .delete("twin", &DeleteParams::default())
+        .await
+        .unwrap();
     a.wait_deleted("twin").await;
     // Garbage collection removes the namespaced children after the finalizer ran.
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -599,15 +655,28 @@ async fn same_names_in_two_namespaces_do_not_collide_and_delete_leaves_nothing()
         if left.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "left behind: {left:?}\n{}", operator.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {left:?}\n{}",
+            operator.log_tail()
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    assert_eq!(child_versions(&b, &id_b).await, b_before, "deleting one touched the other");
+    assert_eq!(
+        child_versions(&b, &id_b).await,
+        b_before,
+        "deleting one touched the other"
+    );
     assert!(
         condition(&b.vcs().get("twin").await.unwrap(), "Ready").is_some_and(|c| c.status == "True")
     );
     let events = a.events("twin").await;
-    assert!(events.iter().any(|e| e.reason.as_deref() == Some("CleanedUp")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("CleanedUp")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -676,7 +745,10 @@ async fn a_standby_takes_over_when_the_leader_dies() {
     .await;
     let failover = killed.elapsed();
     assert_eq!(new_leader, setup.operator.identity);
-    assert!(failover < Duration::from_secs(30), "failover took {failover:?}");
+    assert!(
+        failover < Duration::from_secs(30),
+        "failover took {failover:?}"
+    );
     setup.wait_ready("two").await;
 }
 
@@ -698,14 +770,26 @@ async fn a_change_the_statefulset_cannot_take_recreates_it() {
         )
         .await
         .unwrap();
-    let new = eventually("the StatefulSet to be recreated with a volume claim", || async {
-        sets.get_opt("persist")
-            .await
-            .unwrap()
-            .filter(|s| s.uid() != old.uid() && s.spec.volume_claim_templates.is_some())
-    })
+    let new = eventually(
+        "the StatefulSet to be recreated with a volume claim",
+        || async {
+            sets.get_opt("persist")
+                .await
+                .unwrap()
+                .filter(|s| s.uid() != old.uid() && s.spec.volume_claim_templates.is_some())
+        },
+    )
     .await;
     let claim = &new.spec.volume_claim_templates.unwrap()[0];
-    let size = &claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"];
+    let size = &claim
+        .spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["storage"];
     assert_eq!(size.0, "1Gi");
 }
