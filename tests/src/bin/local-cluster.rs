@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use virtualcluster_tests::cluster::{self, UpOptions};
 use virtualcluster_tests::process::Lifetime;
-use virtualcluster_tests::{binaries, instance};
+use virtualcluster_tests::{binaries, instance, operator};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,15 @@ enum Command {
     /// Run the control plane StatefulSet of VirtualCluster NAMESPACE/NAME of the cluster in DIR
     /// as local processes, and print the path of a kubeconfig for it once it is ready.
     RunInstance(RunInstanceArgs),
+    /// Run the operator for the cluster in DIR, watching every namespace, as the ServiceAccount
+    /// `config/rbac/` gives it, until `down DIR`; print the path of its log.
+    RunOperator(RunOperatorArgs),
+}
+
+#[derive(Args)]
+struct RunOperatorArgs {
+    /// Folder of a cluster started with `up`.
+    dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -63,6 +72,7 @@ async fn main() -> ExitCode {
         Command::Up(args) => up(args).await,
         Command::Down(args) => down(args),
         Command::RunInstance(args) => run_instance(args).await,
+        Command::RunOperator(args) => run_operator(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,6 +120,12 @@ async fn run_instance(args: RunInstanceArgs) -> Result<()> {
     )
     .await?;
     println!("{}", kubeconfig.display());
+    Ok(())
+}
+
+async fn run_operator(args: RunOperatorArgs) -> Result<()> {
+    let log = operator::run(&caller_path(&args.dir)).await?;
+    println!("{}", log.display());
     Ok(())
 }
 

@@ -1,23 +1,20 @@
-//! The virtual control plane the operator renders: its StatefulSet and Secrets in the host
-//! cluster, run as local processes (`instance::run_instance`), serve a working cluster.
+//! The virtual control plane the operator renders: the StatefulSet and Secrets the real
+//! operator created in the host cluster, run as local processes with only paths and ports
+//! changed (`instance::run_instance`), serve a working cluster.
 
-use std::fmt::Debug;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use virtualcluster_crds::VirtualCluster;
-use virtualcluster_operator::build::{self, Instance};
-use virtualcluster_operator::pki;
-use virtualcluster_operator::settings::Settings;
-use virtualcluster_operator::validate;
+use virtualcluster_crds::instance::InstanceRef;
+use virtualcluster_tests::harness::eventually;
 use virtualcluster_tests::instance;
+use virtualcluster_tests::operator::{self, Operator, Start};
 use virtualcluster_tests::process::Lifetime;
 use virtualcluster_tests::{TestCluster, binaries, crd, kubeconfig, shared_cluster};
 
@@ -30,18 +27,42 @@ async fn the_rendered_control_plane_serves_a_virtual_cluster() {
     let client = cluster.client().await;
     crd::install(&client).await.unwrap();
     let namespace = cluster.namespace("control-plane").await;
+    let identity = operator::identity(cluster, &namespace).await.unwrap();
+    let _operator = Operator::start(
+        cluster,
+        Start {
+            namespaces: &[&namespace],
+            kubeconfig: &identity,
+            args: &[],
+        },
+    )
+    .await
+    .unwrap();
     let name = "demo";
-    let vc = create_virtual_cluster(&client, &namespace, name).await;
+    create_virtual_cluster(&client, &namespace, name).await;
+    // What the operator rendered: the StatefulSet and the kubeconfig Secret come last.
+    let id = InstanceRef {
+        name: name.into(),
+        namespace: namespace.clone(),
+        uid: String::new(),
+    };
+    eventually("the operator to render the control plane", || async {
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        let rendered = sets.get_opt(&id.control_plane()).await.unwrap().is_some()
+            && secrets
+                .get_opt(&id.kubeconfig_secret())
+                .await
+                .unwrap()
+                .is_some();
+        rendered.then_some(())
+    })
+    .await;
 
-    apply_rendered_objects(&client, &vc).await;
     the_instance_serves_a_virtual_cluster(cluster, &namespace, name).await;
 }
 
-async fn create_virtual_cluster(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-) -> VirtualCluster {
+async fn create_virtual_cluster(client: &kube::Client, namespace: &str, name: &str) {
     let api: Api<VirtualCluster> = Api::namespaced(client.clone(), namespace);
     let vc = json!({
         "apiVersion": "virtualcluster.dev/v1alpha1",
@@ -55,68 +76,7 @@ async fn create_virtual_cluster(
         &Patch::Apply(&vc),
     )
     .await
-    .unwrap_or_else(|err| panic!("creating VirtualCluster {namespace}/{name}: {err}"))
-}
-
-/// Creates what the operator's builders produce for `vc`, as the operator would: Services
-/// first (the certificates cover the API server Service's ClusterIP), then the certificates,
-/// the kubeconfigs and the StatefulSet.
-async fn apply_rendered_objects(client: &kube::Client, vc: &VirtualCluster) {
-    let settings = Settings::default();
-    let valid = validate::validate(vc, None, &settings.service_cidr).unwrap();
-    let instance = Instance {
-        vc,
-        valid: &valid,
-        settings: &settings,
-    };
-    for service in build::services(&instance) {
-        apply(client, &service).await;
-    }
-    let id = instance.id();
-    let services: Api<Service> = Api::namespaced(client.clone(), &id.namespace);
-    let service_ip = services
-        .get(&id.api_server_service())
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip);
-    let subjects = build::cert_subjects(&instance, service_ip.as_deref());
-    let bundle = pki::issue(
-        pki::Plan::IssueAll,
-        None,
-        None,
-        &subjects,
-        time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
-    apply(client, &build::certs_secret(&instance, &bundle)).await;
-    let kubeconfigs = build::kubeconfig_secrets(&instance, &bundle.data).unwrap();
-    apply(client, &kubeconfigs.admin).await;
-    apply(client, &kubeconfigs.syncer).await;
-    let certs_hash =
-        build::content_hash(bundle.data.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
-    apply(client, &build::stateful_set(&instance, &certs_hash)).await;
-}
-
-async fn apply<K>(client: &kube::Client, object: &K)
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Debug,
-{
-    let namespace = object.namespace().expect("a namespaced object");
-    let name = object.name_any();
-    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    // Forced: the test owns these objects.
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .unwrap_or_else(|err| panic!("applying {} {namespace}/{name}: {err}", K::kind(&())));
+    .unwrap_or_else(|err| panic!("creating VirtualCluster {namespace}/{name}: {err}"));
 }
 
 /// From here on, only what exists in the host cluster counts: the StatefulSet and Secrets of
