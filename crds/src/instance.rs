@@ -39,6 +39,16 @@ impl Component {
 }
 
 impl InstanceRef {
+    /// The identity of `vc`, as read from the API server (which sets namespace and UID).
+    pub fn of(vc: &crate::VirtualCluster) -> Self {
+        let meta = &vc.metadata;
+        InstanceRef {
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+        }
+    }
+
     /// StatefulSet of the control plane (and the app label of its pods).
     pub fn control_plane(&self) -> String {
         self.name.clone()

@@ -49,20 +49,21 @@ pub fn needs_apply<K: Resource + Serialize>(desired: &K, live: Option<&K>) -> bo
     !contains(&live, &desired)
 }
 
-/// Applies `desired` unless `live` (from the cache) already matches it. Returns whether it
-/// wrote.
-pub async fn apply<K>(api: &Api<K>, desired: K, live: Option<Arc<K>>) -> Result<bool, kube::Error>
+/// Applies `desired` unless `live` (from the cache) already matches it. Returns the object as
+/// it is now: the cached one, or what the API server answered.
+pub async fn apply<K>(api: &Api<K>, desired: K, live: Option<Arc<K>>) -> Result<Arc<K>, kube::Error>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
 {
     let desired = with_hash(desired);
-    if !needs_apply(&desired, live.as_deref()) {
-        return Ok(false);
+    if let Some(live) = live.filter(|live| !needs_apply(&desired, Some(live))) {
+        return Ok(live);
     }
     let name = desired.name_any();
     tracing::debug!(kind = %K::kind(&()), %name, "applying");
-    api.patch(&name, &params(), &Patch::Apply(&desired)).await?;
-    Ok(true)
+    Ok(Arc::new(
+        api.patch(&name, &params(), &Patch::Apply(&desired)).await?,
+    ))
 }
 
 /// Whether `live` has every field `desired` sets, with the same value. Lists must have the same

@@ -21,11 +21,7 @@ use crate::error::Error;
 use crate::status;
 
 pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
-    let id = InstanceRef {
-        name: vc.name_any(),
-        namespace: vc.namespace().unwrap_or_default(),
-        uid: vc.uid().unwrap_or_default(),
-    };
+    let id = InstanceRef::of(vc);
     write_status(vc, ctx, status::deleting(vc, Time(Timestamp::now()))).await?;
 
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &id.namespace);

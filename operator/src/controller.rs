@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -17,7 +18,7 @@ use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use virtualcluster_crds::VirtualCluster;
-use virtualcluster_crds::instance::{SYNCER_CONFIG_KEY, SyncerConfig};
+use virtualcluster_crds::instance::{InstanceRef, SYNCER_CONFIG_KEY, SyncerConfig};
 use virtualcluster_crds::keys::CLEANUP_FINALIZER;
 use virtualcluster_crds::v1alpha1::VirtualClusterStatus;
 
@@ -49,6 +50,9 @@ pub struct Options {
     pub settings: Settings,
     pub resync: Duration,
     pub concurrency: u16,
+    /// How long a burst of changes to one instance's objects is collected before it is
+    /// reconciled once (its children's status moves several times while they start).
+    pub debounce: Duration,
     /// Name of this operator process, for Events.
     pub instance_name: String,
 }
@@ -88,7 +92,11 @@ pub async fn run(
         resync: options.resync,
     });
     Controller::for_stream(vc_stream, vc_store)
-        .with_config(Config::default().concurrency(options.concurrency))
+        .with_config(
+            Config::default()
+                .concurrency(options.concurrency)
+                .debounce(options.debounce),
+        )
         .owns_stream(streams.services)
         .owns_stream(streams.secrets)
         .owns_stream(streams.config_maps)
@@ -153,11 +161,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     let namespace = vc.namespace().unwrap_or_default();
     let caches = &ctx.caches;
     let client = &ctx.client;
-    let names = virtualcluster_crds::instance::InstanceRef {
-        name: vc.name_any(),
-        namespace: namespace.clone(),
-        uid: vc.uid().unwrap_or_default(),
-    };
+    let names = InstanceRef::of(vc);
     // The namespace-sync block the instance runs with, as its syncer ConfigMap records it.
     let running = caches::get(
         &caches.config_maps,
@@ -173,7 +177,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     let valid = match validate::validate(vc, running.as_ref(), &ctx.settings.service_cidr) {
         Ok(valid) => valid,
         Err(invalid) => {
-            report(vc, ctx, Err(&invalid), None).await?;
+            report(vc, ctx, Err(&invalid), None, None).await?;
             // Nothing changes until the user edits the VirtualCluster.
             return Ok(Action::await_change());
         }
@@ -192,36 +196,18 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     for service in build::services(&instance) {
         let name = service.name_any();
         let live = caches::get(&caches.services, ns, &name);
-        apply::apply(&services, service, live.clone())
+        let applied = apply::apply(&services, service, live)
             .await
             .map_err(Error::kube(format!("applying Service {name}")))?;
         if name == names.api_server_service() {
-            service_ip = live.and_then(|s| s.spec.as_ref()?.cluster_ip.clone());
-            if service_ip.is_none() {
-                // Just created: read back the address it was given.
-                service_ip = services
-                    .get(&name)
-                    .await
-                    .map_err(Error::kube(format!("reading Service {name}")))?
-                    .spec
-                    .and_then(|s| s.cluster_ip);
-            }
+            service_ip = applied.spec.as_ref().and_then(|s| s.cluster_ip.clone());
         }
     }
 
     let certs = ensure_certs(&instance, ctx, service_ip.as_deref()).await?;
     let desired = build::desired(&instance, &certs)?;
-    apply_all(ctx, &namespace, desired).await?;
-
-    let sts = caches::get(&caches.stateful_sets, ns, &names.control_plane());
-    let deployment = caches::get(&caches.deployments, ns, &names.syncer());
-    report(
-        vc,
-        ctx,
-        Ok(()),
-        Some((sts.as_deref(), deployment.as_deref())),
-    )
-    .await?;
+    let (sts, deployment) = apply_all(ctx, &namespace, desired).await?;
+    report(vc, ctx, Ok(()), sts.as_deref(), deployment.as_deref()).await?;
     Ok(Action::requeue(ctx.resync))
 }
 
@@ -287,22 +273,31 @@ async fn ensure_certs(
     Ok(bundle.data)
 }
 
-/// Applies every desired child whose cached copy differs, in dependency order.
-async fn apply_all(ctx: &Context, namespace: &str, desired: build::Desired) -> Result<(), Error> {
+/// Applies every desired child whose cached copy differs, in dependency order. Returns the
+/// StatefulSet and the Deployment as they are now.
+async fn apply_all(
+    ctx: &Context,
+    namespace: &str,
+    desired: build::Desired,
+) -> Result<(Option<Arc<StatefulSet>>, Option<Arc<Deployment>>), Error> {
     let c = &ctx.client;
     let caches = &ctx.caches;
     let ns = Some(namespace);
     macro_rules! apply_each {
-        ($objects:expr, $store:expr, $api:expr, $scope:expr) => {
+        ($objects:expr, $store:expr, $api:expr, $scope:expr) => {{
+            let mut applied = None;
             for object in $objects {
                 let name = object.name_any();
                 let live = caches::get(&$store, $scope, &name);
                 let kind = kind_of(&object);
-                apply::apply(&$api, object, live)
-                    .await
-                    .map_err(Error::kube(format!("applying {kind} {name}")))?;
+                applied = Some(
+                    apply::apply(&$api, object, live)
+                        .await
+                        .map_err(Error::kube(format!("applying {kind} {name}")))?,
+                );
             }
-        };
+            applied
+        }};
     }
     apply_each!(
         desired.secrets,
@@ -346,16 +341,17 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: build::Desired) -> R
         Api::all(c.clone()),
         None
     );
+    let mut stateful_set = None;
     for sts in desired.stateful_sets {
-        apply_stateful_set(ctx, namespace, sts).await?;
+        stateful_set = apply_stateful_set(ctx, namespace, sts).await?;
     }
-    apply_each!(
+    let deployment = apply_each!(
         desired.deployments,
         caches.deployments,
         Api::namespaced(c.clone(), namespace),
         ns
     );
-    Ok(())
+    Ok((stateful_set, deployment))
 }
 
 /// Applies the control plane StatefulSet. Some of its fields cannot change (the volume claim
@@ -364,14 +360,13 @@ async fn apply_all(ctx: &Context, namespace: &str, desired: build::Desired) -> R
 async fn apply_stateful_set(
     ctx: &Context,
     namespace: &str,
-    sts: k8s_openapi::api::apps::v1::StatefulSet,
-) -> Result<(), Error> {
-    let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
-        Api::namespaced(ctx.client.clone(), namespace);
+    sts: StatefulSet,
+) -> Result<Option<Arc<StatefulSet>>, Error> {
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
     let name = sts.name_any();
     let live = caches::get(&ctx.caches.stateful_sets, Some(namespace), &name);
     match apply::apply(&api, sts, live.clone()).await {
-        Ok(_) => Ok(()),
+        Ok(applied) => Ok(Some(applied)),
         Err(kube::Error::Api(status))
             if status.code == 422 && status.message.contains("Forbidden") =>
         {
@@ -388,7 +383,7 @@ async fn apply_stateful_set(
                 .await
                 .map_err(Error::kube(format!("recreating StatefulSet {name}")))?;
             // The next reconcile, triggered by the deletion, creates it.
-            Ok(())
+            Ok(None)
         }
         Err(err) => Err(Error::kube(format!("applying StatefulSet {name}"))(err)),
     }
@@ -404,20 +399,12 @@ async fn report(
     vc: &VirtualCluster,
     ctx: &Context,
     config: Result<(), &Invalid>,
-    children: Option<(
-        Option<&k8s_openapi::api::apps::v1::StatefulSet>,
-        Option<&k8s_openapi::api::apps::v1::Deployment>,
-    )>,
+    stateful_set: Option<&StatefulSet>,
+    deployment: Option<&Deployment>,
 ) -> Result<(), Error> {
-    let (stateful_set, deployment) = children.unwrap_or((None, None));
-    let kube_config_secret = config.is_ok().then(|| {
-        virtualcluster_crds::instance::InstanceRef {
-            name: vc.name_any(),
-            namespace: vc.namespace().unwrap_or_default(),
-            uid: vc.uid().unwrap_or_default(),
-        }
-        .kubeconfig_secret()
-    });
+    let kube_config_secret = config
+        .is_ok()
+        .then(|| InstanceRef::of(vc).kubeconfig_secret());
     let new = status::compute(
         vc,
         Observed {

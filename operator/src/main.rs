@@ -60,6 +60,9 @@ struct Args {
     /// VirtualClusters reconciled at the same time.
     #[arg(long, env = "VC_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
+    /// Milliseconds a burst of changes to one instance is collected before it is reconciled.
+    #[arg(long, env = "VC_DEBOUNCE_MS", default_value_t = 500)]
+    debounce_ms: u64,
     /// Seconds between safety-net resyncs of an instance with nothing to do.
     #[arg(long, env = "VC_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
@@ -126,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
         },
         resync: Duration::from_secs(args.resync_seconds),
         concurrency: args.concurrency,
+        debounce: Duration::from_millis(args.debounce_ms),
         instance_name: identity,
     };
     let namespaces: Vec<String> = args

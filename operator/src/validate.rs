@@ -35,11 +35,7 @@ pub fn validate(
     running: Option<&NamespaceSync>,
     default_service_cidr: &str,
 ) -> Result<Valid, Invalid> {
-    let instance = InstanceRef {
-        name: vc.metadata.name.clone().unwrap_or_default(),
-        namespace: vc.metadata.namespace.clone().unwrap_or_default(),
-        uid: vc.metadata.uid.clone().unwrap_or_default(),
-    };
+    let instance = InstanceRef::of(vc);
     let namespaces = &vc.spec.sync.to_host.namespaces;
     let mapper = mapping::validate(
         namespaces,

@@ -277,6 +277,11 @@ pub async fn up(dir: &Path, options: &UpOptions) -> Result<Cluster> {
                 format!("--authentication-kubeconfig={kcm_kubeconfig}"),
                 format!("--authorization-kubeconfig={kcm_kubeconfig}"),
                 "--leader-elect=false".into(),
+                // Each controller's client is held to 20 requests/s by default, which a test
+                // or benchmark that creates hundreds of workloads waits on; the loopback API
+                // server takes far more.
+                "--kube-api-qps=500".into(),
+                "--kube-api-burst=1000".into(),
                 "--use-service-account-credentials=true".into(),
                 format!(
                     "--service-account-private-key-file={}",
@@ -299,6 +304,8 @@ pub async fn up(dir: &Path, options: &UpOptions) -> Result<Cluster> {
                     format!("--authentication-kubeconfig={scheduler_kubeconfig}"),
                     format!("--authorization-kubeconfig={scheduler_kubeconfig}"),
                     "--leader-elect=false".into(),
+                    "--kube-api-qps=500".into(),
+                    "--kube-api-burst=1000".into(),
                     "--bind-address=127.0.0.1".into(),
                     format!("--secure-port={scheduler_port}"),
                 ]);

@@ -13,7 +13,10 @@ use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::managed_selector;
@@ -134,34 +137,36 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     let created = started.elapsed();
     eprintln!("bench: created {n} VirtualClusters in {created:.1?}");
 
-    wait_for(&format!("the children of {n} instances"), || async {
-        let count = |list: usize| list >= n;
-        let managed = ListParams::default().labels(&managed_selector());
-        let sts = Api::<StatefulSet>::namespaced(admin.clone(), &namespace)
-            .list_metadata(&managed)
-            .await?
-            .items
-            .len();
-        let deployments = Api::<Deployment>::namespaced(admin.clone(), &namespace)
-            .list_metadata(&managed)
-            .await?
-            .items
-            .len();
-        let secrets = Api::<Secret>::namespaced(admin.clone(), &namespace)
-            .list_metadata(&managed)
-            .await?
-            .items
-            .len();
-        Ok(count(sts) && count(deployments) && secrets >= 3 * n)
+    // Counted from watch caches, so that waiting puts no load on the API server.
+    let managed = watcher::Config::default().labels(&managed_selector());
+    let sts = watch_metadata(
+        Api::<PartialObjectMeta<StatefulSet>>::namespaced(admin.clone(), &namespace),
+        &managed,
+    );
+    let deployments = watch_metadata(
+        Api::<PartialObjectMeta<Deployment>>::namespaced(admin.clone(), &namespace),
+        &managed,
+    );
+    let secrets = watch_metadata(
+        Api::<PartialObjectMeta<Secret>>::namespaced(admin.clone(), &namespace),
+        &managed,
+    );
+    let (vc_store, vc_writer) = reflector::store();
+    tokio::spawn(
+        watcher(vcs.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(vc_writer)
+            .for_each(|_| futures::future::ready(())),
+    );
+    wait_for(&format!("the children of {n} instances"), || {
+        sts.state().len() >= n && deployments.state().len() >= n && secrets.state().len() >= 3 * n
     })
     .await?;
     let children_at = started.elapsed();
     eprintln!("bench: children of all instances exist after {children_at:.1?}");
-    wait_for(&format!("{n} Ready VirtualClusters"), || async {
-        let ready = vcs
-            .list(&ListParams::default())
-            .await?
-            .items
+    wait_for(&format!("{n} Ready VirtualClusters"), || {
+        let ready = vc_store
+            .state()
             .iter()
             .filter(|vc| {
                 vc.status.as_ref().is_some_and(|s| {
@@ -171,7 +176,7 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
                 })
             })
             .count();
-        Ok(ready >= n)
+        ready >= n
     })
     .await?;
     let ready_at = started.elapsed();
@@ -184,7 +189,7 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     tokio::time::sleep(window).await;
     let after_resync = operator_writes(&admin).await?;
     let resync_reconciles = reconciles(&operator).await? - reconciles_before;
-    let rss = peak_rss_kib(operator.pid())?;
+    let (rss, rss_now) = rss_kib(operator.pid())?;
     // The benchmark's own creates are not the operator's.
     let create_writes = after_create - before - n as f64;
     let resync_writes = after_resync - after_create;
@@ -206,8 +211,9 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
         ready_at.as_secs_f64()
     );
     println!(
-        "  operator peak RSS                     {:>8.1} MiB",
-        rss as f64 / 1024.0
+        "  operator peak RSS                     {:>8.1} MiB  (now {:.1} MiB)",
+        rss as f64 / 1024.0,
+        rss_now as f64 / 1024.0
     );
     println!(
         "  API writes per instance on create     {:>8.2}",
@@ -225,20 +231,33 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     Ok(())
 }
 
-/// Polls `check` every second until it is true; gives up after 15 minutes.
-async fn wait_for<F, Fut>(what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
+/// Checks `check` (on watch caches) every 100 ms until it is true; gives up after 15 minutes.
+async fn wait_for(what: &str, check: impl Fn() -> bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        if check().await? {
-            return Ok(());
-        }
+    while !check() {
         ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
+}
+
+/// A cache of the metadata of `api`'s objects, kept by a watch.
+fn watch_metadata<K>(
+    api: Api<PartialObjectMeta<K>>,
+    config: &watcher::Config,
+) -> Store<PartialObjectMeta<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    tokio::spawn(
+        watcher(api, config.clone())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| futures::future::ready(())),
+    );
+    store
 }
 
 /// Write requests the API server served for the kinds the operator writes, from its
@@ -283,12 +302,15 @@ async fn reconciles(operator: &Operator) -> Result<f64> {
         .context("parsing the reconciles counter")
 }
 
-/// Peak resident set size of process `pid`, in KiB.
-fn peak_rss_kib(pid: u32) -> Result<u64> {
+/// Peak and current resident set size of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/<pid>/status")
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok((field("VmHWM:")?, field("VmRSS:")?))
 }

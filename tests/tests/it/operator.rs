@@ -209,11 +209,7 @@ fn condition(vc: &VirtualCluster, type_: &str) -> Option<Condition> {
 }
 
 fn id(vc: &VirtualCluster) -> InstanceRef {
-    InstanceRef {
-        name: vc.name_any(),
-        namespace: vc.namespace().unwrap(),
-        uid: vc.uid().unwrap(),
-    }
+    InstanceRef::of(vc)
 }
 
 /// Asserts that the live object has every field of `desired` (as the operator applies it).
