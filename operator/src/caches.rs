@@ -5,15 +5,21 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{ApiResource, NotUsed, Object};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use virtualcluster_crds::instance::managed_selector;
 use virtualcluster_crds::keys;
+
+/// A workload as the caches keep it: metadata and status, without the spec (most of a
+/// StatefulSet's or Deployment's size). Whether the spec still is what the operator applied is
+/// told by its generation (see [`crate::apply::Verified`]).
+pub type Lite<S> = Object<NotUsed, S>;
 
 /// A store per kind of child.
 #[derive(Clone)]
@@ -26,8 +32,8 @@ pub struct Caches {
     pub role_bindings: Store<RoleBinding>,
     pub cluster_roles: Store<ClusterRole>,
     pub cluster_role_bindings: Store<ClusterRoleBinding>,
-    pub stateful_sets: Store<StatefulSet>,
-    pub deployments: Store<Deployment>,
+    pub stateful_sets: Store<Lite<StatefulSetStatus>>,
+    pub deployments: Store<Lite<DeploymentStatus>>,
 }
 
 /// A watch of one kind of child and the stream of changed objects it yields.
@@ -43,8 +49,8 @@ pub struct Streams {
     pub role_bindings: ChildStream<RoleBinding>,
     pub cluster_roles: ChildStream<ClusterRole>,
     pub cluster_role_bindings: ChildStream<ClusterRoleBinding>,
-    pub stateful_sets: ChildStream<StatefulSet>,
-    pub deployments: ChildStream<Deployment>,
+    pub stateful_sets: ChildStream<Lite<StatefulSetStatus>>,
+    pub deployments: ChildStream<Lite<DeploymentStatus>>,
 }
 
 /// Watches of the children in `namespace` (all namespaces when `None`). Cluster-scoped
@@ -70,8 +76,10 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
     let (service_accounts, service_accounts_stream) = namespaced!(ServiceAccount);
     let (roles, roles_stream) = namespaced!(Role);
     let (role_bindings, role_bindings_stream) = namespaced!(RoleBinding);
-    let (stateful_sets, stateful_sets_stream) = namespaced!(StatefulSet);
-    let (deployments, deployments_stream) = namespaced!(Deployment);
+    let (stateful_sets, stateful_sets_stream) =
+        reflect_lite::<StatefulSet, StatefulSetStatus>(client, namespace, &selector);
+    let (deployments, deployments_stream) =
+        reflect_lite::<Deployment, DeploymentStatus>(client, namespace, &selector);
     let (cluster_roles, cluster_roles_stream) =
         reflect(Api::<ClusterRole>::all(client.clone()), &cluster_selector);
     let (cluster_role_bindings, cluster_role_bindings_stream) = reflect(
@@ -125,6 +133,46 @@ where
     (reader, stream)
 }
 
+/// Like [`reflect`], for workloads kept as [`Lite`].
+fn reflect_lite<K, S>(
+    client: &Client,
+    namespace: Option<&str>,
+    selector: &str,
+) -> (Store<Lite<S>>, ChildStream<Lite<S>>)
+where
+    K: Resource<DynamicType = ()>,
+    S: Clone + Default + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<Lite<S>> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let writer = reflector::store::Writer::new(resource);
+    let reader = writer.as_reader();
+    let stream = watcher(api, watcher::Config::default().labels(selector))
+        .default_backoff()
+        .modify(|obj: &mut Lite<S>| obj.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+/// What a full workload the API server returned looks like in the cache.
+pub fn lite<K, S>(object: &K, status: Option<S>) -> Lite<S>
+where
+    K: Resource<DynamicType = ()>,
+    S: Clone,
+{
+    Object {
+        types: None,
+        metadata: object.meta().clone(),
+        spec: NotUsed {},
+        status,
+    }
+}
+
 impl Caches {
     /// Waits until every store has its first full list, so that a missing object in a cache
     /// means missing in the cluster (the certificates must never be issued again because a
@@ -154,6 +202,15 @@ where
         None => reference,
     };
     store.get(&reference)
+}
+
+/// The cached workload `name` of kind `K` in `namespace`.
+pub fn get_lite<K, S>(store: &Store<Lite<S>>, namespace: &str, name: &str) -> Option<Arc<Lite<S>>>
+where
+    K: Resource<DynamicType = ()>,
+    S: Clone,
+{
+    store.get(&ObjectRef::new_with(name, ApiResource::erase::<K>(&())).within(namespace))
 }
 
 /// The VirtualCluster a cluster-scoped child belongs to, from its labels.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -24,7 +24,7 @@ use virtualcluster_crds::v1alpha1::VirtualClusterStatus;
 
 use crate::apply;
 use crate::build::{self, Instance};
-use crate::caches::{self, Caches};
+use crate::caches::{self, Caches, Lite};
 use crate::cleanup;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -42,6 +42,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Safety-net resync of an instance with nothing to do.
     pub resync: Duration,
+    pub verified: apply::Verified,
 }
 
 /// Options of one controller.
@@ -90,6 +91,7 @@ pub async fn run(
         recorder,
         metrics,
         resync: options.resync,
+        verified: apply::Verified::default(),
     });
     Controller::for_stream(vc_stream, vc_store)
         .with_config(
@@ -103,8 +105,14 @@ pub async fn run(
         .owns_stream(streams.service_accounts)
         .owns_stream(streams.roles)
         .owns_stream(streams.role_bindings)
-        .owns_stream(streams.stateful_sets)
-        .owns_stream(streams.deployments)
+        .owns_stream_with(
+            streams.stateful_sets,
+            kube::api::ApiResource::erase::<StatefulSet>(&()),
+        )
+        .owns_stream_with(
+            streams.deployments,
+            kube::api::ApiResource::erase::<Deployment>(&()),
+        )
         .watches_stream(streams.cluster_roles, |o| caches::owner_by_labels(&o))
         .watches_stream(streams.cluster_role_bindings, |o| {
             caches::owner_by_labels(&o)
@@ -177,7 +185,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     let valid = match validate::validate(vc, running.as_ref(), &ctx.settings.service_cidr) {
         Ok(valid) => valid,
         Err(invalid) => {
-            report(vc, ctx, Err(&invalid), None, None).await?;
+            report(vc, ctx, Err(&invalid), None, None, 0).await?;
             // Nothing changes until the user edits the VirtualCluster.
             return Ok(Action::await_change());
         }
@@ -207,7 +215,15 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     let certs = ensure_certs(&instance, ctx, service_ip.as_deref()).await?;
     let desired = build::desired(&instance, &certs)?;
     let (sts, deployment) = apply_all(ctx, &namespace, desired).await?;
-    report(vc, ctx, Ok(()), sts.as_deref(), deployment.as_deref()).await?;
+    report(
+        vc,
+        ctx,
+        Ok(()),
+        sts.as_ref(),
+        deployment.as_ref(),
+        vc.spec.syncer.replicas,
+    )
+    .await?;
     Ok(Action::requeue(ctx.resync))
 }
 
@@ -274,12 +290,18 @@ async fn ensure_certs(
 }
 
 /// Applies every desired child whose cached copy differs, in dependency order. Returns the
-/// StatefulSet and the Deployment as they are now.
+/// StatefulSet and the Deployment as they are now (metadata and status).
 async fn apply_all(
     ctx: &Context,
     namespace: &str,
     desired: build::Desired,
-) -> Result<(Option<Arc<StatefulSet>>, Option<Arc<Deployment>>), Error> {
+) -> Result<
+    (
+        Option<Lite<StatefulSetStatus>>,
+        Option<Lite<DeploymentStatus>>,
+    ),
+    Error,
+> {
     let c = &ctx.client;
     let caches = &ctx.caches;
     let ns = Some(namespace);
@@ -345,12 +367,24 @@ async fn apply_all(
     for sts in desired.stateful_sets {
         stateful_set = apply_stateful_set(ctx, namespace, sts).await?;
     }
-    let deployment = apply_each!(
-        desired.deployments,
-        caches.deployments,
-        Api::namespaced(c.clone(), namespace),
-        ns
-    );
+    let mut deployment = None;
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), namespace);
+    for object in desired.deployments {
+        let name = object.name_any();
+        let live = caches::get_lite::<Deployment, _>(&caches.deployments, namespace, &name);
+        let applied = apply::apply_workload(
+            &deployments,
+            object,
+            live.as_ref().map(|l| &l.metadata),
+            &ctx.verified,
+        )
+        .await
+        .map_err(Error::kube(format!("applying Deployment {name}")))?;
+        deployment = match applied {
+            Some(full) => Some(caches::lite(&full, full.status.clone())),
+            None => live.map(|l| (*l).clone()),
+        };
+    }
     Ok((stateful_set, deployment))
 }
 
@@ -361,16 +395,20 @@ async fn apply_stateful_set(
     ctx: &Context,
     namespace: &str,
     sts: StatefulSet,
-) -> Result<Option<Arc<StatefulSet>>, Error> {
+) -> Result<Option<Lite<StatefulSetStatus>>, Error> {
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
     let name = sts.name_any();
-    let live = caches::get(&ctx.caches.stateful_sets, Some(namespace), &name);
-    match apply::apply(&api, sts, live.clone()).await {
-        Ok(applied) => Ok(Some(applied)),
+    let live = caches::get_lite::<StatefulSet, _>(&ctx.caches.stateful_sets, namespace, &name);
+    let live_meta = live.as_ref().map(|l| &l.metadata);
+    match apply::apply_workload(&api, sts, live_meta, &ctx.verified).await {
+        Ok(Some(full)) => Ok(Some(caches::lite(&full, full.status.clone()))),
+        Ok(None) => Ok(live.map(|l| (*l).clone())),
         Err(kube::Error::Api(status))
-            if status.code == 422 && status.message.contains("Forbidden") =>
+            if status.code == 422
+                && (status.message.contains("immutable")
+                    || status.message.contains("Forbidden")) =>
         {
-            let uid = live.and_then(|l| l.uid());
+            let uid = live.and_then(|l| l.metadata.uid.clone());
             tracing::info!(%name, reason = %status.message, "recreating the StatefulSet");
             let params = kube::api::DeleteParams {
                 preconditions: Some(kube::api::Preconditions {
@@ -399,8 +437,9 @@ async fn report(
     vc: &VirtualCluster,
     ctx: &Context,
     config: Result<(), &Invalid>,
-    stateful_set: Option<&StatefulSet>,
-    deployment: Option<&Deployment>,
+    stateful_set: Option<&Lite<StatefulSetStatus>>,
+    deployment: Option<&Lite<DeploymentStatus>>,
+    syncer_replicas: i32,
 ) -> Result<(), Error> {
     let kube_config_secret = config
         .is_ok()
@@ -411,6 +450,7 @@ async fn report(
             config,
             stateful_set,
             deployment,
+            syncer_replicas,
             kube_config_secret: kube_config_secret.as_deref(),
         },
         Time(Timestamp::now()),

@@ -2,11 +2,12 @@
 //! kubectl, Argo CD and Flux read: `observedGeneration`, `Ready`, `Reconciling`, `Stalled`, a
 //! phase, and conditions that keep their transition time while their status holds.
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DeploymentStatus, StatefulSetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::v1alpha1::{Phase, VirtualClusterStatus};
 
+use crate::caches::Lite;
 use crate::validate::Invalid;
 
 pub mod condition {
@@ -25,8 +26,10 @@ pub mod condition {
 pub struct Observed<'a> {
     /// The configuration's verdict.
     pub config: Result<(), &'a Invalid>,
-    pub stateful_set: Option<&'a StatefulSet>,
-    pub deployment: Option<&'a Deployment>,
+    pub stateful_set: Option<&'a Lite<StatefulSetStatus>>,
+    pub deployment: Option<&'a Lite<DeploymentStatus>>,
+    /// The syncer replicas the spec asks for.
+    pub syncer_replicas: i32,
     /// Name of the admin kubeconfig Secret, once it was written.
     pub kube_config_secret: Option<&'a str>,
 }
@@ -56,7 +59,7 @@ impl Verdict {
     }
 }
 
-fn control_plane(sts: Option<&StatefulSet>) -> Verdict {
+fn control_plane(sts: Option<&Lite<StatefulSetStatus>>) -> Verdict {
     let Some(sts) = sts else {
         return Verdict::no(
             "NotProvisioned",
@@ -64,7 +67,7 @@ fn control_plane(sts: Option<&StatefulSet>) -> Verdict {
         );
     };
     let name = sts.metadata.name.as_deref().unwrap_or_default();
-    let want = sts.spec.replicas.unwrap_or(1);
+    let want = 1;
     let status = sts.status.clone().unwrap_or_default();
     let ready = status.ready_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
@@ -92,12 +95,11 @@ fn control_plane(sts: Option<&StatefulSet>) -> Verdict {
     )
 }
 
-fn syncer(deployment: Option<&Deployment>) -> Verdict {
+fn syncer(deployment: Option<&Lite<DeploymentStatus>>, want: i32) -> Verdict {
     let Some(deployment) = deployment else {
         return Verdict::no("NotProvisioned", "the syncer Deployment does not exist yet");
     };
     let name = deployment.metadata.name.as_deref().unwrap_or_default();
-    let want = deployment.spec.replicas.unwrap_or(1);
     let status = deployment.status.clone().unwrap_or_default();
     let updated = status.updated_replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
@@ -132,7 +134,7 @@ pub fn compute(vc: &VirtualCluster, observed: Observed<'_>, now: Time) -> Virtua
     let (control_plane, syncer) = if config.ok {
         (
             control_plane(observed.stateful_set),
-            syncer(observed.deployment),
+            syncer(observed.deployment, observed.syncer_replicas),
         )
     } else {
         let why = "not provisioned: the configuration is invalid (see ConfigValid)";
@@ -246,8 +248,8 @@ pub fn is_true(status: Option<&VirtualClusterStatus>, type_: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentStatus, StatefulSetStatus};
     use k8s_openapi::jiff::Timestamp;
+    use kube::api::NotUsed;
 
     fn at(secs: i64) -> Time {
         Time(Timestamp::from_second(secs).unwrap())
@@ -259,36 +261,43 @@ mod tests {
         vc
     }
 
-    fn sts(ready: i32) -> StatefulSet {
-        let mut sts = StatefulSet::default();
-        sts.metadata.name = Some("demo".into());
-        sts.metadata.generation = Some(1);
-        sts.spec.replicas = Some(1);
-        sts.status = Some(StatefulSetStatus {
-            observed_generation: Some(1),
-            ready_replicas: Some(ready),
-            updated_replicas: Some(1),
-            replicas: 1,
-            current_revision: Some("r1".into()),
-            update_revision: Some("r1".into()),
-            ..Default::default()
-        });
-        sts
+    fn lite<S: Clone>(name: &str, status: S) -> Lite<S> {
+        let mut lite = Lite::new(
+            name,
+            &kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&()),
+            NotUsed {},
+        );
+        lite.metadata.generation = Some(1);
+        lite.status = Some(status);
+        lite
     }
 
-    fn deployment(available: i32) -> Deployment {
-        let mut d = Deployment::default();
-        d.metadata.name = Some("demo-syncer".into());
-        d.metadata.generation = Some(1);
-        d.spec.replicas = Some(1);
-        d.status = Some(DeploymentStatus {
-            observed_generation: Some(1),
-            updated_replicas: Some(1),
-            available_replicas: Some(available),
-            replicas: Some(1),
-            ..Default::default()
-        });
-        d
+    fn sts(ready: i32) -> Lite<StatefulSetStatus> {
+        lite(
+            "demo",
+            StatefulSetStatus {
+                observed_generation: Some(1),
+                ready_replicas: Some(ready),
+                updated_replicas: Some(1),
+                replicas: 1,
+                current_revision: Some("r1".into()),
+                update_revision: Some("r1".into()),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn deployment(available: i32) -> Lite<DeploymentStatus> {
+        lite(
+            "demo-syncer",
+            DeploymentStatus {
+                observed_generation: Some(1),
+                updated_replicas: Some(1),
+                available_replicas: Some(available),
+                replicas: Some(1),
+                ..Default::default()
+            },
+        )
     }
 
     fn get<'a>(status: &'a VirtualClusterStatus, type_: &str) -> &'a Condition {
@@ -304,6 +313,7 @@ mod tests {
                 config: Ok(()),
                 stateful_set: Some(&s),
                 deployment: Some(&d),
+                syncer_replicas: 1,
                 kube_config_secret: Some("vc-demo"),
             },
             at(100),
@@ -331,6 +341,7 @@ mod tests {
                 config: Ok(()),
                 stateful_set: Some(&s),
                 deployment: Some(&d),
+                syncer_replicas: 1,
                 kube_config_secret: None,
             },
             at(100),
@@ -354,6 +365,7 @@ mod tests {
                 config: Ok(()),
                 stateful_set: None,
                 deployment: None,
+                syncer_replicas: 1,
                 kube_config_secret: None,
             },
             at(100),
@@ -373,6 +385,7 @@ mod tests {
                 config: Err(&invalid),
                 stateful_set: None,
                 deployment: None,
+                syncer_replicas: 1,
                 kube_config_secret: None,
             },
             at(100),
@@ -395,6 +408,7 @@ mod tests {
             config: Ok(()),
             stateful_set: Some(s),
             deployment: Some(&d),
+            syncer_replicas: 1,
             kube_config_secret: None,
         };
         let mut v = vc(1);
