@@ -96,6 +96,20 @@ impl InstanceRef {
         format!("virtualcluster-syncer.{}.{}", self.namespace, self.name)
     }
 
+    /// The names of everything the operator makes for this instance (several kinds share one).
+    pub fn child_names(&self) -> Vec<String> {
+        vec![
+            self.control_plane(),
+            self.headless_service(),
+            self.certs_secret(),
+            self.kubeconfig_secret(),
+            self.syncer(),
+            self.syncer_config(),
+            self.syncer_kubeconfig_secret(),
+            self.syncer_cluster_role(),
+        ]
+    }
+
     /// The in-cluster DNS name of the API server Service.
     pub fn api_server_host(&self) -> String {
         format!("{}.{}.svc", self.api_server_service(), self.namespace)

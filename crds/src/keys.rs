@@ -20,6 +20,13 @@ pub const INSTANCE_NAMESPACE: &str = "virtualcluster.dev/instance-namespace";
 /// Label: UID of the VirtualCluster an object belongs to; names alone can be reused.
 pub const INSTANCE_UID: &str = "virtualcluster.dev/instance-uid";
 
+/// Label (value `true`) on the Secret holding an instance's CA, certificates and keys.
+pub const CERTIFICATES: &str = "virtualcluster.dev/certificates";
+
+/// Annotation on the syncer's ConfigMap: the namespace-sync block (JSON) the instance was
+/// provisioned with, which may not change afterwards.
+pub const NAMESPACE_SYNC: &str = "virtualcluster.dev/namespace-sync";
+
 /// Annotation on a host copy: name of the virtual object it was made from.
 pub const VIRTUAL_NAME: &str = "virtualcluster.dev/object-name";
 /// Annotation on a host copy: namespace of the virtual object it was made from.

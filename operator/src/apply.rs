@@ -57,22 +57,24 @@ where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
 {
     let desired = with_hash(desired);
-    if let Some(live) = live.filter(|live| !needs_apply(&desired, Some(live))) {
-        return Ok(live);
-    }
+    let why = match &live {
+        None => "missing",
+        Some(live) if needs_apply(&desired, Some(live)) => "differs",
+        Some(live) => return Ok(live.clone()),
+    };
     let name = desired.name_any();
-    tracing::debug!(kind = %K::kind(&()), %name, "applying");
+    tracing::debug!(kind = %K::kind(&()), %name, why, "applying");
     Ok(Arc::new(
         api.patch(&name, &params(), &Patch::Apply(&desired)).await?,
     ))
 }
 
-/// The generation each workload (StatefulSet, Deployment) had when the operator last applied
-/// it or checked its spec. Workloads are cached without their spec; their generation moves
-/// whenever the spec changes, so an unchanged generation means an unchanged spec. Kept in
-/// memory: after a restart each workload's spec is read once.
+/// What each child looked like when the operator last applied it or read and compared it:
+/// its UID and its generation (workloads, whose status moves on its own) or resourceVersion
+/// (every other kind). While these hold, the object still is what the operator wants, which
+/// lets the caches keep only metadata. Kept in memory: after a restart each child is read once.
 #[derive(Default)]
-pub struct Verified(Mutex<HashMap<(String, String, String), (String, i64)>>);
+pub struct Verified(Mutex<HashMap<(String, String, String), (String, String)>>);
 
 impl Verified {
     fn key(kind: &str, meta: &ObjectMeta) -> (String, String, String) {
@@ -83,30 +85,42 @@ impl Verified {
         )
     }
 
+    fn version(meta: &ObjectMeta) -> (String, String) {
+        let version = match meta.generation {
+            Some(generation) => format!("generation {generation}"),
+            None => meta.resource_version.clone().unwrap_or_default(),
+        };
+        (meta.uid.clone().unwrap_or_default(), version)
+    }
+
     fn holds(&self, kind: &str, meta: &ObjectMeta) -> bool {
         let known = self.0.lock().expect("verified lock");
-        let current = (
-            meta.uid.clone().unwrap_or_default(),
-            meta.generation.unwrap_or_default(),
-        );
-        known.get(&Self::key(kind, meta)) == Some(&current)
+        known.get(&Self::key(kind, meta)) == Some(&Self::version(meta))
     }
 
     fn record(&self, kind: &str, meta: &ObjectMeta) {
-        self.0.lock().expect("verified lock").insert(
-            Self::key(kind, meta),
-            (
-                meta.uid.clone().unwrap_or_default(),
-                meta.generation.unwrap_or_default(),
-            ),
-        );
+        self.0
+            .lock()
+            .expect("verified lock")
+            .insert(Self::key(kind, meta), Self::version(meta));
+    }
+
+    /// Forgets the objects named `names` in `namespace` (and cluster-scoped ones of those
+    /// names), of a deleted instance.
+    pub fn forget(&self, namespace: &str, names: &[String]) {
+        self.0
+            .lock()
+            .expect("verified lock")
+            .retain(|(_, ns, name), _| {
+                !((ns == namespace || ns.is_empty()) && names.contains(name))
+            });
     }
 }
 
-/// Applies workload `desired` unless it is known to be in place: the cached metadata `live`
-/// has the desired metadata and hash, and its generation is one [`Verified`] holds (else its
-/// spec is read once and compared). Returns the full object when it read or wrote one.
-pub async fn apply_workload<K>(
+/// Applies `desired` unless it is known to be in place: the cached metadata `live` has the
+/// desired metadata and hash, and [`Verified`] holds its version (else the object is read once
+/// and compared). Returns the full object when it read or wrote one.
+pub async fn apply_verified<K>(
     api: &Api<K>,
     desired: K,
     live: Option<&ObjectMeta>,
@@ -118,7 +132,9 @@ where
     let desired = with_hash(desired);
     let kind = K::kind(&());
     let name = desired.name_any();
+    let mut why = "missing";
     if let Some(live) = live {
+        why = "metadata differs";
         let metadata_holds = contains(
             &serde_json::to_value(live).expect("metadata always serializes"),
             &serde_json::to_value(desired.meta()).expect("metadata always serializes"),
@@ -133,9 +149,10 @@ where
                 verified.record(&kind, full.meta());
                 return Ok(Some(full));
             }
+            why = "content differs";
         }
     }
-    tracing::debug!(%kind, %name, "applying");
+    tracing::debug!(%kind, %name, why, "applying");
     let applied = api.patch(&name, &params(), &Patch::Apply(&desired)).await?;
     verified.record(&kind, applied.meta());
     Ok(Some(applied))

@@ -1,6 +1,12 @@
 //! Shared watch caches of everything the operator makes, filtered to its own objects by label.
 //! The controller is triggered by the same streams that fill them, so a change to a child both
 //! updates the cache and reconciles its VirtualCluster.
+//!
+//! Most children are cached as metadata only: the operator needs their content only to compare
+//! it with what it would apply, and it knows from the resourceVersion (or, for workloads, the
+//! generation) whether an object still holds what it last applied or read (see
+//! [`crate::apply::Verified`]). Kept whole are what the operator reads: the certificates, the
+//! API server Services (their ClusterIP) and the workloads' status.
 
 use std::sync::Arc;
 
@@ -9,6 +15,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, Stat
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{ApiResource, NotUsed, Object};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -16,22 +23,24 @@ use serde::de::DeserializeOwned;
 use virtualcluster_crds::instance::managed_selector;
 use virtualcluster_crds::keys;
 
-/// A workload as the caches keep it: metadata and status, without the spec (most of a
-/// StatefulSet's or Deployment's size). Whether the spec still is what the operator applied is
-/// told by its generation (see [`crate::apply::Verified`]).
+/// A workload as the caches keep it: metadata and status, without the spec.
 pub type Lite<S> = Object<NotUsed, S>;
+/// An object as the caches keep most children: its metadata.
+pub type Meta<K> = PartialObjectMeta<K>;
 
 /// A store per kind of child.
 #[derive(Clone)]
 pub struct Caches {
     pub services: Store<Service>,
-    pub secrets: Store<Secret>,
-    pub config_maps: Store<ConfigMap>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub roles: Store<Role>,
-    pub role_bindings: Store<RoleBinding>,
-    pub cluster_roles: Store<ClusterRole>,
-    pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    /// The `<name>-certs` Secrets, whole.
+    pub certs: Store<Secret>,
+    pub secrets: Store<Meta<Secret>>,
+    pub config_maps: Store<Meta<ConfigMap>>,
+    pub service_accounts: Store<Meta<ServiceAccount>>,
+    pub roles: Store<Meta<Role>>,
+    pub role_bindings: Store<Meta<RoleBinding>>,
+    pub cluster_roles: Store<Meta<ClusterRole>>,
+    pub cluster_role_bindings: Store<Meta<ClusterRoleBinding>>,
     pub stateful_sets: Store<Lite<StatefulSetStatus>>,
     pub deployments: Store<Lite<DeploymentStatus>>,
 }
@@ -42,13 +51,14 @@ pub type ChildStream<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher:
 /// The streams that fill [`Caches`]; the controller must poll them (they are its triggers).
 pub struct Streams {
     pub services: ChildStream<Service>,
-    pub secrets: ChildStream<Secret>,
-    pub config_maps: ChildStream<ConfigMap>,
-    pub service_accounts: ChildStream<ServiceAccount>,
-    pub roles: ChildStream<Role>,
-    pub role_bindings: ChildStream<RoleBinding>,
-    pub cluster_roles: ChildStream<ClusterRole>,
-    pub cluster_role_bindings: ChildStream<ClusterRoleBinding>,
+    pub certs: ChildStream<Secret>,
+    pub secrets: ChildStream<Meta<Secret>>,
+    pub config_maps: ChildStream<Meta<ConfigMap>>,
+    pub service_accounts: ChildStream<Meta<ServiceAccount>>,
+    pub roles: ChildStream<Meta<Role>>,
+    pub role_bindings: ChildStream<Meta<RoleBinding>>,
+    pub cluster_roles: ChildStream<Meta<ClusterRole>>,
+    pub cluster_role_bindings: ChildStream<Meta<ClusterRoleBinding>>,
     pub stateful_sets: ChildStream<Lite<StatefulSetStatus>>,
     pub deployments: ChildStream<Lite<DeploymentStatus>>,
 }
@@ -57,38 +67,46 @@ pub struct Streams {
 /// children are watched cluster-wide, narrowed to the namespace's instances by label.
 pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
     let selector = managed_selector();
+    let certs_selector = format!("{selector},{}=true", keys::CERTIFICATES);
     let cluster_selector = match namespace {
         Some(ns) => format!("{selector},{}={ns}", keys::INSTANCE_NAMESPACE),
         None => selector.clone(),
     };
-    macro_rules! namespaced {
-        ($kind:ty) => {{
-            let api: Api<$kind> = match namespace {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            reflect(api, &selector)
-        }};
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
     }
-    let (services, services_stream) = namespaced!(Service);
-    let (secrets, secrets_stream) = namespaced!(Secret);
-    let (config_maps, config_maps_stream) = namespaced!(ConfigMap);
-    let (service_accounts, service_accounts_stream) = namespaced!(ServiceAccount);
-    let (roles, roles_stream) = namespaced!(Role);
-    let (role_bindings, role_bindings_stream) = namespaced!(RoleBinding);
+    let (services, services_stream) = reflect(api::<Service>(client, namespace), &selector);
+    let (certs, certs_stream) = reflect(api::<Secret>(client, namespace), &certs_selector);
+    let (secrets, secrets_stream) = reflect(api::<Meta<Secret>>(client, namespace), &selector);
+    let (config_maps, config_maps_stream) =
+        reflect(api::<Meta<ConfigMap>>(client, namespace), &selector);
+    let (service_accounts, service_accounts_stream) =
+        reflect(api::<Meta<ServiceAccount>>(client, namespace), &selector);
+    let (roles, roles_stream) = reflect(api::<Meta<Role>>(client, namespace), &selector);
+    let (role_bindings, role_bindings_stream) =
+        reflect(api::<Meta<RoleBinding>>(client, namespace), &selector);
+    let (cluster_roles, cluster_roles_stream) = reflect(
+        Api::<Meta<ClusterRole>>::all(client.clone()),
+        &cluster_selector,
+    );
+    let (cluster_role_bindings, cluster_role_bindings_stream) = reflect(
+        Api::<Meta<ClusterRoleBinding>>::all(client.clone()),
+        &cluster_selector,
+    );
     let (stateful_sets, stateful_sets_stream) =
         reflect_lite::<StatefulSet, StatefulSetStatus>(client, namespace, &selector);
     let (deployments, deployments_stream) =
         reflect_lite::<Deployment, DeploymentStatus>(client, namespace, &selector);
-    let (cluster_roles, cluster_roles_stream) =
-        reflect(Api::<ClusterRole>::all(client.clone()), &cluster_selector);
-    let (cluster_role_bindings, cluster_role_bindings_stream) = reflect(
-        Api::<ClusterRoleBinding>::all(client.clone()),
-        &cluster_selector,
-    );
     (
         Caches {
             services,
+            certs,
             secrets,
             config_maps,
             service_accounts,
@@ -101,6 +119,7 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
         },
         Streams {
             services: services_stream,
+            certs: certs_stream,
             secrets: secrets_stream,
             config_maps: config_maps_stream,
             service_accounts: service_accounts_stream,
@@ -115,7 +134,7 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
 }
 
 /// A reflector of `api`'s objects matching `selector`, without their managed fields (the
-/// operator never reads them and they are often the largest part of an object).
+/// operator never reads them and they are often the largest part of the metadata).
 fn reflect<K>(api: Api<K>, selector: &str) -> (Store<K>, ChildStream<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
@@ -179,6 +198,7 @@ impl Caches {
     /// cache was still empty).
     pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
         self.services.wait_until_ready().await?;
+        self.certs.wait_until_ready().await?;
         self.secrets.wait_until_ready().await?;
         self.config_maps.wait_until_ready().await?;
         self.service_accounts.wait_until_ready().await?;

@@ -48,6 +48,7 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
     .await;
     ctx.metrics
         .set_phase(format!("{}/{}", id.namespace, id.name), None);
+    ctx.verified.forget(&id.namespace, &id.child_names());
     Ok(Action::await_change())
 }
 

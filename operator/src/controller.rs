@@ -18,7 +18,7 @@ use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use virtualcluster_crds::VirtualCluster;
-use virtualcluster_crds::instance::{InstanceRef, SYNCER_CONFIG_KEY, SyncerConfig};
+use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::keys::CLEANUP_FINALIZER;
 use virtualcluster_crds::v1alpha1::VirtualClusterStatus;
 
@@ -100,6 +100,7 @@ pub async fn run(
                 .debounce(options.debounce),
         )
         .owns_stream(streams.services)
+        .owns_stream(streams.certs)
         .owns_stream(streams.secrets)
         .owns_stream(streams.config_maps)
         .owns_stream(streams.service_accounts)
@@ -176,12 +177,8 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         Some(&namespace),
         &names.syncer_config(),
     )
-    .and_then(|cm| {
-        let json = cm.data.as_ref()?.get(SYNCER_CONFIG_KEY)?;
-        serde_json::from_str::<SyncerConfig>(json).ok()
-    })
-    .filter(|config| config.instance.uid == names.uid)
-    .map(|config| config.sync.to_host.namespaces);
+    .filter(|cm| names.owns(cm.labels()))
+    .and_then(|cm| build::recorded_namespace_sync(cm.annotations()));
     let valid = match validate::validate(vc, running.as_ref(), &ctx.settings.service_cidr) {
         Ok(valid) => valid,
         Err(invalid) => {
@@ -236,7 +233,7 @@ async fn ensure_certs(
 ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, Error> {
     let id = instance.id();
     let name = id.certs_secret();
-    let stored = caches::get(&ctx.caches.secrets, Some(&id.namespace), &name);
+    let stored = caches::get(&ctx.caches.certs, Some(&id.namespace), &name);
     let stored_data = stored.as_ref().and_then(|s| s.data.as_ref()).map(|d| {
         d.iter()
             .map(|(k, v)| (k.clone(), v.0.clone()))
@@ -306,20 +303,21 @@ async fn apply_all(
     let caches = &ctx.caches;
     let ns = Some(namespace);
     macro_rules! apply_each {
-        ($objects:expr, $store:expr, $api:expr, $scope:expr) => {{
-            let mut applied = None;
+        ($objects:expr, $store:expr, $api:expr, $scope:expr) => {
             for object in $objects {
                 let name = object.name_any();
                 let live = caches::get(&$store, $scope, &name);
                 let kind = kind_of(&object);
-                applied = Some(
-                    apply::apply(&$api, object, live)
-                        .await
-                        .map_err(Error::kube(format!("applying {kind} {name}")))?,
-                );
+                apply::apply_verified(
+                    &$api,
+                    object,
+                    live.as_ref().map(|l| &l.metadata),
+                    &ctx.verified,
+                )
+                .await
+                .map_err(Error::kube(format!("applying {kind} {name}")))?;
             }
-            applied
-        }};
+        };
     }
     apply_each!(
         desired.secrets,
@@ -372,7 +370,7 @@ async fn apply_all(
     for object in desired.deployments {
         let name = object.name_any();
         let live = caches::get_lite::<Deployment, _>(&caches.deployments, namespace, &name);
-        let applied = apply::apply_workload(
+        let applied = apply::apply_verified(
             &deployments,
             object,
             live.as_ref().map(|l| &l.metadata),
@@ -400,7 +398,7 @@ async fn apply_stateful_set(
     let name = sts.name_any();
     let live = caches::get_lite::<StatefulSet, _>(&ctx.caches.stateful_sets, namespace, &name);
     let live_meta = live.as_ref().map(|l| &l.metadata);
-    match apply::apply_workload(&api, sts, live_meta, &ctx.verified).await {
+    match apply::apply_verified(&api, sts, live_meta, &ctx.verified).await {
         Ok(Some(full)) => Ok(Some(caches::lite(&full, full.status.clone()))),
         Ok(None) => Ok(live.map(|l| (*l).clone())),
         Err(kube::Error::Api(status))

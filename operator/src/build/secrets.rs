@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use virtualcluster_crds::instance::{API_SERVER_SERVICE_PORT, Component, KUBECONFIG_KEY};
+use virtualcluster_crds::keys;
 
 use super::{Error, Instance};
 use crate::kubeconfig::{self, Identity};
@@ -21,6 +22,10 @@ pub const CLIENT_KEY_KEY: &str = "client-key";
 pub fn certs_secret(instance: &Instance<'_>, bundle: &pki::Bundle) -> Secret {
     let mut metadata = instance.meta(instance.id().certs_secret(), Component::ControlPlane);
     metadata.annotations = Some(bundle.annotations.clone());
+    metadata
+        .labels
+        .get_or_insert_default()
+        .insert(keys::CERTIFICATES.into(), "true".into());
     Secret {
         metadata,
         type_: Some("Opaque".into()),

@@ -13,6 +13,7 @@ use k8s_openapi::api::rbac::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use virtualcluster_crds::instance::{Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SyncerConfig};
+use virtualcluster_crds::keys;
 
 use super::control_plane::{hardened, pod_security};
 use super::{CONFIG_HASH, Instance};
@@ -32,16 +33,29 @@ pub fn syncer_config(instance: &Instance<'_>) -> SyncerConfig {
     }
 }
 
-/// The ConfigMap holding [`syncer_config`]; it is also the record of the namespace-sync block
-/// the instance runs with, which may not change.
+/// The ConfigMap holding [`syncer_config`]; its [`keys::NAMESPACE_SYNC`] annotation records
+/// the namespace-sync block the instance runs with, which may not change.
 pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     let config = serde_json::to_string_pretty(&syncer_config(instance))
         .expect("the syncer configuration always serializes");
+    let mut metadata = instance.meta(instance.id().syncer_config(), Component::Syncer);
+    metadata.annotations = Some(BTreeMap::from([(
+        keys::NAMESPACE_SYNC.into(),
+        serde_json::to_string(&instance.vc.spec.sync.to_host.namespaces)
+            .expect("the namespace-sync block always serializes"),
+    )]));
     ConfigMap {
-        metadata: instance.meta(instance.id().syncer_config(), Component::Syncer),
+        metadata,
         data: Some(BTreeMap::from([(SYNCER_CONFIG_KEY.into(), config)])),
         ..Default::default()
     }
+}
+
+/// The namespace-sync block recorded on the syncer's ConfigMap (see [`config_map`]).
+pub fn recorded_namespace_sync(
+    annotations: &BTreeMap<String, String>,
+) -> Option<virtualcluster_crds::v1alpha1::NamespaceSync> {
+    serde_json::from_str(annotations.get(keys::NAMESPACE_SYNC)?).ok()
 }
 
 /// The syncer's ServiceAccount and what it may do on the host.
@@ -369,6 +383,8 @@ mod tests {
         assert!(parsed.sync.to_host.ingresses.enabled);
         assert_eq!(parsed.instance.uid, "0b7c6a8e-uid");
         assert_eq!(parsed.service_cidr, crate::settings::DEFAULT_SERVICE_CIDR);
+        let recorded = recorded_namespace_sync(cm.metadata.annotations.as_ref().unwrap());
+        assert_eq!(recorded.as_ref(), Some(&vc.spec.sync.to_host.namespaces));
     }
 }
 

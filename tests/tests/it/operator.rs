@@ -19,8 +19,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use virtualcluster_crds::VirtualCluster;
-use virtualcluster_crds::instance::{InstanceRef, KUBECONFIG_KEY, SYNCER_CONFIG_KEY};
+use virtualcluster_crds::instance::{InstanceRef, KUBECONFIG_KEY};
 use virtualcluster_crds::keys::CLEANUP_FINALIZER;
+use virtualcluster_crds::keys::NAMESPACE_SYNC;
 use virtualcluster_operator::settings::{DEFAULT_SERVICE_CIDR, Settings};
 use virtualcluster_operator::{apply, build, validate};
 use virtualcluster_tests::harness::{eventually, is_status};
@@ -407,6 +408,21 @@ async fn puts_back_deleted_and_edited_children_and_rolls_out_spec_changes() {
         "a resync wrote the status"
     );
 
+    // A Secret's data, which the operator caches only as metadata, is put back too.
+    let secrets = setup.api::<Secret>();
+    let original = secrets.get("vc-restore").await.unwrap().data;
+    secrets
+        .patch(
+            "vc-restore",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"config": "ZWRpdGVk"}})),
+        )
+        .await
+        .unwrap();
+    eventually("the kubeconfig Secret to be put back", || async {
+        (secrets.get("vc-restore").await.unwrap().data == original).then_some(())
+    })
+    .await;
     // A deleted Service comes back; an edited Deployment is put back.
     let services = setup.api::<Service>();
     services
@@ -526,16 +542,14 @@ async fn a_changed_namespace_sync_block_stops_all_changes() {
     // Admission keeps the block immutable; stand in for a change that got past it by changing
     // the record of what runs.
     let config_maps = setup.api::<ConfigMap>();
-    let mut config = config_maps.get(&id.syncer_config()).await.unwrap();
-    let text = config.data.as_ref().unwrap()[SYNCER_CONFIG_KEY].replace("frozen-team-*", "other-*");
-    config
-        .data
-        .as_mut()
-        .unwrap()
-        .insert(SYNCER_CONFIG_KEY.into(), text.clone());
-    config.metadata.managed_fields = None;
+    let config = config_maps.get(&id.syncer_config()).await.unwrap();
+    let record = config.annotations()[NAMESPACE_SYNC].replace("frozen-team-*", "other-*");
     config_maps
-        .replace(&id.syncer_config(), &PostParams::default(), &config)
+        .patch(
+            &id.syncer_config(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {NAMESPACE_SYNC: record}}})),
+        )
         .await
         .unwrap();
     // Make the operator look again.
@@ -565,7 +579,11 @@ async fn a_changed_namespace_sync_block_stops_all_changes() {
         "what runs changed despite the invalid config"
     );
     let config = config_maps.get(&id.syncer_config()).await.unwrap();
-    assert_eq!(config.data.unwrap()[SYNCER_CONFIG_KEY], text);
+    assert_eq!(
+        config.annotations()[NAMESPACE_SYNC],
+        record,
+        "the record was put back"
+    );
 }
 
 /// Every object of every kind in the cluster that carries the instance's UID label.
