@@ -117,9 +117,9 @@ impl Verified {
     }
 }
 
-/// Applies `desired` unless it is known to be in place: the cached metadata `live` has the
-/// desired metadata and hash, and [`Verified`] holds its version (else the object is read once
-/// and compared). Returns the full object when it read or wrote one.
+/// Applies `desired` unless it is known to be in place: the cached metadata `live` carries the
+/// desired hash and [`Verified`] holds its version (else the object is read once and
+/// compared). Returns the full object when it read or wrote one.
 pub async fn apply_verified<K>(
     api: &Api<K>,
     desired: K,
@@ -134,12 +134,10 @@ where
     let name = desired.name_any();
     let mut why = "missing";
     if let Some(live) = live {
-        why = "metadata differs";
-        let metadata_holds = contains(
-            &serde_json::to_value(live).expect("metadata always serializes"),
-            &serde_json::to_value(desired.meta()).expect("metadata always serializes"),
-        );
-        if metadata_holds {
+        why = "changed";
+        let same_hash = live.annotations.as_ref().and_then(|a| a.get(APPLIED_HASH))
+            == desired.annotations().get(APPLIED_HASH);
+        if same_hash {
             if verified.holds(&kind, live) {
                 return Ok(None);
             }

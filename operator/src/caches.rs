@@ -83,14 +83,15 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
     }
     let (services, services_stream) = reflect(api::<Service>(client, namespace), &selector);
     let (certs, certs_stream) = reflect(api::<Secret>(client, namespace), &certs_selector);
-    let (secrets, secrets_stream) = reflect(api::<Meta<Secret>>(client, namespace), &selector);
+    let (secrets, secrets_stream) = reflect_meta(api::<Meta<Secret>>(client, namespace), &selector);
     let (config_maps, config_maps_stream) =
-        reflect(api::<Meta<ConfigMap>>(client, namespace), &selector);
+        reflect_meta(api::<Meta<ConfigMap>>(client, namespace), &selector);
     let (service_accounts, service_accounts_stream) =
-        reflect(api::<Meta<ServiceAccount>>(client, namespace), &selector);
-    let (roles, roles_stream) = reflect(api::<Meta<Role>>(client, namespace), &selector);
+        reflect_meta(api::<Meta<ServiceAccount>>(client, namespace), &selector);
+    let (roles, roles_stream) = reflect_meta(api::<Meta<Role>>(client, namespace), &selector);
     let (role_bindings, role_bindings_stream) =
-        reflect(api::<Meta<RoleBinding>>(client, namespace), &selector);
+        reflect_meta(api::<Meta<RoleBinding>>(client, namespace), &selector);
+    // Cluster-scoped children keep their labels: they name the instance they belong to.
     let (cluster_roles, cluster_roles_stream) = reflect(
         Api::<Meta<ClusterRole>>::all(client.clone()),
         &cluster_selector,
@@ -152,7 +153,38 @@ where
     (reader, stream)
 }
 
-/// Like [`reflect`], for workloads kept as [`Lite`].
+/// Annotations the operator reads from cached metadata; the others are dropped.
+const KEPT_ANNOTATIONS: [&str; 2] = [crate::apply::APPLIED_HASH, keys::NAMESPACE_SYNC];
+
+/// Drops from cached metadata what the operator never reads from the cache: labels (owner
+/// references tie namespaced children to their instance) and most annotations. Whether a child
+/// is as wanted is known from its version (see [`crate::apply::Verified`]), not from comparing
+/// the cached copy.
+fn slim(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| KEPT_ANNOTATIONS.contains(&k.as_str()));
+    }
+}
+
+/// Like [`reflect`], keeping only the metadata the operator reads (see [`slim`]).
+fn reflect_meta<K>(api: Api<Meta<K>>, selector: &str) -> (Store<Meta<K>>, ChildStream<Meta<K>>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().labels(selector))
+        .default_backoff()
+        .modify(|obj: &mut Meta<K>| slim(&mut obj.metadata))
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+/// Like [`reflect_meta`], for workloads kept as [`Lite`].
 fn reflect_lite<K, S>(
     client: &Client,
     namespace: Option<&str>,
@@ -171,7 +203,7 @@ where
     let reader = writer.as_reader();
     let stream = watcher(api, watcher::Config::default().labels(selector))
         .default_backoff()
-        .modify(|obj: &mut Lite<S>| obj.metadata.managed_fields = None)
+        .modify(|obj: &mut Lite<S>| slim(&mut obj.metadata))
         .reflect(writer)
         .touched_objects()
         .boxed();

@@ -177,7 +177,8 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         Some(&namespace),
         &names.syncer_config(),
     )
-    .filter(|cm| names.owns(cm.labels()))
+    // Its owner tells whether it is this instance's (a recreated one of the same name is not).
+    .filter(|cm| cm.owner_references().iter().any(|o| o.uid == names.uid))
     .and_then(|cm| build::recorded_namespace_sync(cm.annotations()));
     let valid = match validate::validate(vc, running.as_ref(), &ctx.settings.service_cidr) {
         Ok(valid) => valid,
