@@ -428,7 +428,8 @@ pub fn stateful_set(instance: &Instance<'_>, certs_hash: &str) -> StatefulSet {
     }
 }
 
-fn field_env(name: &str, path: &str) -> EnvVar {
+/// An environment variable taken from a field of the pod (`metadata.name`, `status.podIP`).
+pub(super) fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {

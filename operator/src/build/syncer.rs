@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodSpec, PodTemplateSpec, SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, PodTemplateSpec, SecretVolumeSource,
+    ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use virtualcluster_crds::instance::{Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SyncerConfig};
 use virtualcluster_crds::keys;
 
-use super::control_plane::{hardened, pod_security};
+use super::control_plane::{field_env, hardened, pod_security};
 use super::{CONFIG_HASH, Instance};
 
 pub const SYNCER_CONTAINER: &str = "syncer";
@@ -198,17 +198,6 @@ pub fn rbac(instance: &Instance<'_>) -> SyncerRbac {
 pub fn deployment(instance: &Instance<'_>, config_hash: &str) -> Deployment {
     let id = instance.id();
     let spec = &instance.vc.spec.syncer;
-    let env = |name: &str, path: &str| EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                api_version: Some("v1".into()),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     let container = Container {
         name: SYNCER_CONTAINER.into(),
         image: Some(
@@ -221,8 +210,8 @@ pub fn deployment(instance: &Instance<'_>, config_hash: &str) -> Deployment {
             format!("--config={CONFIG_DIR}/{SYNCER_CONFIG_KEY}"),
         ]),
         env: Some(vec![
-            env("POD_NAME", "metadata.name"),
-            env("POD_NAMESPACE", "metadata.namespace"),
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
         ]),
         volume_mounts: Some(vec![
             VolumeMount {
