@@ -82,7 +82,7 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
         }
     }
     let (services, services_stream) = reflect(api::<Service>(client, namespace), &selector);
-    let (certs, certs_stream) = reflect(api::<Secret>(client, namespace), &certs_selector);
+    let (certs, certs_stream) = reflect_certs(api::<Secret>(client, namespace), &certs_selector);
     let (secrets, secrets_stream) = reflect_meta(api::<Meta<Secret>>(client, namespace), &selector);
     let (config_maps, config_maps_stream) =
         reflect_meta(api::<Meta<ConfigMap>>(client, namespace), &selector);
@@ -146,6 +146,31 @@ where
         .default_backoff()
         .modify(|obj: &mut K| {
             obj.managed_fields_mut().clear();
+        })
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+/// Like [`reflect`], for the certs Secrets, kept as [`crate::pki::digested`] bundles.
+fn reflect_certs(api: Api<Secret>, selector: &str) -> (Store<Secret>, ChildStream<Secret>) {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().labels(selector))
+        .default_backoff()
+        .modify(|secret: &mut Secret| {
+            secret.metadata.managed_fields = None;
+            if let Some(data) = secret.data.as_mut() {
+                let mut plain: std::collections::BTreeMap<String, Vec<u8>> = std::mem::take(data)
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                crate::pki::digested(&mut plain);
+                *data = plain
+                    .into_iter()
+                    .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
+                    .collect();
+            }
         })
         .reflect(writer)
         .touched_objects()

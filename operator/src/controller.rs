@@ -252,15 +252,25 @@ async fn ensure_certs(
     if plan == pki::Plan::Keep {
         return Ok(stored_data.unwrap_or_default());
     }
+    // Leaves are signed with the stored CA, which the cache keeps only as a digest.
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &id.namespace);
+    let full_data = match plan {
+        pki::Plan::ReissueLeaves => api
+            .get(&name)
+            .await
+            .map_err(Error::kube(format!("reading Secret {name}")))?
+            .data
+            .map(|d| d.into_iter().map(|(k, v)| (k, v.0)).collect()),
+        _ => None,
+    };
     let bundle = pki::issue(
         plan,
-        stored_data.as_ref(),
+        full_data.as_ref(),
         stored_annotations.as_ref(),
         &subjects,
         now,
     )?;
     let secret = apply::with_hash(build::certs_secret(instance, &bundle));
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &id.namespace);
     if stored.is_none() {
         // Create, not apply: should the cache be behind, the existing certificates win (409)
         // and the next reconcile reads them.

@@ -61,6 +61,27 @@ pub mod file {
     ];
 }
 
+/// Files read at every reconcile: they go into the kubeconfigs.
+const READ_OFTEN: [&str; 5] = [
+    file::CA_CERT,
+    file::ADMIN_CERT,
+    file::ADMIN_KEY,
+    file::SYNCER_CERT,
+    file::SYNCER_KEY,
+];
+
+/// The bundle as the operator keeps it in memory: the files it reads at every reconcile, and
+/// the SHA-256 of each other one (enough to tell whether it is there and when it changed). A
+/// stored bundle is read whole only to issue leaves with its CA.
+pub fn digested(data: &mut BTreeMap<String, Vec<u8>>) {
+    use sha2::{Digest, Sha256};
+    for (key, value) in data.iter_mut() {
+        if !READ_OFTEN.contains(&key.as_str()) && !value.is_empty() {
+            *value = Sha256::digest(value.as_slice()).to_vec();
+        }
+    }
+}
+
 /// Annotations on the certs Secret that let [`plan`] judge it without parsing certificates.
 pub mod annotation {
     /// RFC 3339 time after which the CA is no longer valid.
@@ -468,6 +489,20 @@ mod tests {
         assert_eq!(
             plan(Some(&bundle.data), Some(&annotations), &subjects(), now()),
             Plan::IssueAll
+        );
+    }
+
+    #[test]
+    fn a_digested_bundle_keeps_what_kubeconfigs_need_and_is_still_kept() {
+        let bundle = issue(Plan::IssueAll, None, None, &subjects(), now()).unwrap();
+        let mut data = bundle.data.clone();
+        digested(&mut data);
+        assert_eq!(data[file::ADMIN_KEY], bundle.data[file::ADMIN_KEY]);
+        assert_eq!(data[file::CA_KEY].len(), 32);
+        assert_ne!(data[file::CA_KEY], bundle.data[file::CA_KEY]);
+        assert_eq!(
+            plan(Some(&data), Some(&bundle.annotations), &subjects(), now()),
+            Plan::Keep
         );
     }
 

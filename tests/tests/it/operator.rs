@@ -23,7 +23,7 @@ use virtualcluster_crds::instance::{InstanceRef, KUBECONFIG_KEY};
 use virtualcluster_crds::keys::CLEANUP_FINALIZER;
 use virtualcluster_crds::keys::NAMESPACE_SYNC;
 use virtualcluster_operator::settings::{DEFAULT_SERVICE_CIDR, Settings};
-use virtualcluster_operator::{apply, build, validate};
+use virtualcluster_operator::{apply, build, pki, validate};
 use virtualcluster_tests::harness::{eventually, is_status};
 use virtualcluster_tests::operator::{self, Operator, Start};
 use virtualcluster_tests::{TestCluster, crd, shared_cluster};
@@ -244,13 +244,15 @@ fn desired_for(vc: &VirtualCluster, certs: &Secret) -> (Vec<Service>, build::Des
         valid: &valid,
         settings: &settings,
     };
-    let certs: BTreeMap<String, Vec<u8>> = certs
+    let mut certs: BTreeMap<String, Vec<u8>> = certs
         .data
         .clone()
         .unwrap()
         .into_iter()
         .map(|(k, v)| (k, v.0))
         .collect();
+    // The operator builds from the bundle as it keeps it.
+    pki::digested(&mut certs);
     (
         build::services(&instance),
         build::desired(&instance, &certs).unwrap(),
