@@ -74,10 +74,15 @@ where
 /// (every other kind). While these hold, the object still is what the operator wants, which
 /// lets the caches keep only metadata. Kept in memory: after a restart each child is read once.
 #[derive(Default)]
-pub struct Verified(Mutex<HashMap<(String, String, String), (String, String)>>);
+pub struct Verified(Mutex<HashMap<ChildKey, ChildVersion>>);
+
+/// Kind, namespace (empty for cluster-scoped kinds) and name of a child.
+type ChildKey = (String, String, String);
+/// UID, and generation or resourceVersion, of a child.
+type ChildVersion = (String, String);
 
 impl Verified {
-    fn key(kind: &str, meta: &ObjectMeta) -> (String, String, String) {
+    fn key(kind: &str, meta: &ObjectMeta) -> ChildKey {
         (
             kind.to_owned(),
             meta.namespace.clone().unwrap_or_default(),
@@ -85,7 +90,7 @@ impl Verified {
         )
     }
 
-    fn version(meta: &ObjectMeta) -> (String, String) {
+    fn version(meta: &ObjectMeta) -> ChildVersion {
         let version = match meta.generation {
             Some(generation) => format!("generation {generation}"),
             None => meta.resource_version.clone().unwrap_or_default(),
