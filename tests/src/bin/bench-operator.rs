@@ -37,6 +37,10 @@ struct Args {
     /// The operator's resync interval; the no-change resync is measured over 1.5 of it.
     #[arg(long, default_value_t = 30)]
     resync_seconds: u64,
+    /// VirtualClusters per namespace (platform teams give each team or instance its own);
+    /// the operator watches all namespaces.
+    #[arg(long, default_value_t = 10)]
+    per_namespace: usize,
     /// Leave the cluster running afterwards.
     #[arg(long)]
     keep: bool,
@@ -98,16 +102,19 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     let n = args.instances;
     let admin = cluster.client().await;
     crd::install(&admin).await?;
-    let namespace = cluster.namespace("bench").await;
-    let kubeconfig = operator::identity(cluster, &namespace).await?;
+    let mut namespaces = Vec::new();
+    for _ in 0..n.div_ceil(args.per_namespace.max(1)) {
+        namespaces.push(cluster.namespace("bench").await);
+    }
+    let kubeconfig = operator::identity(cluster, &namespaces[0]).await?;
     let concurrency = format!("--concurrency={}", args.concurrency);
     let resync = format!("--resync-seconds={}", args.resync_seconds);
     let operator = Operator::start_binary(
         cluster,
         Start {
-            namespaces: &[&namespace],
+            namespaces: &[&namespaces[0]],
             kubeconfig: &kubeconfig,
-            args: &[&concurrency, &resync, "--log-format=json"],
+            args: &["--namespaces=", &concurrency, &resync, "--log-format=json"],
         },
         binary,
     )
@@ -115,10 +122,11 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
 
     let before = operator_writes(&admin).await?;
     let started = Instant::now();
-    let vcs: Api<VirtualCluster> = Api::namespaced(admin.clone(), &namespace);
+    let vcs: Api<VirtualCluster> = Api::all(admin.clone());
     futures::stream::iter(0..n)
         .map(|i| {
-            let vcs = vcs.clone();
+            let vcs: Api<VirtualCluster> =
+                Api::namespaced(admin.clone(), &namespaces[i % namespaces.len()]);
             async move {
                 let vc: VirtualCluster = serde_json::from_value(serde_json::json!({
                     "apiVersion": "virtualcluster.dev/v1alpha1",
@@ -140,15 +148,15 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     // Counted from watch caches, so that waiting puts no load on the API server.
     let managed = watcher::Config::default().labels(&managed_selector());
     let sts = watch_metadata(
-        Api::<PartialObjectMeta<StatefulSet>>::namespaced(admin.clone(), &namespace),
+        Api::<PartialObjectMeta<StatefulSet>>::all(admin.clone()),
         &managed,
     );
     let deployments = watch_metadata(
-        Api::<PartialObjectMeta<Deployment>>::namespaced(admin.clone(), &namespace),
+        Api::<PartialObjectMeta<Deployment>>::all(admin.clone()),
         &managed,
     );
     let secrets = watch_metadata(
-        Api::<PartialObjectMeta<Secret>>::namespaced(admin.clone(), &namespace),
+        Api::<PartialObjectMeta<Secret>>::all(admin.clone()),
         &managed,
     );
     let (vc_store, vc_writer) = reflector::store();
@@ -195,7 +203,8 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     let resync_writes = after_resync - after_create;
 
     println!(
-        "operator benchmark: {n} VirtualClusters, operator concurrency {}",
+        "operator benchmark: {n} VirtualClusters in {} namespaces, operator concurrency {}",
+        namespaces.len(),
         args.concurrency
     );
     println!(
