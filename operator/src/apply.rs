@@ -1,13 +1,15 @@
-//! Server-side apply of the operator's children, skipped when the cached object already is
-//! what would be applied, so a reconcile with nothing to change writes nothing.
+//! Server-side apply of the operator's children, skipped when the object already is what would
+//! be applied, so a reconcile with nothing to change writes nothing.
 //!
 //! An object needs applying when its `applied-hash` annotation differs from the hash of the
 //! desired object (the spec asks for something else, or a field was dropped) or when the live
-//! object no longer contains the desired fields (someone edited or removed them).
+//! object no longer contains the desired fields (someone edited or removed them). The caches
+//! keep only metadata, so the second is judged from the object's version: unchanged since the
+//! operator last applied or compared it ([`Verified`]), or else read and compared.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -48,25 +50,6 @@ pub fn needs_apply<K: Resource + Serialize>(desired: &K, live: Option<&K>) -> bo
     let desired = serde_json::to_value(desired).expect("Kubernetes objects always serialize");
     let live = serde_json::to_value(live).expect("Kubernetes objects always serialize");
     !contains(&live, &desired)
-}
-
-/// Applies `desired` unless `live` (from the cache) already matches it. Returns the object as
-/// it is now: the cached one, or what the API server answered.
-pub async fn apply<K>(api: &Api<K>, desired: K, live: Option<Arc<K>>) -> Result<Arc<K>, kube::Error>
-where
-    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
-{
-    let desired = with_hash(desired);
-    let why = match &live {
-        None => "missing",
-        Some(live) if needs_apply(&desired, Some(live)) => "differs",
-        Some(live) => return Ok(live.clone()),
-    };
-    let name = desired.name_any();
-    tracing::debug!(kind = %K::kind(&()), %name, why, "applying");
-    Ok(Arc::new(
-        api.patch(&name, &params(), &Patch::Apply(&desired)).await?,
-    ))
 }
 
 /// What each child looked like when the operator last applied it or read and compared it:

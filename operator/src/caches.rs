@@ -27,11 +27,21 @@ use virtualcluster_crds::keys;
 pub type Lite<S> = Object<NotUsed, S>;
 /// An object as the caches keep most children: its metadata.
 pub type Meta<K> = PartialObjectMeta<K>;
+/// A Service as the caches keep it: metadata and the ClusterIP (the serving certificate names
+/// it).
+pub type ServiceLite = Object<ServiceAddress, NotUsed>;
+
+/// The part of a Service's spec the operator reads.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+pub struct ServiceAddress {
+    #[serde(rename = "clusterIP", default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<String>,
+}
 
 /// A store per kind of child.
 #[derive(Clone)]
 pub struct Caches {
-    pub services: Store<Service>,
+    pub services: Store<ServiceLite>,
     /// The `<name>-certs` Secrets, whole.
     pub certs: Store<Secret>,
     pub secrets: Store<Meta<Secret>>,
@@ -48,9 +58,12 @@ pub struct Caches {
 /// A watch of one kind of child and the stream of changed objects it yields.
 pub type ChildStream<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
 
+/// A store and the stream that fills it.
+type Reflected<K> = (Store<K>, ChildStream<K>);
+
 /// The streams that fill [`Caches`]; the controller must poll them (they are its triggers).
 pub struct Streams {
-    pub services: ChildStream<Service>,
+    pub services: ChildStream<ServiceLite>,
     pub certs: ChildStream<Secret>,
     pub secrets: ChildStream<Meta<Secret>>,
     pub config_maps: ChildStream<Meta<ConfigMap>>,
@@ -81,7 +94,8 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
             None => Api::all(client.clone()),
         }
     }
-    let (services, services_stream) = reflect(api::<Service>(client, namespace), &selector);
+    let (services, services_stream) =
+        reflect_object::<Service, ServiceAddress, NotUsed>(client, namespace, &selector);
     let (certs, certs_stream) = reflect_certs(api::<Secret>(client, namespace), &certs_selector);
     let (secrets, secrets_stream) = reflect_meta(api::<Meta<Secret>>(client, namespace), &selector);
     let (config_maps, config_maps_stream) =
@@ -101,9 +115,9 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
         &cluster_selector,
     );
     let (stateful_sets, stateful_sets_stream) =
-        reflect_lite::<StatefulSet, StatefulSetStatus>(client, namespace, &selector);
+        reflect_object::<StatefulSet, NotUsed, StatefulSetStatus>(client, namespace, &selector);
     let (deployments, deployments_stream) =
-        reflect_lite::<Deployment, DeploymentStatus>(client, namespace, &selector);
+        reflect_object::<Deployment, NotUsed, DeploymentStatus>(client, namespace, &selector);
     (
         Caches {
             services,
@@ -136,7 +150,7 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
 
 /// A reflector of `api`'s objects matching `selector`, without their managed fields (the
 /// operator never reads them and they are often the largest part of the metadata).
-fn reflect<K>(api: Api<K>, selector: &str) -> (Store<K>, ChildStream<K>)
+fn reflect<K>(api: Api<K>, selector: &str) -> Reflected<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
@@ -154,7 +168,7 @@ where
 }
 
 /// Like [`reflect`], for the certs Secrets, kept as [`crate::pki::digested`] bundles.
-fn reflect_certs(api: Api<Secret>, selector: &str) -> (Store<Secret>, ChildStream<Secret>) {
+fn reflect_certs(api: Api<Secret>, selector: &str) -> Reflected<Secret> {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default().labels(selector))
         .default_backoff()
@@ -194,7 +208,7 @@ fn slim(meta: &mut kube::api::ObjectMeta) {
 }
 
 /// Like [`reflect`], keeping only the metadata the operator reads (see [`slim`]).
-fn reflect_meta<K>(api: Api<Meta<K>>, selector: &str) -> (Store<Meta<K>>, ChildStream<Meta<K>>)
+fn reflect_meta<K>(api: Api<Meta<K>>, selector: &str) -> Reflected<Meta<K>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
@@ -209,18 +223,20 @@ where
     (reader, stream)
 }
 
-/// Like [`reflect_meta`], for workloads kept as [`Lite`].
-fn reflect_lite<K, S>(
+/// Like [`reflect_meta`], for objects of kind `K` kept as the parts `P` of their spec and `S`
+/// of their status that the operator reads ([`Lite`], [`ServiceLite`]).
+fn reflect_object<K, P, S>(
     client: &Client,
     namespace: Option<&str>,
     selector: &str,
-) -> (Store<Lite<S>>, ChildStream<Lite<S>>)
+) -> Reflected<Object<P, S>>
 where
     K: Resource<DynamicType = ()>,
+    P: Clone + Default + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     S: Clone + Default + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let resource = ApiResource::erase::<K>(&());
-    let api: Api<Lite<S>> = match namespace {
+    let api: Api<Object<P, S>> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
@@ -228,7 +244,7 @@ where
     let reader = writer.as_reader();
     let stream = watcher(api, watcher::Config::default().labels(selector))
         .default_backoff()
-        .modify(|obj: &mut Lite<S>| slim(&mut obj.metadata))
+        .modify(|obj: &mut Object<P, S>| slim(&mut obj.metadata))
         .reflect(writer)
         .touched_objects()
         .boxed();
@@ -281,10 +297,15 @@ where
     store.get(&reference)
 }
 
-/// The cached workload `name` of kind `K` in `namespace`.
-pub fn get_lite<K, S>(store: &Store<Lite<S>>, namespace: &str, name: &str) -> Option<Arc<Lite<S>>>
+/// The cached object `name` of kind `K` in `namespace`, kept as an [`Object`].
+pub fn get_lite<K, P, S>(
+    store: &Store<Object<P, S>>,
+    namespace: &str,
+    name: &str,
+) -> Option<Arc<Object<P, S>>>
 where
     K: Resource<DynamicType = ()>,
+    P: Clone,
     S: Clone,
 {
     store.get(&ObjectRef::new_with(name, ApiResource::erase::<K>(&())).within(namespace))

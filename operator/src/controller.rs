@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PostParams};
@@ -99,7 +99,10 @@ pub async fn run(
                 .concurrency(options.concurrency)
                 .debounce(options.debounce),
         )
-        .owns_stream(streams.services)
+        .owns_stream_with(
+            streams.services,
+            kube::api::ApiResource::erase::<Service>(&()),
+        )
         .owns_stream(streams.certs)
         .owns_stream(streams.secrets)
         .owns_stream(streams.config_maps)
@@ -193,20 +196,26 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         valid: &valid,
         settings: &ctx.settings,
     };
-    let ns = Some(namespace.as_str());
 
     // Services first: the API server's serving certificate names its ClusterIP.
-    let services: Api<k8s_openapi::api::core::v1::Service> =
-        Api::namespaced(client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let mut service_ip = None;
     for service in build::services(&instance) {
         let name = service.name_any();
-        let live = caches::get(&caches.services, ns, &name);
-        let applied = apply::apply(&services, service, live)
-            .await
-            .map_err(Error::kube(format!("applying Service {name}")))?;
+        let live = caches::get_lite::<Service, _, _>(&caches.services, &namespace, &name);
+        let applied = apply::apply_verified(
+            &services,
+            service,
+            live.as_ref().map(|l| &l.metadata),
+            &ctx.verified,
+        )
+        .await
+        .map_err(Error::kube(format!("applying Service {name}")))?;
         if name == names.api_server_service() {
-            service_ip = applied.spec.as_ref().and_then(|s| s.cluster_ip.clone());
+            service_ip = match applied {
+                Some(full) => full.spec.and_then(|s| s.cluster_ip),
+                None => live.and_then(|l| l.spec.cluster_ip.clone()),
+            };
         }
     }
 
@@ -380,7 +389,7 @@ async fn apply_all(
     let deployments: Api<Deployment> = Api::namespaced(c.clone(), namespace);
     for object in desired.deployments {
         let name = object.name_any();
-        let live = caches::get_lite::<Deployment, _>(&caches.deployments, namespace, &name);
+        let live = caches::get_lite::<Deployment, _, _>(&caches.deployments, namespace, &name);
         let applied = apply::apply_verified(
             &deployments,
             object,
@@ -407,7 +416,7 @@ async fn apply_stateful_set(
 ) -> Result<Option<Lite<StatefulSetStatus>>, Error> {
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
     let name = sts.name_any();
-    let live = caches::get_lite::<StatefulSet, _>(&ctx.caches.stateful_sets, namespace, &name);
+    let live = caches::get_lite::<StatefulSet, _, _>(&ctx.caches.stateful_sets, namespace, &name);
     let live_meta = live.as_ref().map(|l| &l.metadata);
     match apply::apply_verified(&api, sts, live_meta, &ctx.verified).await {
         Ok(Some(full)) => Ok(Some(caches::lite(&full, full.status.clone()))),
