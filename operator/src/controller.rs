@@ -291,19 +291,27 @@ async fn ensure_certs(
             .await
             .map_err(Error::kube(format!("applying Secret {name}")))?;
     }
-    let note = match plan {
-        pki::Plan::ReissueLeaves => "issued new certificates with the existing CA",
-        _ => "issued a new CA and certificates",
-    };
-    publish(
-        ctx,
-        instance.vc,
-        EventType::Normal,
-        "CertificatesIssued",
-        note,
-    )
-    .await;
-    Ok(bundle.data)
+    // The first certificates are part of provisioning, which the Ready Event announces; new
+    // ones for a running instance are worth an Event of their own.
+    if stored.is_some() {
+        let note = match plan {
+            pki::Plan::ReissueLeaves => "issued new certificates with the existing CA",
+            _ => "issued a new CA and certificates",
+        };
+        publish(
+            ctx,
+            instance.vc,
+            EventType::Normal,
+            "CertificatesIssued",
+            note,
+        )
+        .await;
+    }
+    // The same form the cache keeps, so that what is built from it does not depend on where
+    // the certificates came from.
+    let mut data = bundle.data;
+    pki::digested(&mut data);
+    Ok(data)
 }
 
 /// Applies every desired child whose cached copy differs, in dependency order. Returns the

@@ -87,8 +87,8 @@ pub struct Desired {
     pub deployments: Vec<Deployment>,
 }
 
-/// The children that follow from the instance and its stored certificates (the data of
-/// `<name>-certs`).
+/// The children that follow from the instance and its certificates (the data of `<name>-certs`
+/// as [`pki::digested`] keeps it).
 pub fn desired(
     instance: &Instance<'_>,
     certs: &BTreeMap<String, Vec<u8>>,
