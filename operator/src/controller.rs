@@ -509,23 +509,19 @@ async fn report(
     }
     let was_ready = status::is_true(old, condition::READY);
     let is_ready = status::is_true(Some(&new), condition::READY);
-    if is_ready && !was_ready {
+    if was_ready != is_ready {
+        let (type_, reason) = if is_ready {
+            (EventType::Normal, "Ready")
+        } else {
+            (EventType::Warning, "NotReady")
+        };
         let message = new
             .conditions
             .iter()
             .find(|c| c.type_ == condition::READY)
-            .map(|c| c.message.clone())
+            .map(|c| c.message.as_str())
             .unwrap_or_default();
-        publish(ctx, vc, EventType::Normal, "Ready", &message).await;
-    }
-    if was_ready && !is_ready {
-        let message = new
-            .conditions
-            .iter()
-            .find(|c| c.type_ == condition::READY)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        publish(ctx, vc, EventType::Warning, "NotReady", &message).await;
+        publish(ctx, vc, type_, reason, message).await;
     }
     write_status(vc, ctx, new).await
 }

@@ -105,17 +105,24 @@ impl Metrics {
     /// Records the phase of instance `key`; `None` once it is gone.
     pub fn set_phase(&self, key: String, phase: Option<Phase>) {
         let mut phases = self.phases.lock().expect("metrics lock");
-        match phase {
+        let old = match phase {
             Some(phase) => phases.insert(key, phase),
             None => phases.remove(&key),
         };
-        for p in PHASES {
-            let count = phases.values().filter(|v| **v == p).count();
-            self.instances
-                .get_or_create(&PhaseLabels {
-                    phase: phase_name(p),
-                })
-                .set(count as i64);
+        // Moved from one phase to another: one gauge down, one up; nothing counted again.
+        if old == phase {
+            return;
+        }
+        let gauge = |p: Phase| {
+            self.instances.get_or_create(&PhaseLabels {
+                phase: phase_name(p),
+            })
+        };
+        if let Some(old) = old {
+            gauge(old).dec();
+        }
+        if let Some(new) = phase {
+            gauge(new).inc();
         }
     }
 
@@ -141,6 +148,10 @@ mod tests {
         m.set_phase("a/y".into(), Some(Phase::Ready));
         m.set_phase("a/z".into(), Some(Phase::Failed));
         m.set_phase("a/z".into(), None);
+        // The same phase again counts once; a move leaves the old phase.
+        m.set_phase("a/x".into(), Some(Phase::Ready));
+        m.set_phase("a/w".into(), Some(Phase::Provisioning));
+        m.set_phase("a/w".into(), Some(Phase::Ready));
         let text = m.encode();
         assert!(
             text.contains("virtualcluster_operator_reconciles_total 2"),
@@ -151,7 +162,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("virtualcluster_operator_instances{phase=\"Ready\"} 2"),
+            text.contains("virtualcluster_operator_instances{phase=\"Ready\"} 3"),
             "{text}"
         );
         assert!(

@@ -467,15 +467,12 @@ impl Run {
                 Err(_) => "probe timed out".to_owned(),
             };
             if Instant::now() > deadline {
-                let logs: Vec<_> = self
-                    .children
-                    .iter()
-                    .map(|s| process::log_tail(&s.record.log, 20))
-                    .collect();
-                bail!(
-                    "timed out after {STARTUP_TIMEOUT:?} waiting for {what} (last: {last})\n{}",
-                    logs.join("\n")
-                );
+                return Err(process::startup_timeout(
+                    STARTUP_TIMEOUT,
+                    what,
+                    &last,
+                    self.children.iter().map(|s| s.record.log.as_path()),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -306,15 +306,12 @@ impl Pod {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let logs: Vec<_> = self
-                    .containers
-                    .iter()
-                    .map(|c| process::log_tail(&c.log, 20))
-                    .collect();
-                bail!(
-                    "timed out after {STARTUP_TIMEOUT:?} waiting for {what} (last: {last})\n{}",
-                    logs.join("\n")
-                );
+                return Err(process::startup_timeout(
+                    STARTUP_TIMEOUT,
+                    what,
+                    &last,
+                    self.containers.iter().map(|c| c.log.as_path()),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

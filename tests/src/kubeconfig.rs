@@ -19,24 +19,46 @@ pub fn write(
     identity: &CertFiles,
     user: &str,
 ) -> Result<()> {
-    let data = |path: &Path| -> Result<String> {
-        Ok(STANDARD
-            .encode(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?))
-    };
+    let credentials = serde_json::json!({
+        "client-certificate-data": read_base64(&identity.cert)?,
+        "client-key-data": read_base64(&identity.key)?,
+    });
+    write_with(path, server, ca_cert, user, credentials)
+}
+
+/// Writes a kubeconfig for `user` authenticating with a bearer `token` (a ServiceAccount's).
+pub fn write_token(
+    path: &Path,
+    server: &str,
+    ca_cert: &Path,
+    token: &str,
+    user: &str,
+) -> Result<()> {
+    write_with(
+        path,
+        server,
+        ca_cert,
+        user,
+        serde_json::json!({ "token": token }),
+    )
+}
+
+/// Writes a kubeconfig for `user` with the given credentials (the `user` entry's fields).
+fn write_with(
+    path: &Path,
+    server: &str,
+    ca_cert: &Path,
+    user: &str,
+    credentials: serde_json::Value,
+) -> Result<()> {
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{
             "name": "local",
-            "cluster": {"server": server, "certificate-authority-data": data(ca_cert)?},
+            "cluster": {"server": server, "certificate-authority-data": read_base64(ca_cert)?},
         }],
-        "users": [{
-            "name": user,
-            "user": {
-                "client-certificate-data": data(&identity.cert)?,
-                "client-key-data": data(&identity.key)?,
-            },
-        }],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
         "current-context": "local",
         "preferences": {},
@@ -48,31 +70,11 @@ pub fn write(
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes a kubeconfig for `user` authenticating with a bearer `token` (a ServiceAccount's).
-pub fn write_token(
-    path: &Path,
-    server: &str,
-    ca_cert: &Path,
-    token: &str,
-    user: &str,
-) -> Result<()> {
-    let ca = std::fs::read(ca_cert).with_context(|| format!("reading {}", ca_cert.display()))?;
-    let config = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{
-            "name": "local",
-            "cluster": {"server": server, "certificate-authority-data": STANDARD.encode(ca)},
-        }],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
-        "current-context": "local",
-    });
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(path, serde_yaml::to_string(&config)?)
-        .with_context(|| format!("writing {}", path.display()))
+fn read_base64(path: &Path) -> Result<String> {
+    Ok(
+        STANDARD
+            .encode(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+    )
 }
 
 /// The client configuration a kubeconfig file describes.

@@ -256,3 +256,18 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let tail = all[all.len().saturating_sub(lines)..].join("\n");
     format!("--- last lines of {} ---\n{tail}", path.display())
 }
+
+/// The error of a startup that waited too long: what it waited for, the last answer it got, and
+/// the end of each log.
+pub fn startup_timeout<'a>(
+    waited: Duration,
+    what: &str,
+    last: &str,
+    logs: impl IntoIterator<Item = &'a Path>,
+) -> anyhow::Error {
+    let tails: Vec<_> = logs.into_iter().map(|log| log_tail(log, 20)).collect();
+    anyhow::anyhow!(
+        "timed out after {waited:?} waiting for {what} (last: {last})\n{}",
+        tails.join("\n")
+    )
+}

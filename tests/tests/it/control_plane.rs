@@ -167,3 +167,13 @@ impl Drop for StopInstance {
         }
     }
 }
+
+/// A control plane whose spec names no version runs the release the local binaries are built
+/// from, the one every test here runs against.
+#[test]
+fn the_default_version_is_the_pinned_one() {
+    assert_eq!(
+        virtualcluster_operator::settings::DEFAULT_KUBERNETES_VERSION,
+        binaries::kubernetes_version().unwrap()
+    );
+}
