@@ -2,11 +2,14 @@
 //! the syncer must agree on: namespace mapping, DNS name checks and the keys of the labels,
 //! annotations and finalizer the project puts on objects. Each rule lives here once.
 
+pub mod compare;
 pub mod dns;
 pub mod instance;
 pub mod keys;
 pub mod mapping;
 pub mod naming;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod v1alpha1;
 
 pub use v1alpha1::VirtualCluster;

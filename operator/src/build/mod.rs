@@ -117,8 +117,8 @@ pub fn desired(
         service_accounts: vec![syncer_rbac.service_account],
         roles: vec![syncer_rbac.role],
         role_bindings: vec![syncer_rbac.role_binding],
-        cluster_roles: syncer_rbac.cluster_role.into_iter().collect(),
-        cluster_role_bindings: syncer_rbac.cluster_role_binding.into_iter().collect(),
+        cluster_roles: vec![syncer_rbac.cluster_role],
+        cluster_role_bindings: vec![syncer_rbac.cluster_role_binding],
         stateful_sets: vec![stateful_set(instance, &certs_hash)],
         deployments: vec![deployment],
     })

@@ -63,10 +63,10 @@ pub struct SyncerRbac {
     pub service_account: ServiceAccount,
     pub role: Role,
     pub role_binding: RoleBinding,
-    /// Only when the syncer works beyond the instance's namespace (namespace syncing) or with
-    /// cluster-scoped kinds.
-    pub cluster_role: Option<ClusterRole>,
-    pub cluster_role_binding: Option<ClusterRoleBinding>,
+    /// Cluster-wide: labelled, not owned (cluster-scoped objects cannot have a namespaced
+    /// owner), removed by the finalizer.
+    pub cluster_role: ClusterRole,
+    pub cluster_role_binding: ClusterRoleBinding,
 }
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
@@ -116,17 +116,15 @@ pub fn namespaced_rules() -> Vec<PolicyRule> {
     ]
 }
 
-/// What the syncer needs across the cluster, for the given configuration; empty when it stays
-/// in its own namespace.
+/// What the syncer needs across the cluster, for the given configuration: at least to read the
+/// host's nodes, whose name and readiness the virtual nodes mirror (read-only, and nodes are
+/// cluster-scoped); namespaces and every namespaced kind only with namespace syncing.
 pub fn cluster_rules(instance: &Instance<'_>) -> Vec<PolicyRule> {
     let sync = &instance.vc.spec.sync;
-    let mut rules = Vec::new();
+    let mut rules = vec![rule(&[""], &["nodes"], READ)];
     if sync.to_host.namespaces.enabled {
         rules.push(rule(&[""], &["namespaces"], WRITE));
         rules.extend(namespaced_rules());
-    }
-    if sync.from_host.nodes.enabled {
-        rules.push(rule(&[""], &["nodes"], READ));
     }
     if sync.from_host.storage_classes.enabled {
         rules.push(rule(&["storage.k8s.io"], &["storageclasses"], READ));
@@ -154,23 +152,16 @@ pub fn rbac(instance: &Instance<'_>) -> SyncerRbac {
         kind: kind.into(),
         name,
     };
-    let cluster_rules = cluster_rules(instance);
-    let (cluster_role, cluster_role_binding) = if cluster_rules.is_empty() {
-        (None, None)
-    } else {
-        let cluster_name = id.syncer_cluster_role();
-        (
-            Some(ClusterRole {
-                metadata: instance.cluster_meta(cluster_name.clone(), Component::Syncer),
-                rules: Some(cluster_rules),
-                ..Default::default()
-            }),
-            Some(ClusterRoleBinding {
-                metadata: instance.cluster_meta(cluster_name.clone(), Component::Syncer),
-                role_ref: role_ref("ClusterRole", cluster_name),
-                subjects: Some(vec![subject.clone()]),
-            }),
-        )
+    let cluster_name = id.syncer_cluster_role();
+    let cluster_role = ClusterRole {
+        metadata: instance.cluster_meta(cluster_name.clone(), Component::Syncer),
+        rules: Some(cluster_rules(instance)),
+        ..Default::default()
+    };
+    let cluster_role_binding = ClusterRoleBinding {
+        metadata: instance.cluster_meta(cluster_name.clone(), Component::Syncer),
+        role_ref: role_ref("ClusterRole", cluster_name),
+        subjects: Some(vec![subject.clone()]),
     };
     SyncerRbac {
         service_account: ServiceAccount {
@@ -205,6 +196,8 @@ pub fn deployment(instance: &Instance<'_>, config_hash: &str) -> Deployment {
                 .clone()
                 .unwrap_or_else(|| instance.settings.syncer_image.clone()),
         ),
+        // The image's entrypoint, named so the pod says what it runs.
+        command: Some(vec!["virtualcluster-syncer".into()]),
         args: Some(vec![
             format!("--virtual-kubeconfig={VIRTUAL_KUBECONFIG_DIR}/{KUBECONFIG_KEY}"),
             format!("--config={CONFIG_DIR}/{SYNCER_CONFIG_KEY}"),
@@ -286,7 +279,7 @@ mod tests {
     use virtualcluster_crds::mapping::by_name;
 
     #[test]
-    fn cluster_wide_access_only_with_namespace_syncing_or_cluster_kinds() {
+    fn cluster_wide_access_beyond_node_reads_only_with_namespace_syncing_or_cluster_kinds() {
         let settings = Settings::default();
         let plain = fixtures::vc(|_| {});
         let valid = fixtures::valid(&plain);
@@ -296,7 +289,11 @@ mod tests {
             settings: &settings,
         };
         let plain_rbac = rbac(&instance);
-        assert!(plain_rbac.cluster_role.is_none() && plain_rbac.cluster_role_binding.is_none());
+        // Without namespace syncing the syncer reads host nodes across the cluster, nothing more.
+        let plain_rules = plain_rbac.cluster_role.rules.unwrap();
+        assert_eq!(plain_rules.len(), 1, "{plain_rules:?}");
+        assert_eq!(plain_rules[0].resources.as_deref(), Some(&["nodes".to_owned()][..]));
+        assert_eq!(plain_rules[0].verbs, ["get", "list", "watch"]);
         assert_eq!(
             plain_rbac.role.metadata.namespace.as_deref(),
             Some("team-a")
@@ -314,7 +311,7 @@ mod tests {
             settings: &settings,
         };
         let mapped_rbac = rbac(&instance);
-        let role = mapped_rbac.cluster_role.unwrap();
+        let role = mapped_rbac.cluster_role;
         assert_eq!(
             role.metadata.name.as_deref(),
             Some("virtualcluster-syncer.team-a.demo")
@@ -327,7 +324,7 @@ mod tests {
                 .iter()
                 .any(|r| r.resources.as_ref().unwrap() == &["namespaces"])
         );
-        let binding = mapped_rbac.cluster_role_binding.unwrap();
+        let binding = mapped_rbac.cluster_role_binding;
         assert_eq!(binding.role_ref.name, "virtualcluster-syncer.team-a.demo");
         assert_eq!(binding.subjects.unwrap()[0].name, "demo-syncer");
     }
@@ -429,7 +426,7 @@ mod rbac_tests {
             .rules
             .unwrap()
             .iter()
-            .chain(everything.cluster_role.unwrap().rules.unwrap().iter())
+            .chain(everything.cluster_role.rules.unwrap().iter())
         {
             assert!(
                 covers(&granted, rule),

@@ -333,10 +333,13 @@ async fn creates_every_child_as_specified_and_becomes_ready() {
     for o in desired.deployments {
         assert_live_matches(&setup.api(), o).await;
     }
-    assert!(
-        desired.cluster_roles.is_empty(),
-        "no namespace syncing, no ClusterRole"
-    );
+    // Without namespace syncing the only cluster-wide access is reading nodes.
+    for o in desired.cluster_roles {
+        let rules = o.rules.clone().unwrap_or_default();
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert_eq!(rules[0].resources.as_deref(), Some(&["nodes".to_owned()][..]));
+        assert_live_matches(&Api::all(setup.client.clone()), o).await;
+    }
 
     // Every namespaced child is owned by the VirtualCluster, as its controller.
     let versions = child_versions(&setup, &id).await;
