@@ -45,3 +45,20 @@ pub const ORIGIN_IMPORTED: &str = "imported";
 
 /// `app.kubernetes.io/managed-by` value on everything the operator creates.
 pub const MANAGED_BY_OPERATOR: &str = "virtualcluster-operator";
+
+/// Label on a host copy: name of the VirtualCluster whose syncer made it. Host copies carry
+/// their own keys, never [`INSTANCE_NAME`], so no synced workload can ever be selected as part of
+/// the instance's control plane or syncer.
+pub const SYNCED_BY: &str = "virtualcluster.dev/synced-by";
+/// Label on a host copy: namespace of the VirtualCluster whose syncer made it.
+pub const SYNCED_BY_NAMESPACE: &str = "virtualcluster.dev/synced-by-namespace";
+/// Label on a host copy: UID of the VirtualCluster whose syncer made it; the syncer watches the
+/// host through this label.
+pub const SYNCED_BY_UID: &str = "virtualcluster.dev/synced-by-uid";
+/// Label on a host copy: the virtual namespace of the object, so host selectors can tell
+/// tenants' namespaces apart (same key as the [`VIRTUAL_NAMESPACE`] annotation).
+pub const OBJECT_NAMESPACE_LABEL: &str = VIRTUAL_NAMESPACE;
+
+/// Prefix of every key above: keys with it are the project's, and are never copied from a
+/// virtual object to the host, so tenants cannot forge marks.
+pub const RESERVED_PREFIX: &str = "virtualcluster.dev/";

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod instance;
 pub mod keys;
 pub mod mapping;
+pub mod marks;
 pub mod naming;
 #[cfg(feature = "runtime")]
 pub mod runtime;

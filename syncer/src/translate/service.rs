@@ -1,0 +1,190 @@
+//! Services and their Endpoints. A host Service selects exactly the host copies of the pods its
+//! virtual Service selects; the host allocates its address, and the virtual Service is given
+//! the same one so that what virtual DNS answers routes on the host.
+
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceStatus};
+
+use super::Target;
+
+/// The virtual Service that stands for the virtual API server; it gets the address of the
+/// instance's API server Service rather than a copy.
+pub const API_SERVICE: (&str, &str) = ("default", "kubernetes");
+
+pub fn is_headless(service: &Service) -> bool {
+    service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
+/// Whether the Service selects pods (its Endpoints are then the cluster's own work, on both
+/// sides); Endpoints of a Service without selector are written by users and copied.
+pub fn has_selector(service: &Service) -> bool {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .is_some_and(|s| !s.is_empty())
+}
+
+pub fn cluster_ip(service: &Service) -> Option<&str> {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+}
+
+pub fn host_service(service: &Service, target: &Target) -> Service {
+    let namespace = service.metadata.namespace.as_deref().unwrap_or_default();
+    let mut spec = service.spec.clone().unwrap_or_default();
+    if let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) {
+        spec.selector = Some(target.host_selector(namespace, selector));
+    }
+    // Addresses and ports are the host's to allocate; the virtual Service takes them over.
+    let headless = is_headless(service);
+    spec.cluster_ip = headless.then(|| "None".to_owned());
+    spec.cluster_ips = headless.then(|| vec!["None".to_owned()]);
+    spec.ip_families = None;
+    spec.ip_family_policy = None;
+    spec.health_check_node_port = None;
+    for port in spec.ports.iter_mut().flatten() {
+        port.node_port = None;
+    }
+    Service {
+        metadata: target.copy_meta(&service.metadata),
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// The virtual Service recreated with the host copy's address `ip`, to be created in its
+/// place (ClusterIPs cannot change in place).
+pub fn with_cluster_ip(service: &Service, ip: &str) -> Service {
+    let mut spec = service.spec.clone().unwrap_or_default();
+    spec.cluster_ip = Some(ip.to_owned());
+    spec.cluster_ips = Some(vec![ip.to_owned()]);
+    spec.ip_families = None;
+    spec.ip_family_policy = None;
+    let meta = &service.metadata;
+    Service {
+        metadata: kube::api::ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            labels: meta.labels.clone(),
+            annotations: meta.annotations.clone(),
+            owner_references: meta.owner_references.clone(),
+            finalizers: meta.finalizers.clone(),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// The load-balancer status the virtual Service should show: `None` when it shows it.
+pub fn virtual_status(host: &Service, current: Option<&ServiceStatus>) -> Option<ServiceStatus> {
+    let wanted = ServiceStatus {
+        load_balancer: host.status.as_ref().and_then(|s| s.load_balancer.clone()),
+        conditions: host.status.as_ref().and_then(|s| s.conditions.clone()),
+    };
+    let current = current.cloned().unwrap_or_default();
+    let empty = |s: &ServiceStatus| {
+        s.load_balancer
+            .as_ref()
+            .is_none_or(|lb| lb.ingress.as_ref().is_none_or(Vec::is_empty))
+            && s.conditions.as_ref().is_none_or(Vec::is_empty)
+    };
+    (wanted != current && !(empty(&wanted) && empty(&current))).then_some(wanted)
+}
+
+/// The host copy of the Endpoints of a virtual Service without selector. Addresses stay (they
+/// are what the user wrote); references to virtual pods do not mean anything on the host.
+pub fn host_endpoints(endpoints: &Endpoints, target: &Target) -> Endpoints {
+    let mut subsets = endpoints.subsets.clone();
+    for subset in subsets.iter_mut().flatten() {
+        for address in subset
+            .addresses
+            .iter_mut()
+            .flatten()
+            .chain(subset.not_ready_addresses.iter_mut().flatten())
+        {
+            address.target_ref = None;
+        }
+    }
+    Endpoints {
+        metadata: target.copy_meta(&endpoints.metadata),
+        subsets,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::target;
+    use virtualcluster_crds::keys;
+
+    fn service(json: serde_json::Value) -> Service {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_host_copy_selects_this_namespaces_pods_and_takes_its_own_address() {
+        let virtual_service = service(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "s1"},
+            "spec": {"selector": {"app": "web"}, "clusterIP": "10.100.0.9",
+                     "clusterIPs": ["10.100.0.9"], "type": "NodePort",
+                     "ports": [{"port": 80, "targetPort": 8080, "nodePort": 31000}]}
+        }));
+        let host = host_service(&virtual_service, &target());
+        assert_eq!(host.metadata.name.as_deref(), Some("web-x-shop-x-vc"));
+        let spec = host.spec.unwrap();
+        let selector = spec.selector.unwrap();
+        assert_eq!(selector["app"], "web");
+        assert_eq!(selector[keys::OBJECT_NAMESPACE_LABEL], "shop");
+        assert_eq!(selector[keys::SYNCED_BY_UID], "instance-uid");
+        assert_eq!(spec.cluster_ip, None);
+        assert_eq!(spec.ports.unwrap()[0].node_port, None);
+        assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    }
+
+    #[test]
+    fn headless_services_stay_headless() {
+        let virtual_service = service(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "shop"},
+            "spec": {"clusterIP": "None", "selector": {"app": "db"}}
+        }));
+        assert!(is_headless(&virtual_service));
+        let host = host_service(&virtual_service, &target());
+        assert_eq!(host.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    }
+
+    #[test]
+    fn the_recreated_virtual_service_carries_the_host_address() {
+        let virtual_service = service(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "s1", "resourceVersion": "7",
+                         "labels": {"app": "web"}},
+            "spec": {"selector": {"app": "web"}, "clusterIP": "10.100.0.9",
+                     "clusterIPs": ["10.100.0.9"], "ipFamilies": ["IPv4"]}
+        }));
+        let recreated = with_cluster_ip(&virtual_service, "10.96.3.4");
+        assert_eq!(recreated.metadata.uid, None);
+        assert_eq!(recreated.metadata.resource_version, None);
+        assert_eq!(recreated.metadata.labels, virtual_service.metadata.labels);
+        let spec = recreated.spec.unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.3.4"));
+        assert_eq!(spec.cluster_ips.unwrap(), ["10.96.3.4"]);
+        assert_eq!(spec.selector, virtual_service.spec.unwrap().selector);
+    }
+
+    #[test]
+    fn load_balancer_status_flows_back_once() {
+        let host = service(serde_json::json!({
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}
+        }));
+        let wanted = virtual_status(&host, None).unwrap();
+        assert_eq!(virtual_status(&host, Some(&wanted)), None);
+        let empty = service(serde_json::json!({"status": {"loadBalancer": {}}}));
+        assert_eq!(
+            virtual_status(&empty, Some(&ServiceStatus::default())),
+            None
+        );
+    }
+}
