@@ -128,19 +128,87 @@ pub fn ensure() -> Result<PathBuf> {
         return Ok(dir);
     }
     let dir = pinned_bin_dir()?;
-    if dir.join(COMPLETE_MARKER).exists() {
-        return Ok(dir);
+    if !dir.join(COMPLETE_MARKER).exists() {
+        let parent = dir.parent().expect("bin dir has a parent");
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        // Serialise builders (parallel test binaries, a concurrent `local-cluster build`): the
+        // second one waits, then finds the folder complete instead of building it again.
+        let _lock = FileLock::acquire(&dir.with_extension("lock"))?;
+        if !dir.join(COMPLETE_MARKER).exists() {
+            build_into(&dir)?;
+        }
     }
-    let parent = dir.parent().expect("bin dir has a parent");
-    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    // Serialise builders (parallel test binaries, a concurrent `local-cluster build`): the
-    // second one waits, then finds the folder complete instead of building it again.
-    let _lock = FileLock::acquire(&dir.with_extension("lock"))?;
-    if dir.join(COMPLETE_MARKER).exists() {
-        return Ok(dir);
-    }
-    build_into(&dir)?;
+    ensure_helm(&dir)?;
     Ok(dir)
+}
+
+/// Helm (for the chart's tests), built from `tests/binaries/helm` into the same folder as the
+/// control plane. Its pins are not part of the folder's name, so changing them rebuilds only
+/// helm: a marker `.helm-<hash of its pins>` says which pins `dir/helm` was built from.
+pub const HELM: &str = "helm";
+const HELM_MODULE: &str = "helm";
+const HELM_GO_MODULE: &str = "helm.sh/helm/v4";
+
+/// `dir/helm`, built first when it is missing or from other pins. A helm already in the folder
+/// that `VIRTUALCLUSTER_BIN_DIR` names is used as it is, like the other binaries there.
+pub fn ensure_helm(dir: &Path) -> Result<PathBuf> {
+    let helm = dir.join(HELM);
+    let given = std::env::var_os("VIRTUALCLUSTER_BIN_DIR")
+        .filter(|v| !v.is_empty())
+        .is_some_and(|given| Path::new(&given) == dir);
+    let marker = dir.join(format!(".helm-{}", helm_pins_hash()?));
+    let done = || helm.is_file() && (given || marker.exists());
+    if done() {
+        return Ok(helm);
+    }
+    let _lock = FileLock::acquire(&dir.join(".helm.lock"))?;
+    if done() {
+        return Ok(helm);
+    }
+    let go = which_go()?;
+    let version = required_version(HELM_MODULE, HELM_GO_MODULE)?;
+    let tmp = dir.join(format!(".helm-build-{}", std::process::id()));
+    let built = go_build(
+        &go,
+        HELM_MODULE,
+        &[
+            "-s".into(),
+            "-w".into(),
+            format!("-X {HELM_GO_MODULE}/internal/version.version={version}"),
+            format!("-X {HELM_GO_MODULE}/internal/version.gitTreeState=clean"),
+        ],
+        &["helm.sh/helm/v4/cmd/helm"],
+        &tmp.to_string_lossy(),
+    )
+    .and_then(|()| {
+        fs::rename(&tmp, &helm).with_context(|| format!("moving helm into {}", dir.display()))
+    });
+    if let Err(err) = built {
+        let _ = fs::remove_file(&tmp);
+        return Err(err);
+    }
+    // Markers of earlier pins go, so that only the current one says the binary is current.
+    for entry in fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".helm-") && !name.starts_with(".helm-build-") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    fs::write(&marker, format!("{HELM_GO_MODULE} {version}\n"))?;
+    Ok(helm)
+}
+
+fn helm_pins_hash() -> Result<String> {
+    let mut hasher = Sha256::new();
+    hasher.update(RECIPE_VERSION.as_bytes());
+    for file in ["go.mod", "go.sum"] {
+        let path = modules_dir().join(HELM_MODULE).join(file);
+        let data = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        hasher.update(format!("{file}:{}\n", data.len()).as_bytes());
+        hasher.update(&data);
+    }
+    Ok(hex::encode(&hasher.finalize()[..6]))
 }
 
 /// Checks that every binary (and kwok's stages) is in `dir`.
@@ -389,6 +457,15 @@ mod tests {
             Some("v0.37.2")
         );
         assert_eq!(parse_required_version(go_mod, "k8s.io/missing"), None);
+    }
+
+    #[test]
+    fn helm_is_pinned_apart_from_the_control_plane() {
+        let version = required_version(HELM_MODULE, HELM_GO_MODULE).unwrap();
+        assert!(version.starts_with("v4."), "{version}");
+        // The control plane's folder does not depend on helm's pins.
+        assert!(!MODULES.contains(&HELM_MODULE));
+        assert_eq!(helm_pins_hash().unwrap().len(), 12);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 pub mod binaries;
 pub mod cluster;
 pub mod crd;
+pub mod generated;
 pub mod harness;
+pub mod health;
+pub mod helm;
 pub mod instance;
 pub mod kubeconfig;
 pub mod nodes;
