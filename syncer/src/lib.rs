@@ -1,4 +1,10 @@
-//! `virtualcluster-syncer`: copies workloads between one virtual cluster and the host.
+//! `virtualcluster-syncer`: copies workloads between one virtual cluster and the host. The
+//! binary (`main.rs`) reads its configuration, elects a leader and calls [`run::run`].
 
+pub mod context;
+pub mod copy;
+pub mod dns;
 pub mod queue;
+pub mod run;
+pub mod sync;
 pub mod translate;

@@ -1,7 +1,19 @@
 //! `virtualcluster-syncer`: copies workloads between one virtual cluster and the host.
 
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use tokio::signal::unix::{SignalKind, signal};
+use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::naming;
+use virtualcluster_crds::runtime::leader::{Elector, Timing};
+use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
+use virtualcluster_syncer::{dns, run};
 
 /// Copies workloads between one virtual cluster and the host.
 #[derive(Parser, Debug)]
@@ -11,13 +23,30 @@ struct Args {
     command: Option<Command>,
     /// Kubeconfig of the host cluster; in-cluster credentials when unset.
     #[arg(long, env = "VC_HOST_KUBECONFIG")]
-    host_kubeconfig: Option<std::path::PathBuf>,
+    host_kubeconfig: Option<PathBuf>,
     /// Kubeconfig of the virtual cluster's API server.
     #[arg(long, env = "VC_VIRTUAL_KUBECONFIG")]
-    virtual_kubeconfig: Option<std::path::PathBuf>,
+    virtual_kubeconfig: Option<PathBuf>,
     /// File holding the resolved sync configuration the operator renders.
     #[arg(long, env = "VC_SYNC_CONFIG")]
-    config: Option<std::path::PathBuf>,
+    config: Option<PathBuf>,
+    /// Identity in leader election and on Events (the pod's name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Elect a leader among the replicas through a Lease in the instance's namespace.
+    #[arg(long, env = "VC_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// CoreDNS image installed into the virtual cluster.
+    #[arg(long, env = "VC_DNS_IMAGE", default_value = dns::DEFAULT_IMAGE)]
+    dns_image: String,
+    /// Pods reconciled at once.
+    #[arg(long, env = "VC_POD_WORKERS", default_value_t = 16)]
+    pod_workers: usize,
+    /// Objects of each other kind reconciled at once.
+    #[arg(long, env = "VC_WORKERS", default_value_t = 4)]
+    workers: usize,
+    #[arg(long, env = "VC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -35,19 +64,105 @@ enum Command {
     },
 }
 
-fn main() {
+fn main() -> ExitCode {
     let args = Args::parse();
-    match args.command {
-        Some(Command::HostName {
-            instance,
-            namespace,
-            name,
-        }) => {
-            println!("{}", naming::host_name(&name, &namespace, &instance));
-        }
-        None => {
-            eprintln!("virtualcluster-syncer: syncing is not available in this version");
-            std::process::exit(2);
+    if let Some(Command::HostName {
+        instance,
+        namespace,
+        name,
+    }) = &args.command
+    {
+        println!("{}", naming::host_name(name, namespace, instance));
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(sync(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+async fn client_from(path: &Path) -> anyhow::Result<Client> {
+    let kubeconfig =
+        Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn sync(args: Args) -> anyhow::Result<()> {
+    let config_path = args.config.context("--config is required")?;
+    let config: SyncerConfig = serde_json::from_slice(
+        &std::fs::read(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", config_path.display()))?;
+    let virt = client_from(
+        &args
+            .virtual_kubeconfig
+            .context("--virtual-kubeconfig is required")?,
+    )
+    .await?;
+    let host = match &args.host_kubeconfig {
+        Some(path) => client_from(path).await?,
+        None => Client::try_default()
+            .await
+            .context("in-cluster host credentials")?,
+    };
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("syncer-{}", std::process::id()));
+    tracing::info!(
+        instance = %config.instance.name,
+        namespace = %config.instance.namespace,
+        %identity,
+        "starting"
+    );
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut elector = if args.leader_elect {
+        let api: Api<Lease> = Api::namespaced(host.clone(), &config.instance.namespace);
+        let lease = config.instance.syncer();
+        let mut elector = Elector::new(api, &lease, &identity, Timing::default());
+        tokio::select! {
+            () = elector.acquire() => {}
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+        }
+        Some(elector)
+    } else {
+        None
+    };
+
+    let concurrency = run::Concurrency {
+        pods: args.pod_workers,
+        other: args.workers,
+    };
+    let work = run::run(host, virt, config, identity, args.dns_image, concurrency);
+    let lost = async {
+        match elector.as_mut() {
+            Some(elector) => Some(elector.hold().await),
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        result = work => result,
+        lost = lost => Err(anyhow::anyhow!("leadership lost: {}", lost.map(|e| e.to_string()).unwrap_or_default())),
+        _ = terminate.recv() => Ok(()),
+        _ = interrupt.recv() => Ok(()),
+    };
+    if let Some(elector) = elector.as_mut() {
+        elector.release().await;
+    }
+    result
 }

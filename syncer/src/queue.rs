@@ -63,6 +63,12 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
         }
     }
 
+    pub fn extend(&self, keys: impl IntoIterator<Item = K>) {
+        for key in keys {
+            self.add(key);
+        }
+    }
+
     pub fn add_after(self: &Arc<Self>, key: K, delay: Duration) {
         let queue = Arc::clone(self);
         tokio::spawn(async move {

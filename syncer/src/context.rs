@@ -1,0 +1,177 @@
+//! What every reconcile shares: the two clients, the instance and its options, the watch caches
+//! of both sides, and the queues (a reconcile of one kind may need another kind looked at).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Node, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource};
+use virtualcluster_crds::instance::SyncerConfig;
+use virtualcluster_crds::keys;
+use virtualcluster_crds::marks;
+
+use crate::queue::WorkQueue;
+use crate::translate::Target;
+use crate::translate::service::cluster_ip;
+
+/// A virtual namespaced object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The key of a virtual object.
+    pub fn of<K: Resource>(object: &K) -> Option<Self> {
+        Some(Self::new(
+            object.meta().namespace.as_deref()?,
+            object.meta().name.as_deref()?,
+        ))
+    }
+
+    /// The key of the virtual object a host copy names in its marks.
+    pub fn of_copy<K: Resource>(copy: &K) -> Option<Self> {
+        let of = marks::virtual_ref(copy.meta().annotations.as_ref()?)?;
+        Some(Self::new(&of.namespace, &of.name))
+    }
+
+    pub fn object_ref<K: Resource<DynamicType = ()>>(&self) -> ObjectRef<K> {
+        ObjectRef::new(&self.name).within(&self.namespace)
+    }
+}
+
+/// Watch caches, one per kind and side. Host caches hold only this instance's copies (by label),
+/// plus the host objects the syncer reads: nodes, events in its namespace, the API server
+/// Service.
+#[derive(Clone)]
+pub struct Stores {
+    pub virtual_pods: Store<Pod>,
+    pub host_pods: Store<Pod>,
+    pub virtual_services: Store<Service>,
+    pub host_services: Store<Service>,
+    pub virtual_endpoints: Store<Endpoints>,
+    pub host_endpoints: Store<Endpoints>,
+    pub virtual_config_maps: Store<ConfigMap>,
+    pub host_config_maps: Store<ConfigMap>,
+    pub virtual_secrets: Store<Secret>,
+    pub host_secrets: Store<Secret>,
+    pub virtual_claims: Store<PersistentVolumeClaim>,
+    pub host_claims: Store<PersistentVolumeClaim>,
+    pub virtual_nodes: Store<Node>,
+    pub host_nodes: Store<Node>,
+    pub host_events: Store<Event>,
+    /// The instance's API server Service (made by the operator, not a copy).
+    pub api_server_service: Store<Service>,
+}
+
+pub struct Queues {
+    pub pods: Arc<WorkQueue<Key>>,
+    pub services: Arc<WorkQueue<Key>>,
+    pub endpoints: Arc<WorkQueue<Key>>,
+    pub config_maps: Arc<WorkQueue<Key>>,
+    pub secrets: Arc<WorkQueue<Key>>,
+    pub claims: Arc<WorkQueue<Key>>,
+    pub nodes: Arc<WorkQueue<String>>,
+    /// Host events, by name.
+    pub events: Arc<WorkQueue<String>>,
+}
+
+impl Queues {
+    pub fn new() -> Self {
+        Self {
+            pods: WorkQueue::new("pods"),
+            services: WorkQueue::new("services"),
+            endpoints: WorkQueue::new("endpoints"),
+            config_maps: WorkQueue::new("configmaps"),
+            secrets: WorkQueue::new("secrets"),
+            claims: WorkQueue::new("persistentvolumeclaims"),
+            nodes: WorkQueue::new("nodes"),
+            events: WorkQueue::new("events"),
+        }
+    }
+}
+
+impl Default for Queues {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct Ctx {
+    pub host: Client,
+    pub virt: Client,
+    pub config: SyncerConfig,
+    pub target: Target,
+    pub stores: Stores,
+    pub queues: Queues,
+    /// Publishes Events on virtual objects (what their owners must know).
+    pub recorder: Recorder,
+    /// Host Events already shown in the virtual cluster: name to resourceVersion.
+    pub mirrored_events: Mutex<HashMap<String, String>>,
+}
+
+impl Ctx {
+    pub fn host_api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.host.clone(), self.target.host_namespace())
+    }
+
+    pub fn virtual_api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.virt.clone(), namespace)
+    }
+
+    /// The host copy of virtual object `key` in `store`, if this instance made it for that
+    /// virtual object (two virtual names could hash to one host name).
+    pub fn host_copy<K>(&self, store: &Store<K>, key: &Key) -> Option<Arc<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone,
+    {
+        let name = self.target.host_name(&key.namespace, &key.name);
+        store
+            .get(&ObjectRef::new(&name).within(self.target.host_namespace()))
+            .filter(|copy| Key::of_copy(copy.as_ref()).as_ref() == Some(key))
+    }
+
+    /// Host ClusterIP of the instance's API server Service.
+    pub fn api_server_ip(&self) -> Option<String> {
+        self.stores
+            .api_server_service
+            .state()
+            .iter()
+            .find_map(|s| cluster_ip(s).map(str::to_owned))
+    }
+
+    /// Host ClusterIP of the virtual cluster's DNS Service (its host copy's).
+    pub fn dns_ip(&self) -> Option<String> {
+        let key = Key::new(crate::dns::NAMESPACE, crate::dns::SERVICE);
+        self.host_copy(&self.stores.host_services, &key)
+            .and_then(|s| cluster_ip(&s).map(str::to_owned))
+    }
+
+    /// UID of the virtual object a host copy was made from.
+    pub fn copy_of_uid<K: Resource>(copy: &K) -> Option<&str> {
+        copy.meta()
+            .annotations
+            .as_ref()?
+            .get(keys::VIRTUAL_UID)
+            .map(String::as_str)
+    }
+}

@@ -1,0 +1,192 @@
+//! Writing host copies. A copy is created with a plain create, so a host object of the same
+//! name that is not this instance's copy is never taken over; later changes are applied to the
+//! copy with the UID it was read with, so they never reach an object that replaced it; deletes
+//! carry the same precondition.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use virtualcluster_crds::compare::contains;
+use virtualcluster_crds::keys::SYNCER_FIELD_MANAGER;
+use virtualcluster_crds::marks;
+
+use crate::context::Ctx;
+use crate::queue::Next;
+
+/// How often a name clash with a foreign host object is looked at again.
+pub const CLASH_RECHECK: Duration = Duration::from_secs(60);
+
+pub fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(SYNCER_FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Server-side apply, forced: the syncer is the only writer of what it applies to its copies,
+/// and a hand edit of a copy is to be put back.
+pub fn apply_params() -> PatchParams {
+    PatchParams::apply(SYNCER_FIELD_MANAGER).force()
+}
+
+pub fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == code)
+}
+
+/// Creates `desired` on the host. On a clash with a host object that is not this instance's
+/// copy, leaves it alone and tells the owner of `virtual_object` with an Event.
+pub async fn create<K, V>(
+    ctx: &Ctx,
+    api: &Api<K>,
+    desired: &K,
+    virtual_object: &V,
+) -> anyhow::Result<Next>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    V: Resource<DynamicType = ()>,
+{
+    match api.create(&post_params(), desired).await {
+        Ok(_) => Ok(Next::Done),
+        Err(err) if is_status(&err, 409) => {
+            let name = desired.name_any();
+            match api.get_opt(&name).await? {
+                Some(live) if marks::is_copy_of(&ctx.target.instance, live.labels()) => {
+                    // This instance's copy, not yet in the cache; its watch event follows.
+                    Ok(Next::Done)
+                }
+                Some(_) => {
+                    clash(ctx, virtual_object, &name).await;
+                    Ok(Next::After(CLASH_RECHECK))
+                }
+                None => Ok(Next::After(Duration::from_millis(200))),
+            }
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn clash<V: Resource<DynamicType = ()>>(ctx: &Ctx, virtual_object: &V, host_name: &str) {
+    let note = format!(
+        "host object {}/{host_name} exists and was not made by this virtual cluster; it is left \
+         alone and this object is not synced",
+        ctx.target.host_namespace()
+    );
+    tracing::warn!("{note}");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "HostNameConflict".into(),
+        note: Some(note),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx
+        .recorder
+        .publish(&event, &virtual_object.object_ref(&()))
+        .await
+    {
+        tracing::warn!(%err, "publishing an Event");
+    }
+}
+
+/// Applies `desired` to the copy `live` unless `live` already holds it.
+pub async fn update<K>(api: &Api<K>, mut desired: K, live: &K) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    if contains(
+        &serde_json::to_value(live)?,
+        &serde_json::to_value(&desired)?,
+    ) {
+        return Ok(());
+    }
+    desired.meta_mut().uid = live.uid();
+    apply(api, &desired).await
+}
+
+/// Server-side apply of `desired` (which carries the UID it must meet) with type information.
+pub async fn apply<K>(api: &Api<K>, desired: &K) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let mut value = serde_json::to_value(desired)?;
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    // Gone or replaced meanwhile (404, 409): the watch will tell.
+    patch_apply(api, &desired.name_any(), &value).await
+}
+
+/// Server-side apply of a partial object (JSON with apiVersion, kind, and the UID it must meet).
+pub async fn patch_apply<K>(
+    api: &Api<K>,
+    name: &str,
+    patch: &serde_json::Value,
+) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    match api.patch(name, &apply_params(), &Patch::Apply(patch)).await {
+        Ok(_) => Ok(()),
+        Err(err) if is_status(&err, 404) || is_status(&err, 409) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Deletes `live` if it is still the object with its UID.
+pub async fn delete<K>(api: &Api<K>, live: &K, grace_seconds: Option<u32>) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: live.uid(),
+            resource_version: None,
+        }),
+        grace_period_seconds: grace_seconds,
+        ..Default::default()
+    };
+    match api.delete(&live.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(err) if is_status(&err, 404) || is_status(&err, 409) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The level-based sync of one plain kind: the copy exists, and holds the translation, exactly
+/// when the virtual object exists and is `wanted`.
+pub async fn sync<K>(
+    ctx: &Ctx,
+    virtual_object: Option<&K>,
+    copy: Option<&K>,
+    translate: impl Fn(&K) -> K,
+) -> anyhow::Result<Next>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let api = ctx.host_api::<K>();
+    match (virtual_object, copy) {
+        (None, None) => Ok(Next::Done),
+        (None, Some(copy)) => {
+            delete(&api, copy, None).await?;
+            Ok(Next::Done)
+        }
+        (Some(object), Some(copy)) if Ctx::copy_of_uid(copy) != object.uid().as_deref() => {
+            // A copy of an earlier object of the same name.
+            delete(&api, copy, None).await?;
+            Ok(Next::Done)
+        }
+        (Some(object), None) => create(ctx, &api, &translate(object), object).await,
+        (Some(object), Some(copy)) => {
+            update(&api, translate(object), copy).await?;
+            Ok(Next::Done)
+        }
+    }
+}

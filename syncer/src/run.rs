@@ -1,0 +1,290 @@
+//! Starts the syncer: the watch caches of both sides, the streams that feed the queues from
+//! them, and the workers. Nothing is reconciled before every cache holds a full list, so a host
+//! copy is never taken for an orphan because its virtual object was not listed yet.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use futures::stream::BoxStream;
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Node, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use virtualcluster_crds::instance::SyncerConfig;
+use virtualcluster_crds::marks;
+
+use crate::context::{Ctx, Key, Queues, Stores};
+use crate::sync;
+use crate::translate::Target;
+
+/// Workers per queue; pods get more, they are most of the work.
+pub struct Concurrency {
+    pub pods: usize,
+    pub other: usize,
+}
+
+/// A watch cache of `api` and the stream of objects it saw change (managed fields dropped:
+/// nothing reads them and they are a large part of every object).
+fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, BoxStream<'static, K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, config)
+            .default_backoff()
+            .modify(|o: &mut K| o.managed_fields_mut().clear()),
+    )
+    .touched_objects()
+    .filter_map(|r| {
+        future::ready(match r {
+            Ok(o) => Some(o),
+            Err(err) => {
+                tracing::warn!(%err, kind = %K::kind(&()), "watch");
+                None
+            }
+        })
+    })
+    .boxed();
+    (reader, stream)
+}
+
+/// Runs until the future is dropped (leadership lost, or a signal).
+pub async fn run(
+    host: Client,
+    virt: Client,
+    config: SyncerConfig,
+    identity: String,
+    dns_image: String,
+    concurrency: Concurrency,
+) -> anyhow::Result<()> {
+    let instance = config.instance.clone();
+    let host_ns = instance.namespace.clone();
+    let copies = || watcher::Config::default().labels(&marks::copies_selector(&instance));
+    let all = watcher::Config::default;
+    let host_api = |c: &Client| c.clone();
+    macro_rules! pair {
+        ($kind:ty) => {{
+            let (v, vs) = reflect(Api::<$kind>::all(virt.clone()), all());
+            let (h, hs) = reflect(
+                Api::<$kind>::namespaced(host_api(&host), &host_ns),
+                copies(),
+            );
+            (v, vs, h, hs)
+        }};
+    }
+    let (virtual_pods, vpods, host_pods, hpods) = pair!(Pod);
+    let (virtual_services, vsvc, host_services, hsvc) = pair!(Service);
+    let (virtual_endpoints, vep, host_endpoints, hep) = pair!(Endpoints);
+    let (virtual_config_maps, vcm, host_config_maps, hcm) = pair!(ConfigMap);
+    let (virtual_secrets, vsec, host_secrets, hsec) = pair!(Secret);
+    let (virtual_claims, vpvc, host_claims, hpvc) = pair!(PersistentVolumeClaim);
+    let (virtual_nodes, vnodes) = reflect(Api::<Node>::all(virt.clone()), all());
+    let (host_nodes, hnodes) = reflect(Api::<Node>::all(host.clone()), all());
+    let (host_events, hevents) = reflect(Api::<Event>::namespaced(host.clone(), &host_ns), all());
+    let (api_server_service, apisvc) = reflect(
+        Api::<Service>::namespaced(host.clone(), &host_ns),
+        watcher::Config::default().fields(&format!("metadata.name={}", config.api_server_service)),
+    );
+    let stores = Stores {
+        virtual_pods,
+        host_pods,
+        virtual_services,
+        host_services,
+        virtual_endpoints,
+        host_endpoints,
+        virtual_config_maps,
+        host_config_maps,
+        virtual_secrets,
+        host_secrets,
+        virtual_claims,
+        host_claims,
+        virtual_nodes,
+        host_nodes,
+        host_events,
+        api_server_service,
+    };
+    let recorder = Recorder::new(
+        virt.clone(),
+        Reporter {
+            controller: "virtualcluster-syncer".into(),
+            instance: Some(identity),
+        },
+    );
+    let ctx = Arc::new(Ctx {
+        host,
+        virt,
+        target: Target {
+            instance: instance.clone(),
+        },
+        config,
+        stores: stores.clone(),
+        queues: Queues::new(),
+        recorder,
+        mirrored_events: Mutex::new(Default::default()),
+    });
+
+    // Feed the queues from the watches.
+    let mut feeds = tokio::task::JoinSet::new();
+    let q = &ctx.queues;
+    fn feed<K: Send + 'static>(
+        feeds: &mut tokio::task::JoinSet<()>,
+        stream: BoxStream<'static, K>,
+        f: impl Fn(K) + Send + 'static,
+    ) {
+        feeds.spawn(stream.for_each(move |o| {
+            f(o);
+            future::ready(())
+        }));
+    }
+    {
+        let (pods, cms, secrets, nodes) = (
+            q.pods.clone(),
+            q.config_maps.clone(),
+            q.secrets.clone(),
+            q.nodes.clone(),
+        );
+        feed(&mut feeds, vpods, move |p: Pod| {
+            let (used_cms, used_secrets) = sync::config::used_by(&p);
+            used_cms.into_iter().for_each(|k| cms.add(k));
+            used_secrets.into_iter().for_each(|k| secrets.add(k));
+            if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                nodes.add(node);
+            }
+            pods.extend(Key::of(&p));
+        });
+    }
+    macro_rules! by_copy {
+        ($stream:expr, $queue:expr) => {{
+            let queue = $queue.clone();
+            feed(&mut feeds, $stream, move |o| queue.extend(Key::of_copy(&o)));
+        }};
+    }
+    macro_rules! by_key {
+        ($stream:expr, $queue:expr) => {{
+            let queue = $queue.clone();
+            feed(&mut feeds, $stream, move |o| queue.extend(Key::of(&o)));
+        }};
+    }
+    by_copy!(hpods, q.pods);
+    {
+        let (services, endpoints) = (q.services.clone(), q.endpoints.clone());
+        feed(&mut feeds, vsvc, move |s: Service| {
+            if let Some(k) = Key::of(&s) {
+                endpoints.add(k.clone());
+                services.add(k);
+            }
+        });
+    }
+    by_copy!(hsvc, q.services);
+    by_key!(vep, q.endpoints);
+    by_copy!(hep, q.endpoints);
+    by_key!(vcm, q.config_maps);
+    by_copy!(hcm, q.config_maps);
+    by_key!(vsec, q.secrets);
+    by_copy!(hsec, q.secrets);
+    by_key!(vpvc, q.claims);
+    by_copy!(hpvc, q.claims);
+    {
+        let nodes = q.nodes.clone();
+        feed(&mut feeds, vnodes, move |n: Node| nodes.add(n.name_any()));
+    }
+    {
+        let (nodes, virtual_nodes) = (q.nodes.clone(), stores.virtual_nodes.clone());
+        feed(&mut feeds, hnodes, move |n: Node| {
+            let name = n.name_any();
+            if virtual_nodes
+                .get(&reflector::ObjectRef::new(&name))
+                .is_some()
+            {
+                nodes.add(name);
+            }
+        });
+    }
+    {
+        let events = q.events.clone();
+        feed(&mut feeds, hevents, move |e: Event| {
+            events.add(e.name_any())
+        });
+    }
+    {
+        let services = q.services.clone();
+        feed(&mut feeds, apisvc, move |_: Service| {
+            let (namespace, name) = crate::translate::service::API_SERVICE;
+            services.add(Key::new(namespace, name));
+        });
+    }
+
+    tracing::info!("listing both sides");
+    wait_ready(&stores).await?;
+    tracing::info!(
+        virtual_pods = stores.virtual_pods.state().len(),
+        host_pods = stores.host_pods.state().len(),
+        "caches ready, syncing"
+    );
+    {
+        let virt = ctx.virt.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::dns::install(&virt, &dns_image).await {
+                tracing::error!("installing DNS into the virtual cluster: {err:#}");
+            }
+        });
+    }
+
+    let mut workers = tokio::task::JoinSet::new();
+    macro_rules! work {
+        ($queue:ident, $n:expr, $f:path) => {{
+            let c = Arc::clone(&ctx);
+            workers.spawn(Arc::clone(&ctx.queues.$queue).run($n, move |k| $f(Arc::clone(&c), k)));
+        }};
+    }
+    work!(pods, concurrency.pods, sync::pods::reconcile);
+    work!(services, concurrency.other, sync::services::reconcile);
+    work!(
+        endpoints,
+        concurrency.other,
+        sync::services::reconcile_endpoints
+    );
+    work!(
+        config_maps,
+        concurrency.other,
+        sync::config::reconcile_config_map
+    );
+    work!(secrets, concurrency.other, sync::config::reconcile_secret);
+    work!(claims, concurrency.other, sync::storage::reconcile);
+    work!(nodes, concurrency.other, sync::nodes::reconcile);
+    work!(events, concurrency.other, sync::events::reconcile);
+    tokio::select! {
+        _ = workers.join_next() => anyhow::bail!("a worker pool stopped"),
+        _ = feeds.join_next() => anyhow::bail!("a watch stopped"),
+    }
+}
+
+async fn wait_ready(stores: &Stores) -> anyhow::Result<()> {
+    let s = stores;
+    tokio::try_join!(
+        s.virtual_pods.wait_until_ready(),
+        s.host_pods.wait_until_ready(),
+        s.virtual_services.wait_until_ready(),
+        s.host_services.wait_until_ready(),
+        s.virtual_endpoints.wait_until_ready(),
+        s.host_endpoints.wait_until_ready(),
+        s.virtual_config_maps.wait_until_ready(),
+        s.host_config_maps.wait_until_ready(),
+        s.virtual_secrets.wait_until_ready(),
+        s.host_secrets.wait_until_ready(),
+        s.virtual_claims.wait_until_ready(),
+        s.host_claims.wait_until_ready(),
+        s.virtual_nodes.wait_until_ready(),
+        s.host_nodes.wait_until_ready(),
+        s.host_events.wait_until_ready(),
+        s.api_server_service.wait_until_ready(),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! ConfigMaps and Secrets: synced when a virtual pod in their namespace uses them, or all of
+//! them with `all: true`.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::context::{Ctx, Key};
+use crate::copy;
+use crate::queue::Next;
+use crate::translate::config::{host_config_map, host_secret};
+use crate::translate::pod;
+
+/// Whether a virtual pod in `key`'s namespace uses the object `key` through `uses`.
+fn used(ctx: &Ctx, key: &Key, uses: fn(&Pod) -> Vec<String>) -> bool {
+    ctx.stores.virtual_pods.state().iter().any(|p| {
+        p.metadata.namespace.as_deref() == Some(&key.namespace) && uses(p).contains(&key.name)
+    })
+}
+
+pub async fn reconcile_config_map(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    let options = &ctx.config.sync.to_host.config_maps;
+    if !options.enabled {
+        return Ok(Next::Done);
+    }
+    let object = ctx
+        .stores
+        .virtual_config_maps
+        .get(&key.object_ref())
+        .filter(|_| options.all || used(&ctx, &key, pod::config_maps));
+    let copy = ctx.host_copy(&ctx.stores.host_config_maps, &key);
+    copy::sync(&ctx, object.as_deref(), copy.as_deref(), |o| {
+        host_config_map(o, &ctx.target)
+    })
+    .await
+}
+
+pub async fn reconcile_secret(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    let options = &ctx.config.sync.to_host.secrets;
+    if !options.enabled {
+        return Ok(Next::Done);
+    }
+    let object = ctx
+        .stores
+        .virtual_secrets
+        .get(&key.object_ref())
+        .filter(|_| options.all || used(&ctx, &key, pod::secrets));
+    let copy = ctx.host_copy(&ctx.stores.host_secrets, &key);
+    copy::sync(&ctx, object.as_deref(), copy.as_deref(), |o| {
+        host_secret(o, &ctx.target)
+    })
+    .await
+}
+
+/// Keys of what `pod` uses, to sync when it appears (or goes).
+pub fn used_by(pod: &Pod) -> (Vec<Key>, Vec<Key>) {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let keys = |names: Vec<String>| names.iter().map(|n| Key::new(namespace, n)).collect();
+    (keys(pod::config_maps(pod)), keys(pod::secrets(pod)))
+}

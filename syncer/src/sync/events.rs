@@ -1,0 +1,146 @@
+//! Events the host records about this instance's copies appear in the virtual cluster, about
+//! the virtual objects (e.g. a pod that cannot be scheduled, an image that cannot be pulled).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
+use kube::api::ObjectMeta;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use virtualcluster_crds::marks::{self, VirtualRef};
+
+use crate::context::Ctx;
+use crate::copy;
+use crate::queue::Next;
+
+/// The virtual object a host object named `name` of `kind` is the copy of.
+fn copied_from(ctx: &Ctx, kind: &str, name: &str) -> Option<VirtualRef> {
+    let namespace = ctx.target.host_namespace();
+    fn of<K: Resource<DynamicType = ()> + Clone>(
+        store: &kube::runtime::reflector::Store<K>,
+        name: &str,
+        namespace: &str,
+    ) -> Option<VirtualRef> {
+        let copy = store.get(&ObjectRef::new(name).within(namespace))?;
+        marks::virtual_ref(copy.meta().annotations.as_ref()?)
+    }
+    let stores = &ctx.stores;
+    match kind {
+        "Pod" => of(&stores.host_pods, name, namespace),
+        "Service" => of(&stores.host_services, name, namespace),
+        "Endpoints" => of(&stores.host_endpoints, name, namespace),
+        "ConfigMap" => of(&stores.host_config_maps, name, namespace),
+        "Secret" => of(&stores.host_secrets, name, namespace),
+        "PersistentVolumeClaim" => of(&stores.host_claims, name, namespace),
+        _ => None,
+    }
+}
+
+/// The virtual Event standing for host Event `event` about the copy of `of`.
+pub fn virtual_event(event: &Event, of: &VirtualRef, host_name: &str) -> Event {
+    let name = event.name_any();
+    let suffix = name
+        .strip_prefix(host_name)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!(".{}", &name[name.len().saturating_sub(16)..]));
+    let involved = &event.involved_object;
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}{suffix}", of.name)),
+            namespace: Some(of.namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: involved.api_version.clone(),
+            kind: involved.kind.clone(),
+            name: Some(of.name.clone()),
+            namespace: Some(of.namespace.clone()),
+            uid: Some(of.uid.clone()),
+            field_path: involved.field_path.clone(),
+            resource_version: None,
+        },
+        message: event
+            .message
+            .as_ref()
+            .map(|m| m.replace(host_name, &of.name)),
+        reason: event.reason.clone(),
+        type_: event.type_.clone(),
+        count: event.count,
+        first_timestamp: event.first_timestamp.clone(),
+        last_timestamp: event.last_timestamp.clone(),
+        event_time: event.event_time.clone(),
+        series: event.series.clone(),
+        action: event.action.clone(),
+        source: event.source.clone(),
+        reporting_component: event.reporting_component.clone(),
+        reporting_instance: event.reporting_instance.clone(),
+        related: None,
+    }
+}
+
+pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
+    if !ctx.config.sync.from_host.events.enabled {
+        return Ok(Next::Done);
+    }
+    let key = ObjectRef::new(&name).within(ctx.target.host_namespace());
+    let Some(event) = ctx.stores.host_events.get(&key) else {
+        ctx.mirrored_events
+            .lock()
+            .expect("events lock")
+            .remove(&name);
+        return Ok(Next::Done);
+    };
+    let involved = &event.involved_object;
+    let (Some(kind), Some(host_name)) = (&involved.kind, &involved.name) else {
+        return Ok(Next::Done);
+    };
+    let Some(of) = copied_from(&ctx, kind, host_name) else {
+        return Ok(Next::Done);
+    };
+    let version = event.resource_version().unwrap_or_default();
+    if ctx.mirrored_events.lock().expect("events lock").get(&name) == Some(&version) {
+        return Ok(Next::Done);
+    }
+    let desired = virtual_event(&event, &of, host_name);
+    copy::apply(&ctx.virtual_api::<Event>(&of.namespace), &desired).await?;
+    ctx.mirrored_events
+        .lock()
+        .expect("events lock")
+        .insert(name, version);
+    Ok(Next::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_events_name_the_virtual_object() {
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-0-x-shop-x-vc.18a2b3c4d5e6f7a8", "namespace": "team-a"},
+            "involvedObject": {"kind": "Pod", "name": "web-0-x-shop-x-vc", "namespace": "team-a",
+                               "uid": "host-uid", "apiVersion": "v1"},
+            "reason": "FailedScheduling",
+            "message": "pod web-0-x-shop-x-vc: 0/2 nodes are available",
+            "type": "Warning", "count": 3
+        }))
+        .unwrap();
+        let of = VirtualRef {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "v-uid".into(),
+        };
+        let mirrored = virtual_event(&event, &of, "web-0-x-shop-x-vc");
+        assert_eq!(
+            mirrored.metadata.name.as_deref(),
+            Some("web-0.18a2b3c4d5e6f7a8")
+        );
+        assert_eq!(mirrored.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(mirrored.involved_object.uid.as_deref(), Some("v-uid"));
+        assert_eq!(
+            mirrored.message.as_deref(),
+            Some("pod web-0: 0/2 nodes are available")
+        );
+        assert_eq!(mirrored.count, Some(3));
+    }
+}

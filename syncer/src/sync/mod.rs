@@ -1,0 +1,9 @@
+//! One reconcile per synced kind. Each is level-based: it reads both caches and makes the host
+//! copy (and what flows back) match the virtual object, whatever happened before.
+
+pub mod config;
+pub mod events;
+pub mod nodes;
+pub mod pods;
+pub mod services;
+pub mod storage;

@@ -1,0 +1,177 @@
+//! Virtual nodes: one for each host node the instance's pods run on, with its name and
+//! readiness, so virtual pods can be bound and `kubectl get nodes` tells where they run. A
+//! virtual node nobody's pod runs on any more is removed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus};
+use kube::api::{ObjectMeta, Patch};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+
+use crate::context::Ctx;
+use crate::copy;
+use crate::queue::Next;
+
+/// Label (value `true`) on the virtual nodes the syncer makes; it deletes no other node.
+pub const FAKE_NODE: &str = "virtualcluster.dev/fake-node";
+
+/// Host node labels a virtual node shows: where it is and what it runs, nothing the host uses
+/// to manage it.
+const MIRRORED_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "node.kubernetes.io/instance-type",
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+];
+
+/// The virtual node mirroring host node `name` (`None` when the host has no such node: its
+/// readiness is then unknown).
+pub fn virtual_node(name: &str, host: Option<&Node>) -> Node {
+    let mut labels: BTreeMap<String, String> = host
+        .map(|h| h.labels().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| MIRRORED_LABELS.contains(&k.as_str()))
+        .collect();
+    labels.insert(FAKE_NODE.into(), "true".into());
+    let host_status = host.and_then(|h| h.status.clone()).unwrap_or_default();
+    let ready = host_status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .cloned()
+        .map(|c| NodeCondition {
+            last_heartbeat_time: None,
+            ..c
+        })
+        .unwrap_or_else(|| NodeCondition {
+            type_: "Ready".into(),
+            status: "Unknown".into(),
+            reason: Some("HostNodeNotFound".into()),
+            message: Some(format!("the host has no node {name}")),
+            ..Default::default()
+        });
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: None,
+        status: Some(NodeStatus {
+            conditions: Some(vec![ready]),
+            capacity: host_status.capacity,
+            allocatable: host_status.allocatable,
+            node_info: host_status.node_info,
+            addresses: Some(vec![NodeAddress {
+                type_: "Hostname".into(),
+                address: name.to_owned(),
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+fn in_use(ctx: &Ctx, name: &str) -> bool {
+    ctx.stores
+        .virtual_pods
+        .state()
+        .iter()
+        .any(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
+}
+
+/// Makes the virtual node `name` exist (before a pod is bound to it).
+pub async fn ensure(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
+    if ctx
+        .stores
+        .virtual_nodes
+        .get(&ObjectRef::new(name))
+        .is_some()
+    {
+        return Ok(());
+    }
+    write(ctx, name).await
+}
+
+async fn write(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
+    let host = ctx.stores.host_nodes.get(&ObjectRef::new(name));
+    let desired = virtual_node(name, host.as_deref());
+    let api: Api<Node> = Api::all(ctx.virt.clone());
+    let mut body = serde_json::to_value(ObjectMeta {
+        labels: desired.metadata.labels.clone(),
+        name: desired.metadata.name.clone(),
+        ..Default::default()
+    })?;
+    body = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": body});
+    api.patch(name, &copy::apply_params(), &Patch::Apply(&body))
+        .await?;
+    let status = serde_json::json!({"apiVersion": "v1", "kind": "Node", "status": desired.status});
+    api.patch_status(name, &copy::apply_params(), &Patch::Apply(&status))
+        .await?;
+    Ok(())
+}
+
+pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
+    let current = ctx.stores.virtual_nodes.get(&ObjectRef::new(&name));
+    if !in_use(&ctx, &name) {
+        if let Some(node) = current.filter(|n| n.labels().contains_key(FAKE_NODE)) {
+            copy::delete(&Api::<Node>::all(ctx.virt.clone()), node.as_ref(), None).await?;
+        }
+        return Ok(Next::Done);
+    }
+    let host = ctx.stores.host_nodes.get(&ObjectRef::new(&name));
+    let desired = virtual_node(&name, host.as_deref());
+    let up_to_date = current.is_some_and(|c| {
+        virtualcluster_crds::compare::contains(
+            &serde_json::to_value(c.as_ref()).unwrap_or_default(),
+            &serde_json::to_value(&desired).unwrap_or_default(),
+        )
+    });
+    if !up_to_date {
+        write(&ctx, &name).await?;
+    }
+    Ok(Next::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_virtual_node_mirrors_name_and_readiness() {
+        let host: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "worker-1", "labels": {
+                "kubernetes.io/hostname": "worker-1", "node-role.kubernetes.io/infra": ""}},
+            "status": {"conditions": [
+                {"type": "MemoryPressure", "status": "False"},
+                {"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+                 "lastHeartbeatTime": "2026-01-01T00:00:00Z"}],
+                "capacity": {"cpu": "4"}}
+        }))
+        .unwrap();
+        let node = virtual_node("worker-1", Some(&host));
+        let labels = node.labels();
+        assert_eq!(labels["kubernetes.io/hostname"], "worker-1");
+        assert_eq!(labels[FAKE_NODE], "true");
+        assert!(!labels.contains_key("node-role.kubernetes.io/infra"));
+        let status = node.status.unwrap();
+        let conditions = status.conditions.unwrap();
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(
+            (conditions[0].type_.as_str(), conditions[0].status.as_str()),
+            ("Ready", "False")
+        );
+        assert_eq!(conditions[0].last_heartbeat_time, None);
+
+        let gone = virtual_node("worker-2", None);
+        assert_eq!(
+            gone.status.unwrap().conditions.unwrap()[0].status,
+            "Unknown"
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! Pods: the virtual pod runs as its host copy. The host schedules it; the virtual pod is bound
+//! to a virtual node of the same name and shows the host pod's status. Deleting either side
+//! deletes the other: a host pod deleted by hand deletes its virtual pod, as a lost node would,
+//! so its controller replaces it.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod, ServiceAccount};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use virtualcluster_crds::keys::SYNCER_FIELD_MANAGER;
+
+use crate::context::{Ctx, Key};
+use crate::copy;
+use crate::queue::Next;
+use crate::translate::pod::{self as translate, BOUND_BY_SYNCER, PodEnv};
+
+/// How long a pod waits for an address the syncer learns from a watch (the API server
+/// Service, the DNS Service's copy) before it is looked at again.
+const WAIT_FOR_ADDRESS: Duration = Duration::from_secs(1);
+/// Lifetime asked for the tokens minted for host pods; they are bound to the virtual pod, so
+/// they stop working when it is deleted.
+const TOKEN_SECONDS: i64 = 365 * 24 * 3600;
+
+pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    if !ctx.config.sync.to_host.pods.enabled {
+        return Ok(Next::Done);
+    }
+    let pod = ctx.stores.virtual_pods.get(&key.object_ref());
+    let copy = ctx.host_copy(&ctx.stores.host_pods, &key);
+    let host = ctx.host_api::<Pod>();
+    let virt = ctx.virtual_api::<Pod>(&key.namespace);
+    match (pod, copy) {
+        (None, None) => Ok(Next::Done),
+        (None, Some(copy)) => {
+            if copy.metadata.deletion_timestamp.is_none() {
+                copy::delete(&host, copy.as_ref(), None).await?;
+            }
+            Ok(Next::Done)
+        }
+        (Some(pod), copy) if pod.metadata.deletion_timestamp.is_some() => {
+            match copy {
+                // The host pod stops with the grace the virtual delete asked for.
+                Some(copy) if copy.metadata.deletion_timestamp.is_none() => {
+                    let grace = pod
+                        .metadata
+                        .deletion_grace_period_seconds
+                        .map(|s| s.max(0) as u32);
+                    copy::delete(&host, copy.as_ref(), grace).await?;
+                }
+                Some(_) => {}
+                // Stopped on the host: nothing keeps the virtual pod (there is no kubelet to
+                // confirm it), so it goes at once.
+                None => copy::delete(&virt, pod.as_ref(), Some(0)).await?,
+            }
+            Ok(Next::Done)
+        }
+        (Some(pod), Some(copy)) if Ctx::copy_of_uid(copy.as_ref()) != pod.uid().as_deref() => {
+            copy::delete(&host, copy.as_ref(), Some(0)).await?;
+            Ok(Next::Done)
+        }
+        (Some(pod), None) => {
+            if pod.annotations().contains_key(BOUND_BY_SYNCER) {
+                // It ran on the host and its host pod is gone.
+                tracing::info!(?key, "host pod gone, deleting the virtual pod");
+                copy::delete(&virt, pod.as_ref(), Some(0)).await?;
+                return Ok(Next::Done);
+            }
+            create(&ctx, &key, &pod).await
+        }
+        (Some(pod), Some(copy)) => update(&ctx, &key, &pod, &copy).await,
+    }
+}
+
+async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
+    let Some(api_server_ip) = ctx.api_server_ip() else {
+        tracing::debug!(?key, "waiting for the API server Service's address");
+        return Ok(Next::After(WAIT_FOR_ADDRESS));
+    };
+    let dns_ip = ctx.dns_ip();
+    if dns_ip.is_none() && needs_cluster_dns(pod) && ctx.config.sync.to_host.services.enabled {
+        tracing::debug!(?key, "waiting for the DNS Service's address");
+        return Ok(Next::After(WAIT_FOR_ADDRESS));
+    }
+    let tokens = mint_tokens(ctx, key, pod).await?;
+    let env = PodEnv {
+        target: &ctx.target,
+        options: &ctx.config.sync.to_host.pods,
+        dns_ip: dns_ip.as_deref(),
+        api_server_ip: &api_server_ip,
+        tokens: &tokens,
+        service_account: None,
+        priority_class: None,
+    };
+    let desired = translate::host_pod(pod, &env);
+    copy::create(ctx, &ctx.host_api::<Pod>(), &desired, pod).await
+}
+
+fn needs_cluster_dns(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    match spec
+        .and_then(|s| s.dns_policy.as_deref())
+        .unwrap_or("ClusterFirst")
+    {
+        "ClusterFirst" => spec.and_then(|s| s.host_network) != Some(true),
+        "ClusterFirstWithHostNet" => true,
+        _ => false,
+    }
+}
+
+/// Tokens of the pod's virtual ServiceAccount, one per token its volumes project, bound to the
+/// virtual pod.
+async fn mint_tokens(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Vec<String>> {
+    let requests = translate::token_requests(pod);
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let api: Api<ServiceAccount> = ctx.virtual_api(&key.namespace);
+    let mut tokens = Vec::with_capacity(requests.len());
+    for request in requests {
+        let token_request = TokenRequest {
+            metadata: ObjectMeta::default(),
+            spec: Some(TokenRequestSpec {
+                audiences: request.audience.map(|a| vec![a]),
+                attestations: None,
+                expiration_seconds: Some(TOKEN_SECONDS),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                }),
+            }),
+            status: None,
+        };
+        let minted = api
+            .create_token_request(&account, &PostParams::default(), &token_request)
+            .await?;
+        tokens.push(
+            minted
+                .status
+                .and_then(|s| s.token)
+                .context("the virtual API server minted no token")?,
+        );
+    }
+    Ok(tokens)
+}
+
+/// The virtual pod and its running host copy: labels and annotations follow the virtual pod;
+/// the virtual pod is bound where the host scheduled the copy and shows its status.
+async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &Pod) -> anyhow::Result<Next> {
+    // The spec of a pod cannot change; its labels and annotations can. The tokens stay those
+    // the copy was made with.
+    let tokens: Vec<String> = (0..translate::token_requests(pod).len())
+        .map(|i| {
+            copy.annotations()
+                .get(&translate::token_annotation(i))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    let api_server_ip = ctx.api_server_ip().unwrap_or_default();
+    let env = PodEnv {
+        target: &ctx.target,
+        options: &ctx.config.sync.to_host.pods,
+        dns_ip: None,
+        api_server_ip: &api_server_ip,
+        tokens: &tokens,
+        service_account: None,
+        priority_class: None,
+    };
+    let desired = translate::host_pod(pod, &env);
+    if translate::metadata_differs(&desired, copy) {
+        let patch = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": copy.name_any(),
+                "uid": copy.uid(),
+                "labels": desired.metadata.labels,
+                "annotations": desired.metadata.annotations,
+            }
+        });
+        copy::patch_apply(&ctx.host_api::<Pod>(), &copy.name_any(), &patch).await?;
+    }
+
+    let virt = ctx.virtual_api::<Pod>(&key.namespace);
+    let bound_to = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let host_node = copy.spec.as_ref().and_then(|s| s.node_name.clone());
+    if bound_to.is_none() {
+        let Some(node) = host_node else {
+            // Not scheduled on the host yet.
+            return Ok(Next::Done);
+        };
+        // The node first: the virtual cluster deletes pods bound to nodes it does not have.
+        crate::sync::nodes::ensure(ctx, &node).await?;
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: pod.metadata.name.clone(),
+                annotations: Some([(BOUND_BY_SYNCER.to_owned(), "true".to_owned())].into()),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                kind: Some("Node".into()),
+                api_version: Some("v1".into()),
+                name: Some(node),
+                ..Default::default()
+            },
+        };
+        let pp = PostParams {
+            field_manager: Some(SYNCER_FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match virt
+            .create_subresource::<Binding, serde_json::Value>(
+                "binding",
+                &pod.name_any(),
+                &pp,
+                &binding,
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Bound meanwhile, or gone: the watch tells.
+            Err(err) if copy::is_status(&err, 409) || copy::is_status(&err, 404) => {}
+            Err(err) => return Err(err.into()),
+        }
+        // The status follows once the bound pod comes back through the watch.
+        return Ok(Next::Done);
+    }
+
+    if let Some(status) = translate::virtual_status(copy, pod.status.as_ref()) {
+        let patch = serde_json::json!({ "status": status });
+        match virt
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if copy::is_status(&err, 404) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(Next::Done)
+}

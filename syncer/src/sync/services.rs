@@ -1,0 +1,197 @@
+//! Services and the Endpoints of Services without selector. The host allocates a copy's
+//! address; the virtual Service is then recreated with that address (ClusterIPs cannot change
+//! in place), so a name virtual DNS resolves routes on the host. The virtual `kubernetes`
+//! Service gets the address of the instance's API server Service instead of a copy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use virtualcluster_crds::keys::{self, SYNCER_FIELD_MANAGER};
+
+use crate::context::{Ctx, Key};
+use crate::copy;
+use crate::queue::Next;
+use crate::translate::service::{
+    API_SERVICE, cluster_ip, has_selector, host_endpoints, host_service, is_headless,
+    virtual_status, with_cluster_ip,
+};
+
+/// Annotation on a host copy while its virtual Service is recreated with the copy's address:
+/// the Service to create (JSON). A syncer stopped between deleting and creating the virtual
+/// Service finds it here and finishes, instead of taking the Service for deleted.
+pub const RECREATE: &str = "virtualcluster.dev/recreate-virtual";
+
+/// How long before an address clash in the virtual cluster is looked at again.
+const ADDRESS_RECHECK: Duration = Duration::from_secs(30);
+
+fn is_api_service(key: &Key) -> bool {
+    (key.namespace.as_str(), key.name.as_str()) == API_SERVICE
+}
+
+pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    if !ctx.config.sync.to_host.services.enabled {
+        return Ok(Next::Done);
+    }
+    let virt = ctx.virtual_api::<Service>(&key.namespace);
+    let service = ctx.stores.virtual_services.get(&key.object_ref());
+    if is_api_service(&key) {
+        return match (service, ctx.api_server_ip()) {
+            (Some(service), Some(ip)) if cluster_ip(&service) != Some(ip.as_str()) => {
+                tracing::info!(%ip, "giving the virtual `kubernetes` Service the API server's address");
+                copy::delete(&virt, service.as_ref(), None).await?;
+                create_virtual(&virt, &with_cluster_ip(&service, &ip)).await?;
+                Ok(Next::Done)
+            }
+            (_, None) => Ok(Next::After(Duration::from_secs(1))),
+            _ => Ok(Next::Done),
+        };
+    }
+    let copy = ctx.host_copy(&ctx.stores.host_services, &key);
+    let host = ctx.host_api::<Service>();
+
+    // A recreate that was under way.
+    if let Some(copy) = &copy
+        && let Some(pending) = copy.annotations().get(RECREATE)
+    {
+        match &service {
+            None => {
+                let replacement: Service = serde_json::from_str(pending)?;
+                create_virtual(&virt, &replacement).await?;
+                return Ok(Next::Done);
+            }
+            Some(service) if Ctx::copy_of_uid(copy.as_ref()) != service.uid().as_deref() => {
+                // The recreated Service: the copy is now its copy.
+                let patch = serde_json::json!({"metadata": {
+                    "uid": copy.uid(),
+                    "annotations": {keys::VIRTUAL_UID: service.uid(), RECREATE: null},
+                }});
+                host.patch(&copy.name_any(), &merge_params(), &Patch::Merge(&patch))
+                    .await?;
+                return Ok(Next::Done);
+            }
+            Some(_) => {}
+        }
+    }
+
+    let next = copy::sync(&ctx, service.as_deref(), copy.as_deref(), |s| {
+        host_service(s, &ctx.target)
+    })
+    .await?;
+    ctx.queues.endpoints.add(key.clone());
+    let (Some(service), Some(copy)) = (service, copy) else {
+        return Ok(next);
+    };
+    if Ctx::copy_of_uid(copy.as_ref()) != service.uid().as_deref() {
+        return Ok(next);
+    }
+    if let Some(ip) = cluster_ip(&copy)
+        && !is_headless(&service)
+        && cluster_ip(&service) != Some(ip)
+    {
+        return recreate(&ctx, &service, &copy, ip).await;
+    }
+    if let Some(status) = virtual_status(&copy, service.status.as_ref()) {
+        let patch = serde_json::json!({ "status": status });
+        match virt
+            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if copy::is_status(&err, 404) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(next)
+}
+
+fn merge_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(SYNCER_FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Replaces the virtual Service by one with the copy's address `ip`.
+async fn recreate(ctx: &Ctx, service: &Service, copy: &Service, ip: &str) -> anyhow::Result<Next> {
+    let taken = ctx
+        .stores
+        .virtual_services
+        .state()
+        .into_iter()
+        .any(|other| other.uid() != service.uid() && cluster_ip(&other) == Some(ip));
+    if taken {
+        tracing::warn!(
+            service = %service.name_any(), %ip,
+            "another virtual Service has the host copy's address; keeping the virtual one"
+        );
+        return Ok(Next::After(ADDRESS_RECHECK));
+    }
+    let replacement = with_cluster_ip(service, ip);
+    let patch = serde_json::json!({"metadata": {
+        "uid": copy.uid(),
+        "annotations": {RECREATE: serde_json::to_string(&replacement)?},
+    }});
+    ctx.host_api::<Service>()
+        .patch(&copy.name_any(), &merge_params(), &Patch::Merge(&patch))
+        .await?;
+    let virt = ctx.virtual_api::<Service>(service.namespace().as_deref().unwrap_or_default());
+    copy::delete(&virt, service, None).await?;
+    create_virtual(&virt, &replacement).await?;
+    Ok(Next::Done)
+}
+
+/// Creates `replacement`; if the virtual cluster refuses its address, creates it without one
+/// rather than lose the Service.
+async fn create_virtual(api: &Api<Service>, replacement: &Service) -> anyhow::Result<()> {
+    let pp = PostParams {
+        field_manager: Some(SYNCER_FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&pp, replacement).await {
+        Ok(_) => Ok(()),
+        Err(err) if copy::is_status(&err, 409) => Ok(()),
+        Err(err) if copy::is_status(&err, 422) => {
+            tracing::warn!(%err, service = %replacement.name_any(), "address refused, recreating without it");
+            let mut plain = replacement.clone();
+            if let Some(spec) = plain.spec.as_mut() {
+                spec.cluster_ip = None;
+                spec.cluster_ips = None;
+            }
+            match api.create(&pp, &plain).await {
+                Ok(_) => Ok(()),
+                Err(err) if copy::is_status(&err, 409) => Ok(()),
+                Err(err) => Err(err.into()),
+            }
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Endpoints of a virtual Service without selector are copied; those of Services with one are
+/// made by each side's own controllers.
+pub async fn reconcile_endpoints(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    if !ctx.config.sync.to_host.endpoints.enabled || is_api_service(&key) {
+        return Ok(Next::Done);
+    }
+    let selectorless = ctx
+        .stores
+        .virtual_services
+        .get(&key.object_ref())
+        .is_some_and(|s| !has_selector(&s));
+    let endpoints = ctx
+        .stores
+        .virtual_endpoints
+        .get(&key.object_ref())
+        .filter(|_| selectorless);
+    let copy = ctx.host_copy(&ctx.stores.host_endpoints, &key);
+    copy::sync(
+        &ctx,
+        endpoints.as_deref(),
+        copy.as_deref(),
+        |e: &Endpoints| host_endpoints(e, &ctx.target),
+    )
+    .await
+}
