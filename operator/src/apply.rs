@@ -15,8 +15,8 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use virtualcluster_crds::compare::contains;
 use sha2::{Digest, Sha256};
+use virtualcluster_crds::compare::contains;
 use virtualcluster_crds::keys::OPERATOR_FIELD_MANAGER;
 
 /// Annotation holding the hash of what the operator last applied to an object.

@@ -10,12 +10,12 @@ use clap::{ArgAction, Parser};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use tokio::signal::unix::{SignalKind, signal};
+use virtualcluster_crds::runtime::leader::{Elector, Timing};
+use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
 use virtualcluster_operator::controller::{self, Options};
 use virtualcluster_operator::http::{self, Health};
-use virtualcluster_crds::runtime::leader::{Elector, Timing};
 use virtualcluster_operator::metrics::Metrics;
 use virtualcluster_operator::settings::{self, Settings};
-use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
 
 /// Reconciles VirtualCluster objects: provisions each instance's control plane and syncer.
 #[derive(Parser, Debug)]

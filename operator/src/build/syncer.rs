@@ -292,7 +292,10 @@ mod tests {
         // Without namespace syncing the syncer reads host nodes across the cluster, nothing more.
         let plain_rules = plain_rbac.cluster_role.rules.unwrap();
         assert_eq!(plain_rules.len(), 1, "{plain_rules:?}");
-        assert_eq!(plain_rules[0].resources.as_deref(), Some(&["nodes".to_owned()][..]));
+        assert_eq!(
+            plain_rules[0].resources.as_deref(),
+            Some(&["nodes".to_owned()][..])
+        );
         assert_eq!(plain_rules[0].verbs, ["get", "list", "watch"]);
         assert_eq!(
             plain_rbac.role.metadata.namespace.as_deref(),

@@ -337,7 +337,10 @@ async fn creates_every_child_as_specified_and_becomes_ready() {
     for o in desired.cluster_roles {
         let rules = o.rules.clone().unwrap_or_default();
         assert_eq!(rules.len(), 1, "{rules:?}");
-        assert_eq!(rules[0].resources.as_deref(), Some(&["nodes".to_owned()][..]));
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["nodes".to_owned()][..])
+        );
         assert_live_matches(&Api::all(setup.client.clone()), o).await;
     }
 
