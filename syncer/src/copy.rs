@@ -136,8 +136,9 @@ where
     }
 }
 
-/// Deletes `live` if it is still the object with its UID.
-pub async fn delete<K>(api: &Api<K>, live: &K, grace_seconds: Option<u32>) -> anyhow::Result<()>
+/// Deletes `live` if it is still the object with its UID; returns whether it did (false when
+/// it was gone or replaced already).
+pub async fn delete<K>(api: &Api<K>, live: &K, grace_seconds: Option<u32>) -> anyhow::Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
@@ -150,8 +151,8 @@ where
         ..Default::default()
     };
     match api.delete(&live.name_any(), &params).await {
-        Ok(_) => Ok(()),
-        Err(err) if is_status(&err, 404) || is_status(&err, 409) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(err) if is_status(&err, 404) || is_status(&err, 409) => Ok(false),
         Err(err) => Err(err.into()),
     }
 }

@@ -38,6 +38,7 @@ fn copied_from(ctx: &Ctx, kind: &str, name: &str) -> Option<VirtualRef> {
 
 /// The virtual Event standing for host Event `event` about the copy of `of`.
 pub fn virtual_event(event: &Event, of: &VirtualRef, host_name: &str) -> Event {
+    let host_namespace = event.metadata.namespace.as_deref().unwrap_or_default();
     let name = event.name_any();
     let suffix = name
         .strip_prefix(host_name)
@@ -59,10 +60,13 @@ pub fn virtual_event(event: &Event, of: &VirtualRef, host_name: &str) -> Event {
             field_path: involved.field_path.clone(),
             resource_version: None,
         },
-        message: event
-            .message
-            .as_ref()
-            .map(|m| m.replace(host_name, &of.name)),
+        message: event.message.as_ref().map(|m| {
+            m.replace(
+                &format!("{host_namespace}/{host_name}"),
+                &format!("{}/{}", of.namespace, of.name),
+            )
+            .replace(host_name, &of.name)
+        }),
         reason: event.reason.clone(),
         type_: event.type_.clone(),
         count: event.count,
@@ -121,7 +125,7 @@ mod tests {
             "involvedObject": {"kind": "Pod", "name": "web-0-x-shop-x-vc", "namespace": "team-a",
                                "uid": "host-uid", "apiVersion": "v1"},
             "reason": "FailedScheduling",
-            "message": "pod web-0-x-shop-x-vc: 0/2 nodes are available",
+            "message": "Successfully assigned team-a/web-0-x-shop-x-vc to node-1; pod web-0-x-shop-x-vc",
             "type": "Warning", "count": 3
         }))
         .unwrap();

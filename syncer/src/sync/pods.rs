@@ -55,7 +55,9 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
                 Some(_) => {}
                 // Stopped on the host: nothing keeps the virtual pod (there is no kubelet to
                 // confirm it), so it goes at once.
-                None => copy::delete(&virt, pod.as_ref(), Some(0)).await?,
+                None => {
+                    copy::delete(&virt, pod.as_ref(), Some(0)).await?;
+                }
             }
             Ok(Next::Done)
         }

@@ -41,8 +41,11 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         return match (service, ctx.api_server_ip()) {
             (Some(service), Some(ip)) if cluster_ip(&service) != Some(ip.as_str()) => {
                 tracing::info!(%ip, "giving the virtual `kubernetes` Service the API server's address");
-                copy::delete(&virt, service.as_ref(), None).await?;
-                create_virtual(&virt, &with_cluster_ip(&service, &ip)).await?;
+                // Only the Service this reconcile saw is replaced; if it was replaced
+                // already, the watch brings the new one.
+                if copy::delete(&virt, service.as_ref(), None).await? {
+                    create_virtual(&virt, &with_cluster_ip(&service, &ip)).await?;
+                }
                 Ok(Next::Done)
             }
             (_, None) => Ok(Next::After(Duration::from_secs(1))),
@@ -138,8 +141,9 @@ async fn recreate(ctx: &Ctx, service: &Service, copy: &Service, ip: &str) -> any
         .patch(&copy.name_any(), &merge_params(), &Patch::Merge(&patch))
         .await?;
     let virt = ctx.virtual_api::<Service>(service.namespace().as_deref().unwrap_or_default());
-    copy::delete(&virt, service, None).await?;
-    create_virtual(&virt, &replacement).await?;
+    if copy::delete(&virt, service, None).await? {
+        create_virtual(&virt, &replacement).await?;
+    }
     Ok(Next::Done)
 }
 
