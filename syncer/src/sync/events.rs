@@ -143,7 +143,7 @@ mod tests {
         assert_eq!(mirrored.involved_object.uid.as_deref(), Some("v-uid"));
         assert_eq!(
             mirrored.message.as_deref(),
-            Some("pod web-0: 0/2 nodes are available")
+            Some("Successfully assigned shop/web-0 to node-1; pod web-0")
         );
         assert_eq!(mirrored.count, Some(3));
     }
