@@ -229,7 +229,7 @@ where
         serde_json::to_value(&desired).unwrap(),
     );
     assert!(
-        apply::contains(&live, &desired),
+        virtualcluster_crds::compare::contains(&live, &desired),
         "{} {name} differs from what the operator builds:\nlive: {live:#}\ndesired: {desired:#}",
         K::kind(&())
     );

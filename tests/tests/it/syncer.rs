@@ -1,0 +1,655 @@
+//! The syncer against two real API servers: the host (the shared local cluster, with simulated
+//! nodes) and the virtual cluster the operator rendered, both run by `instance::run_instance`
+//! exactly as `tests/local-cluster run-instance` runs them (the syncer with the arguments of its
+//! Deployment and the RBAC the operator granted its ServiceAccount).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
+};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use virtualcluster_crds::VirtualCluster;
+use virtualcluster_crds::instance::InstanceRef;
+use virtualcluster_crds::{keys, marks, naming};
+use virtualcluster_tests::cluster::State;
+use virtualcluster_tests::harness::{eventually, eventually_within, wait_gone};
+use virtualcluster_tests::instance::{self, Options};
+use virtualcluster_tests::operator::{self, Operator, Start};
+use virtualcluster_tests::process::{self, Lifetime, ProcessRecord};
+use virtualcluster_tests::{TestCluster, crd, kubeconfig, shared_cluster};
+
+const FIELD_MANAGER: &str = "virtualcluster-tests";
+const LONG: Duration = Duration::from_secs(120);
+
+fn object<K: DeserializeOwned>(value: serde_json::Value) -> K {
+    serde_json::from_value(value).expect("a valid object")
+}
+
+async fn create<K>(api: &Api<K>, value: serde_json::Value)
+where
+    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = object(value);
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|err| panic!("creating {}: {err}", obj.name_any()));
+}
+
+/// A VirtualCluster whose control plane and syncer run locally, as rendered by the operator.
+struct Running {
+    host: Client,
+    virt: Client,
+    id: InstanceRef,
+    dir: PathBuf,
+    _operator: Operator,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("syncer log:\n{}", self.syncer_log());
+        }
+        if let Err(err) = instance::stop_instance(&self.dir, &self.id.namespace, &self.id.name) {
+            eprintln!("stopping {}/{}: {err:#}", self.id.namespace, self.id.name);
+        }
+    }
+}
+
+impl Running {
+    async fn start(cluster: &TestCluster, prefix: &str, name: &str) -> Running {
+        let host = cluster.client().await;
+        crd::install(&host).await.unwrap();
+        let namespace = cluster.namespace(prefix).await;
+        let identity = operator::identity(cluster, &namespace).await.unwrap();
+        let operator = Operator::start(
+            cluster,
+            Start {
+                namespaces: &[&namespace],
+                kubeconfig: &identity,
+                args: &[],
+            },
+        )
+        .await
+        .unwrap();
+        let vcs: Api<VirtualCluster> = Api::namespaced(host.clone(), &namespace);
+        let vc = json!({
+            "apiVersion": "virtualcluster.dev/v1alpha1",
+            "kind": "VirtualCluster",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {},
+        });
+        let vc = vcs
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&vc),
+            )
+            .await
+            .unwrap();
+        let id = InstanceRef::of(&vc);
+        eventually(
+            "the operator to render control plane and syncer",
+            || async {
+                let sets: Api<StatefulSet> = Api::namespaced(host.clone(), &namespace);
+                let deployments: Api<Deployment> = Api::namespaced(host.clone(), &namespace);
+                let secrets: Api<Secret> = Api::namespaced(host.clone(), &namespace);
+                let rendered = sets.get_opt(&id.control_plane()).await.unwrap().is_some()
+                    && deployments.get_opt(&id.syncer()).await.unwrap().is_some()
+                    && secrets
+                        .get_opt(&id.kubeconfig_secret())
+                        .await
+                        .unwrap()
+                        .is_some();
+                rendered.then_some(())
+            },
+        )
+        .await;
+        let kubeconfig = instance::run_instance(
+            cluster.dir(),
+            &namespace,
+            name,
+            Options::with_syncer(Lifetime::TiedToThisProcess),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("running {namespace}/{name}: {err:#}"));
+        let virt = kubeconfig::client(&kubeconfig).await.unwrap();
+        Running {
+            host,
+            virt,
+            id,
+            dir: cluster.dir().to_owned(),
+            _operator: operator,
+        }
+    }
+
+    fn host_api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.host.clone(), &self.id.namespace)
+    }
+
+    fn virtual_api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.virt.clone(), namespace)
+    }
+
+    fn host_name(&self, namespace: &str, name: &str) -> String {
+        naming::host_name(name, namespace, &self.id.name)
+    }
+
+    /// The syncer's log, for failure messages.
+    fn syncer_log(&self) -> String {
+        let log = instance::instance_dir(&self.dir, &self.id.namespace, &self.id.name)
+            .join("logs")
+            .join("syncer.log");
+        process::log_tail(&log, 30)
+    }
+
+    /// The running syncer's process record.
+    fn syncer_record(&self) -> ProcessRecord {
+        let suffix = format!("instances/{}/{}/syncer", self.id.namespace, self.id.name);
+        State::read(&self.dir)
+            .unwrap()
+            .expect("cluster state")
+            .running()
+            .find(|p| p.name == suffix)
+            .cloned()
+            .expect("a running syncer")
+    }
+}
+
+/// The syncer stopped, to be started again with the same command line, environment and log.
+struct StoppedSyncer {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    record: ProcessRecord,
+}
+
+fn stop_syncer(running: &Running) -> StoppedSyncer {
+    let record = running.syncer_record();
+    let split = |path: String| -> Vec<String> {
+        std::fs::read(path)
+            .unwrap()
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    let args = split(format!("/proc/{}/cmdline", record.pid));
+    let env = split(format!("/proc/{}/environ", record.pid))
+        .into_iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    assert!(process::stop(&record, Duration::from_secs(10)).unwrap());
+    StoppedSyncer { args, env, record }
+}
+
+fn start_syncer(running: &Running, stopped: StoppedSyncer) {
+    let mut cmd = Command::new(&stopped.args[0]);
+    cmd.args(&stopped.args[1..]).env_clear().envs(stopped.env);
+    let started = process::spawn(
+        &stopped.record.name,
+        cmd,
+        &stopped.record.log,
+        Lifetime::TiedToThisProcess,
+    )
+    .unwrap();
+    let record = started.record.clone();
+    // Keep the child's handle alive for the rest of the test; its lifetime is tied to ours.
+    std::mem::forget(started);
+    State::update(&running.dir, |state| {
+        state.processes.retain(|p| p.name != record.name);
+        state.processes.push(record);
+        Ok(())
+    })
+    .unwrap();
+}
+
+async fn list<K>(api: &Api<K>, selector: &str) -> Vec<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+}
+
+fn running_with_ip(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    (status.phase.as_deref() == Some("Running")).then(|| status.pod_ip.clone())?
+}
+
+/// Creates in virtual namespace `namespace` a Deployment `web` of `replicas` pods that use a
+/// ConfigMap and a Secret, a Service `web` in front of them, and a ConfigMap nobody uses.
+async fn deploy_web(running: &Running, namespace: &str, replicas: i32) {
+    let namespaces: Api<Namespace> = Api::all(running.virt.clone());
+    create(&namespaces, json!({"metadata": {"name": namespace}})).await;
+    create(
+        &running.virtual_api::<ConfigMap>(namespace),
+        json!({"metadata": {"name": "settings"}, "data": {"greeting": format!("hello from {namespace}")}}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<ConfigMap>(namespace),
+        json!({"metadata": {"name": "unused"}, "data": {"k": "v"}}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<Secret>(namespace),
+        json!({"metadata": {"name": "db"}, "stringData": {"password": "s3cret"}}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<Deployment>(namespace),
+        json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{
+                        "name": "web", "image": "nginx:1.27",
+                        "envFrom": [{"configMapRef": {"name": "settings"}}],
+                        "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]
+                    }]}
+                }
+            }
+        }),
+    )
+    .await;
+    create(
+        &running.virtual_api::<Service>(namespace),
+        json!({"metadata": {"name": "web"},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+    )
+    .await;
+}
+
+/// The running virtual pods of `web` in `namespace` and the IPs of their host copies, once
+/// there are `count` of them, each Running on both sides with the same IP.
+async fn web_pods(running: &Running, namespace: &str, count: usize) -> BTreeMap<String, String> {
+    eventually_within(
+        &format!("{count} pods of {namespace}/web running on both sides"),
+        LONG,
+        || async {
+            let pods = list(&running.virtual_api::<Pod>(namespace), "app=web").await;
+            let pods: Vec<_> = pods
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            if pods.len() != count {
+                return None;
+            }
+            let mut ips = BTreeMap::new();
+            for pod in pods {
+                let ip = running_with_ip(&pod)?;
+                let host = running
+                    .host_api::<Pod>()
+                    .get_opt(&running.host_name(namespace, &pod.name_any()))
+                    .await
+                    .unwrap()?;
+                if running_with_ip(&host)? != ip {
+                    return None;
+                }
+                ips.insert(pod.name_any(), ip);
+            }
+            Some(ips)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn workloads_created_in_the_virtual_cluster_run_on_the_host() {
+    let cluster = shared_cluster().await;
+    let running = Running::start(cluster, "syncer", "vc").await;
+    let id = &running.id;
+    let host_selector = marks::copies_selector(id);
+
+    deploy_web(&running, "shop", 2).await;
+    deploy_web(&running, "blog", 2).await;
+    let shop = web_pods(&running, "shop", 2).await;
+    let blog = web_pods(&running, "blog", 2).await;
+
+    // Host copies carry the instance's marks and the virtual object's name, namespace and UID.
+    let virtual_pod = running
+        .virtual_api::<Pod>("shop")
+        .get(shop.keys().next().unwrap())
+        .await
+        .unwrap();
+    let host_pod = running
+        .host_api::<Pod>()
+        .get(&running.host_name("shop", &virtual_pod.name_any()))
+        .await
+        .unwrap();
+    assert!(
+        marks::is_copy_of(id, host_pod.labels()),
+        "{:?}",
+        host_pod.labels()
+    );
+    assert_eq!(
+        marks::virtual_ref(host_pod.annotations()).unwrap().uid,
+        virtual_pod.uid().unwrap()
+    );
+    // Bound to a virtual node mirroring the host node it runs on.
+    let node_name = virtual_pod
+        .spec
+        .as_ref()
+        .unwrap()
+        .node_name
+        .clone()
+        .unwrap();
+    assert_eq!(
+        host_pod.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(node_name.as_str())
+    );
+    let node = Api::<Node>::all(running.virt.clone())
+        .get(&node_name)
+        .await
+        .unwrap();
+    let ready = node.status.unwrap().conditions.unwrap();
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{ready:?}"
+    );
+
+    // Services route to the pods of their own virtual namespace only.
+    let host_service = running
+        .host_api::<Service>()
+        .get(&running.host_name("shop", "web"))
+        .await
+        .unwrap();
+    let selector = host_service
+        .spec
+        .as_ref()
+        .unwrap()
+        .selector
+        .clone()
+        .unwrap();
+    assert_eq!(selector["app"], "web");
+    assert_eq!(selector[keys::OBJECT_NAMESPACE_LABEL], "shop");
+    let shop_ips: BTreeSet<String> = shop.values().cloned().collect();
+    let blog_ips: BTreeSet<String> = blog.values().cloned().collect();
+    assert!(shop_ips.is_disjoint(&blog_ips));
+    let endpoint_ips = |e: Endpoints| -> BTreeSet<String> {
+        e.subsets
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.addresses.into_iter().flatten())
+            .map(|a| a.ip)
+            .collect()
+    };
+    eventually(
+        "the host Service to route to the shop pods only",
+        || async {
+            let endpoints = running
+                .host_api::<Endpoints>()
+                .get_opt(&running.host_name("shop", "web"))
+                .await
+                .unwrap()?;
+            (endpoint_ips(endpoints) == shop_ips).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        "the virtual Service to carry its host copy's address",
+        || async {
+            let service = running
+                .virtual_api::<Service>("shop")
+                .get("web")
+                .await
+                .unwrap();
+            (service.spec?.cluster_ip == host_service.spec.as_ref()?.cluster_ip).then_some(())
+        },
+    )
+    .await;
+    eventually("the virtual Endpoints to list the shop pods", || async {
+        let endpoints = running
+            .virtual_api::<Endpoints>("shop")
+            .get_opt("web")
+            .await
+            .unwrap()?;
+        (endpoint_ips(endpoints) == shop_ips).then_some(())
+    })
+    .await;
+
+    // ConfigMaps and Secrets follow the pods that use them; others stay in the virtual cluster.
+    let settings = running
+        .host_api::<ConfigMap>()
+        .get(&running.host_name("shop", "settings"))
+        .await
+        .unwrap();
+    assert_eq!(settings.data.unwrap()["greeting"], "hello from shop");
+    let secret = running
+        .host_api::<Secret>()
+        .get(&running.host_name("blog", "db"))
+        .await
+        .unwrap();
+    assert_eq!(secret.data.unwrap()["password"].0, b"s3cret");
+    assert!(
+        running
+            .host_api::<ConfigMap>()
+            .get_opt(&running.host_name("shop", "unused"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Host Events about copies show in the virtual cluster, about the virtual objects.
+    let pod_name = virtual_pod.name_any();
+    eventually(
+        "the host's scheduling Event in the virtual cluster",
+        || async {
+            let events = running
+                .virtual_api::<Event>("shop")
+                .list(&ListParams::default())
+                .await
+                .unwrap();
+            events
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("Scheduled")
+                        && e.involved_object.name.as_deref() == Some(pod_name.as_str())
+                        && e.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains(&format!("shop/{pod_name}")))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A host object that is not the instance's copy is never touched.
+    let clash = running.host_name("shop", "clash");
+    create(
+        &running.host_api::<ConfigMap>(),
+        json!({"metadata": {"name": clash}, "data": {"owner": "host"}}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<ConfigMap>("shop"),
+        json!({"metadata": {"name": "clash"}, "data": {"owner": "virtual"}}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<Pod>("shop"),
+        json!({"metadata": {"name": "uses-clash"},
+               "spec": {"containers": [{"name": "c", "image": "busybox",
+                        "envFrom": [{"configMapRef": {"name": "clash"}}]}]}}),
+    )
+    .await;
+    eventually("an Event telling of the name clash", || async {
+        let events = running
+            .virtual_api::<Event>("shop")
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        events
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("HostNameConflict")
+                    && e.involved_object.name.as_deref() == Some("clash")
+            })
+            .then_some(())
+    })
+    .await;
+    let foreign = running.host_api::<ConfigMap>().get(&clash).await.unwrap();
+    assert_eq!(foreign.data.as_ref().unwrap()["owner"], "host");
+    assert!(!marks::is_copy_of(id, foreign.labels()));
+
+    // A host copy edited by hand is put back.
+    let copy_name = running.host_name("shop", "settings");
+    running
+        .host_api::<ConfigMap>()
+        .patch(
+            &copy_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"greeting": "edited on the host"}})),
+        )
+        .await
+        .unwrap();
+    eventually("the edited copy to be put back", || async {
+        let cm = running
+            .host_api::<ConfigMap>()
+            .get(&copy_name)
+            .await
+            .unwrap();
+        (cm.data?["greeting"] == "hello from shop").then_some(())
+    })
+    .await;
+
+    // Deleting in the virtual cluster deletes the copies.
+    running
+        .virtual_api::<Deployment>("blog")
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    running
+        .virtual_api::<Service>("blog")
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually_within("the blog pods' copies to go", LONG, || async {
+        let pods = list(
+            &running.host_api::<Pod>(),
+            &format!("{host_selector},{}=blog", keys::OBJECT_NAMESPACE_LABEL),
+        )
+        .await;
+        pods.is_empty().then_some(())
+    })
+    .await;
+    wait_gone(
+        "the blog Service's copy",
+        &running.host_api::<Service>(),
+        &running.host_name("blog", "web"),
+    )
+    .await;
+
+    // A host pod deleted by hand deletes its virtual pod, and its Deployment replaces it.
+    let (lost, _) = shop.iter().next().unwrap();
+    running
+        .host_api::<Pod>()
+        .delete(&running.host_name("shop", lost), &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(
+        "the virtual pod whose host pod was deleted",
+        &running.virtual_api::<Pod>("shop"),
+        lost,
+    )
+    .await;
+    let replaced = web_pods(&running, "shop", 2).await;
+    assert!(!replaced.contains_key(lost), "{replaced:?}");
+
+    // Stopped, changed on both sides, started again: converged.
+    running
+        .virtual_api::<Service>("shop")
+        .patch(
+            "old",
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "old"},
+                                 "spec": {"selector": {"app": "old"}, "ports": [{"port": 81}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let old_copy = running.host_name("shop", "old");
+    eventually("the copy of Service old", || async {
+        running
+            .host_api::<Service>()
+            .get_opt(&old_copy)
+            .await
+            .unwrap()
+    })
+    .await;
+    let stopped = stop_syncer(&running);
+    running
+        .virtual_api::<Service>("shop")
+        .delete("old", &DeleteParams::default())
+        .await
+        .unwrap();
+    running
+        .virtual_api::<Deployment>("shop")
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    running
+        .host_api::<ConfigMap>()
+        .delete(&copy_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        running
+            .host_api::<Service>()
+            .get_opt(&old_copy)
+            .await
+            .unwrap()
+            .is_some(),
+        "nothing deletes the copy while the syncer is stopped"
+    );
+    start_syncer(&running, stopped);
+    web_pods(&running, "shop", 3).await;
+    wait_gone(
+        "the copy of the Service deleted while the syncer was stopped",
+        &running.host_api::<Service>(),
+        &old_copy,
+    )
+    .await;
+    eventually(
+        "the copy deleted on the host while the syncer was stopped",
+        || async {
+            running
+                .host_api::<ConfigMap>()
+                .get_opt(&copy_name)
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+}
