@@ -1,6 +1,7 @@
 //! The integration tests that need a cluster, in one binary so that they share one.
 
 mod admission;
+mod chart;
 mod control_plane;
 mod local_cluster;
 mod operator;
