@@ -1,11 +1,13 @@
-//! Runs a virtual control plane as the operator rendered it into a local cluster, but as local
-//! processes: the StatefulSet's containers, with the binaries built for the local cluster, on
-//! free loopback ports, with their volumes as folders under `DIR/instances/NS/NAME/`.
+//! Runs a virtual cluster as the operator rendered it into a local cluster, but as local
+//! processes: the containers of the control plane's StatefulSet and then those of the syncer's
+//! Deployment, with the binaries built for the local cluster and this workspace, on free
+//! loopback ports, with their volumes as folders under `DIR/instances/NS/NAME/`.
 //!
 //! The processes are recorded in `DIR/state.json` next to the cluster's own, so
 //! `tests/local-cluster down DIR` stops them too; [`stop_instance`] stops one instance only.
 
 pub mod plan;
+pub mod syncer;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,8 +18,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use virtualcluster_crds::instance::{InstanceRef, KUBECONFIG_KEY};
 
@@ -26,7 +28,7 @@ use crate::cluster::{self, STARTUP_TIMEOUT, State};
 use crate::kubeconfig;
 use crate::process::{self, Lifetime, Started};
 
-use plan::{LocalProcess, Plan};
+use plan::{Addresses, LocalPod, LocalProcess, Mounted, Plan};
 
 /// Where the instance `namespace/name` of the cluster in `dir` keeps its folders, logs and
 /// kubeconfig.
@@ -34,51 +36,119 @@ pub fn instance_dir(dir: &Path, namespace: &str, name: &str) -> PathBuf {
     dir.join("instances").join(namespace).join(name)
 }
 
-/// Starts the control plane of the VirtualCluster `namespace/name` from its StatefulSet and
-/// Secrets in the cluster of `dir` (read with `DIR/kubeconfig`), and returns the path of a
-/// kubeconfig for it (the admin kubeconfig of Secret `vc-NAME`, pointed at the local API
-/// server) once its API server is ready and every container has kept running for a moment.
-/// Containers that exit meanwhile are started again, as the kubelet would; after it returns,
-/// nothing restarts them. On failure, what was started is stopped again.
+/// How [`run_instance`] runs an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// What ends the instance's processes.
+    pub lifetime: Lifetime,
+    /// Also run the syncer, from its Deployment `NAME-syncer`, once the control plane is ready.
+    pub syncer: bool,
+}
+
+impl Options {
+    /// The control plane and the syncer, as `tests/local-cluster run-instance` runs them.
+    pub fn with_syncer(lifetime: Lifetime) -> Self {
+        Options {
+            lifetime,
+            syncer: true,
+        }
+    }
+
+    /// The control plane only.
+    pub fn control_plane_only(lifetime: Lifetime) -> Self {
+        Options {
+            lifetime,
+            syncer: false,
+        }
+    }
+}
+
+/// Starts the VirtualCluster `namespace/name` from what the operator rendered into the cluster
+/// of `dir` (read with `DIR/kubeconfig`), and returns the path of a kubeconfig for it (the
+/// admin kubeconfig of Secret `vc-NAME`, pointed at the local API server).
+///
+/// First the control plane, from its StatefulSet and the Secrets it mounts, until its API
+/// server is ready and every container has kept running for a moment. Then, with
+/// [`Options::syncer`], one pod of the syncer's Deployment (named `NAME-syncer-local`), from the
+/// Deployment and the Secret and ConfigMap it mounts, with the virtual API server's Service
+/// replaced by the local API server and its host credentials by a kubeconfig with a token of
+/// its ServiceAccount (see [`syncer`]); it returns once the syncer too has kept running for a
+/// moment. Containers that exit meanwhile are started again, as the kubelet would; after it
+/// returns, nothing restarts them. On failure, what was started is stopped again.
 pub async fn run_instance(
     dir: &Path,
     namespace: &str,
     name: &str,
-    lifetime: Lifetime,
+    options: Options,
 ) -> Result<PathBuf> {
     let since = Instant::now();
     let dir = std::path::absolute(dir)?;
     let what = format!("instance {namespace}/{name}");
-    let (sts, secrets, admin_config) = read_objects(&dir, namespace, name).await?;
+    let id = InstanceRef {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        uid: String::new(),
+    };
+    let objects = read_objects(&dir, &id, options.syncer).await?;
+    let control_plane = LocalPod::of_stateful_set(&objects.stateful_set)?;
 
     let bin_dir = tokio::task::spawn_blocking(binaries::ensure).await??;
-    let old_ports = plan::declared_ports(&sts)?;
-    let new_ports = cluster::free_loopback_ports(old_ports.len())?;
-    let ports: BTreeMap<u16, u16> = old_ports.into_iter().zip(new_ports).collect();
+    let syncer_binary = match options.syncer {
+        true => Some(tokio::task::spawn_blocking(syncer::binary).await??),
+        false => None,
+    };
     let root = instance_dir(&dir, namespace, name);
-    let plan = plan::plan(&sts, &secrets, &ports, &root)?;
-    let binaries: Vec<PathBuf> = plan
-        .processes
-        .iter()
-        .map(|p| {
-            let path = bin_dir.join(&p.binary);
-            if !path.is_file() {
-                bail!(
-                    "container {} runs {}, which is not among the binaries in {}",
-                    p.container,
-                    p.binary,
-                    bin_dir.display()
-                );
+    let addresses = Addresses {
+        ports: local_ports(&control_plane)?,
+        services: BTreeMap::new(),
+    };
+    let plan = plan::plan(&control_plane, &objects.control_plane, &addresses, &root)?;
+    let api_server_port = plan
+        .api_server_port
+        .context("no container of the control plane runs kube-apiserver")?;
+    let api_server = format!("{}:{api_server_port}", plan::POD_IP);
+    let mut processes = local_binaries(&plan, &bin_dir, None)?;
+    let control_plane_containers = processes.len();
+
+    // The syncer's volumes go to a folder of their own, as each pod has its own volumes.
+    let syncer_root = root.join("syncer");
+    let host_kubeconfig = syncer_root.join("host-kubeconfig");
+    let syncer_plan = match &objects.syncer {
+        None => None,
+        Some((deployment, mounted)) => {
+            let pod = LocalPod::of_deployment(deployment, syncer::POD_SUFFIX)?;
+            let addresses = Addresses {
+                ports: local_ports(&pod)?,
+                services: syncer::api_server_addresses(&id, &api_server),
+            };
+            let plan = syncer::plan(
+                deployment,
+                mounted,
+                &addresses,
+                &syncer_root,
+                &host_kubeconfig,
+            )
+            .with_context(|| format!("the syncer of {what}"))?;
+            for (process, binary) in local_binaries(&plan, &bin_dir, syncer_binary.as_deref())? {
+                if processes
+                    .iter()
+                    .any(|(p, _)| p.container == process.container)
+                {
+                    bail!(
+                        "the syncer's container {} has the name of a control plane container",
+                        process.container
+                    );
+                }
+                processes.push((process, binary));
             }
-            Ok(path)
-        })
-        .collect::<Result<Vec<_>>>()?;
+            Some(plan)
+        }
+    };
+
     let kubeconfig_path = root.join("kubeconfig");
-    let local_config = plan::local_kubeconfig(
-        &admin_config,
-        &format!("https://{}:{}", plan::POD_IP, plan.api_server_port),
-    )
-    .with_context(|| format!("the admin kubeconfig of {what}"))?;
+    let local_config =
+        plan::local_kubeconfig(&objects.admin_kubeconfig, &format!("https://{api_server}"))
+            .with_context(|| format!("the admin kubeconfig of {what}"))?;
 
     // One start of an instance at a time; a second one waits, then finds it running.
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
@@ -96,37 +166,51 @@ pub async fn run_instance(
         state.processes.retain(|p| !p.name.starts_with(&prefix));
         Ok(())
     })?;
-    prepare(&root, &plan)?;
+    let logs = root.join("logs");
+    prepare(&logs, [&plan].into_iter().chain(&syncer_plan))?;
     write_private(&kubeconfig_path, local_config.as_bytes())?;
+    if let Some(plan) = &syncer_plan {
+        let account = plan
+            .service_account
+            .as_deref()
+            .expect("syncer::plan has checked it");
+        syncer::write_host_kubeconfig(&dir, namespace, account, &host_kubeconfig).await?;
+    }
 
     let mut pod = Pod {
         dir: dir.clone(),
         root: root.clone(),
-        lifetime,
+        lifetime: options.lifetime,
         since,
         containers: Vec::new(),
     };
     let result = async {
-        for (process, binary) in plan.processes.iter().zip(binaries) {
-            pod.start(Container {
-                record_name: format!("{prefix}{}", process.container),
-                process: process.clone(),
-                binary,
-                log: root.join("logs").join(format!("{}.log", process.container)),
-                running: None,
-                restarts: 0,
-            })?;
-        }
         let client = kubeconfig::client(&kubeconfig_path).await?;
-        pod.wait_ready(&what, || {
+        let probe = || {
             let client = client.clone();
             async move {
                 let request = http::Request::get("/readyz").body(Vec::new())?;
                 client.request_text(request).await?;
                 Ok(())
             }
-        })
-        .await
+        };
+        let mut processes = processes.into_iter();
+        for (process, binary) in processes.by_ref().take(control_plane_containers) {
+            pod.start(Container::new(&prefix, &logs, process, binary))?;
+        }
+        pod.wait_ready(&what, probe).await?;
+        if syncer_plan.is_some() {
+            eprintln!(
+                "local-cluster: {:>5.1?} {what}: control plane ready, starting the syncer",
+                since.elapsed()
+            );
+            for (process, binary) in processes {
+                pod.start(Container::new(&prefix, &logs, process, binary))?;
+            }
+            // The syncer has no readiness endpoint: it is started once it keeps running.
+            pod.wait_ready(&what, probe).await?;
+        }
+        Ok(())
     }
     .await;
     if let Err(err) = result {
@@ -140,45 +224,120 @@ pub async fn run_instance(
     Ok(kubeconfig_path)
 }
 
-/// The StatefulSet `namespace/name`, the Secrets it mounts (those that exist) and the admin
-/// kubeconfig of the instance, read as cluster admin of the cluster in `dir`.
-async fn read_objects(
-    dir: &Path,
-    namespace: &str,
-    name: &str,
-) -> Result<(StatefulSet, Vec<Secret>, Vec<u8>)> {
+/// Each process of `plan` with the binary it runs: `syncer_binary` (this workspace's build) for
+/// the syncer, the local cluster's binaries in `bin_dir` for the rest.
+fn local_binaries(
+    plan: &Plan,
+    bin_dir: &Path,
+    syncer_binary: Option<&Path>,
+) -> Result<Vec<(LocalProcess, PathBuf)>> {
+    plan.processes
+        .iter()
+        .map(|p| {
+            let path = match syncer_binary {
+                Some(built) if p.binary == syncer::BINARY => built.to_owned(),
+                _ => bin_dir.join(&p.binary),
+            };
+            if !path.is_file() {
+                bail!(
+                    "container {} runs {}, which is not among the binaries in {}",
+                    p.container,
+                    p.binary,
+                    bin_dir.display()
+                );
+            }
+            Ok((p.clone(), path))
+        })
+        .collect()
+}
+
+/// Each declared port of `pod` to a free loopback port.
+fn local_ports(pod: &LocalPod<'_>) -> Result<BTreeMap<u16, u16>> {
+    let declared = pod.declared_ports()?;
+    let free = cluster::free_loopback_ports(declared.len())?;
+    Ok(declared.into_iter().zip(free).collect())
+}
+
+/// What [`run_instance`] reads from the cluster.
+struct Objects {
+    stateful_set: StatefulSet,
+    /// What the control plane mounts.
+    control_plane: Mounted,
+    /// The admin kubeconfig of Secret `vc-NAME`.
+    admin_kubeconfig: Vec<u8>,
+    /// The syncer's Deployment and what it mounts, when it is to run.
+    syncer: Option<(Deployment, Mounted)>,
+}
+
+/// The control plane's StatefulSet, the admin kubeconfig and, with `syncer`, the syncer's
+/// Deployment, each with the Secrets and ConfigMaps it mounts (those that exist), read as
+/// cluster admin of the cluster in `dir`.
+async fn read_objects(dir: &Path, id: &InstanceRef, syncer: bool) -> Result<Objects> {
     let admin = kubeconfig::client(&dir.join("kubeconfig")).await?;
-    let sts = Api::<StatefulSet>::namespaced(admin.clone(), namespace)
-        .get(name)
+    let namespace = id.namespace.as_str();
+    let sts_name = id.control_plane();
+    let stateful_set = Api::<StatefulSet>::namespaced(admin.clone(), namespace)
+        .get(&sts_name)
         .await
-        .with_context(|| format!("reading StatefulSet {namespace}/{name}"))?;
-    let secrets_api: Api<Secret> = Api::namespaced(admin, namespace);
-    let mut secrets = Vec::new();
-    for secret in plan::mounted_secrets(&sts)? {
-        if let Some(found) = secrets_api
-            .get_opt(&secret)
-            .await
-            .with_context(|| format!("reading Secret {namespace}/{secret}"))?
-        {
-            secrets.push(found);
-        }
-    }
-    let id = InstanceRef {
-        name: name.to_owned(),
-        namespace: namespace.to_owned(),
-        uid: String::new(),
-    };
+        .with_context(|| format!("reading StatefulSet {namespace}/{sts_name}"))?;
+    let control_plane = read_mounted(&admin, &LocalPod::of_stateful_set(&stateful_set)?).await?;
     let admin_secret = id.kubeconfig_secret();
-    let admin_config = secrets_api
+    let admin_kubeconfig = Api::<Secret>::namespaced(admin.clone(), namespace)
         .get(&admin_secret)
         .await
         .with_context(|| format!("reading Secret {namespace}/{admin_secret}"))?
         .data
         .and_then(|mut d| d.remove(KUBECONFIG_KEY))
-        .with_context(|| {
-            format!("Secret {namespace}/{admin_secret} has no key {KUBECONFIG_KEY}")
-        })?;
-    Ok((sts, secrets, admin_config.0))
+        .with_context(|| format!("Secret {namespace}/{admin_secret} has no key {KUBECONFIG_KEY}"))?
+        .0;
+    let syncer = if syncer {
+        let name = id.syncer();
+        let deployment = Api::<Deployment>::namespaced(admin.clone(), namespace)
+            .get(&name)
+            .await
+            .with_context(|| format!("reading Deployment {namespace}/{name}"))?;
+        let mounted = read_mounted(
+            &admin,
+            &LocalPod::of_deployment(&deployment, syncer::POD_SUFFIX)?,
+        )
+        .await?;
+        Some((deployment, mounted))
+    } else {
+        None
+    };
+    Ok(Objects {
+        stateful_set,
+        control_plane,
+        admin_kubeconfig,
+        syncer,
+    })
+}
+
+/// The Secrets and ConfigMaps `pod` mounts, those that exist.
+async fn read_mounted(client: &kube::Client, pod: &LocalPod<'_>) -> Result<Mounted> {
+    let namespace = pod.namespace.as_str();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut mounted = Mounted::default();
+    for name in pod.mounted_secrets() {
+        if let Some(found) = secrets
+            .get_opt(&name)
+            .await
+            .with_context(|| format!("reading Secret {namespace}/{name}"))?
+        {
+            mounted.secrets.push(found);
+        }
+    }
+    for name in pod.mounted_config_maps() {
+        if let Some(found) = config_maps
+            .get_opt(&name)
+            .await
+            .with_context(|| format!("reading ConfigMap {namespace}/{name}"))?
+        {
+            mounted.config_maps.push(found);
+        }
+    }
+    Ok(mounted)
 }
 
 /// How often a container that exits while [`run_instance`] waits is started again, as the
@@ -208,6 +367,21 @@ struct Container {
     /// The current process and when it started.
     running: Option<(Started, Instant)>,
     restarts: u32,
+}
+
+impl Container {
+    /// `process` running `binary`, recorded under the instance's record `prefix`, logging to
+    /// `logs/CONTAINER.log`.
+    fn new(prefix: &str, logs: &Path, process: LocalProcess, binary: PathBuf) -> Self {
+        Container {
+            record_name: format!("{prefix}{}", process.container),
+            log: logs.join(format!("{}.log", process.container)),
+            process,
+            binary,
+            running: None,
+            restarts: 0,
+        }
+    }
 }
 
 impl Pod {
@@ -360,16 +534,15 @@ fn record_prefix(namespace: &str, name: &str) -> String {
     format!("instances/{namespace}/{name}/")
 }
 
-/// Makes the folders (emptying all but claims) and writes the files of `plan`, with a fresh
+/// Makes the folders (emptying all but claims) and writes the files of `plans`, with a fresh
 /// `logs` folder.
-fn prepare(root: &Path, plan: &Plan) -> Result<()> {
-    let logs = root.join("logs");
-    for folder in plan
-        .folders
-        .iter()
+fn prepare<'a>(logs: &Path, plans: impl IntoIterator<Item = &'a Plan>) -> Result<()> {
+    let plans: Vec<&Plan> = plans.into_iter().collect();
+    let folders = || plans.iter().flat_map(|p| &p.folders);
+    for folder in folders()
         .filter(|f| !f.keep)
-        .map(|f| &f.path)
-        .chain([&logs])
+        .map(|f| f.path.as_path())
+        .chain([logs])
     {
         match fs::remove_dir_all(folder) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
@@ -378,14 +551,14 @@ fn prepare(root: &Path, plan: &Plan) -> Result<()> {
             _ => {}
         }
     }
-    for folder in plan.folders.iter().map(|f| &f.path).chain([&logs]) {
+    for folder in folders().map(|f| f.path.as_path()).chain([logs]) {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(folder)
             .with_context(|| format!("creating {}", folder.display()))?;
     }
-    for file in &plan.files {
+    for file in plans.iter().flat_map(|p| &p.files) {
         if let Some(parent) = file.path.parent() {
             fs::DirBuilder::new()
                 .recursive(true)

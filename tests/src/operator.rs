@@ -40,39 +40,35 @@ pub fn binary() -> Result<PathBuf> {
 
 /// Builds the operator (optimised with `release`) and returns its path.
 pub fn build(release: bool) -> Result<PathBuf> {
+    cargo_build("virtualcluster-operator", NAME, release)
+}
+
+/// Builds the binary `binary` of the workspace's package `package` (optimised with `release`)
+/// and returns its path.
+pub fn cargo_build(package: &str, binary: &str, release: bool) -> Result<PathBuf> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&workspace).args([
-        "build",
-        "--quiet",
-        "-p",
-        "virtualcluster-operator",
-        "--bin",
-        NAME,
-    ]);
+    cmd.current_dir(&workspace)
+        .args(["build", "--quiet", "-p", package, "--bin", binary]);
     if release {
         cmd.arg("--release");
     }
     let status = cmd
         .status()
-        .context("running cargo build for the operator")?;
+        .with_context(|| format!("running cargo build for {binary}"))?;
     ensure!(
         status.success(),
-        "cargo build of the operator failed ({status})"
+        "cargo build of {binary} failed ({status})"
     );
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
-    let binary = target
+    let path = target
         .join(if release { "release" } else { "debug" })
-        .join(NAME);
-    ensure!(
-        binary.is_file(),
-        "no operator binary at {}",
-        binary.display()
-    );
-    Ok(binary)
+        .join(binary);
+    ensure!(path.is_file(), "no {binary} binary at {}", path.display());
+    Ok(path)
 }
 
 /// Gives the operator its deployed identity in `namespace`: the ClusterRole, a ServiceAccount
@@ -103,33 +99,55 @@ pub async fn identity(cluster: &TestCluster, namespace: &str) -> Result<PathBuf>
         )
         .await
         .context("binding the operator's ClusterRole")?;
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(6 * 3600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let token = accounts
-        .create_token_request(NAME, &PostParams::default(), &request)
-        .await
-        .context("requesting a token for the operator")?
-        .status
-        .and_then(|s| s.token)
-        .context("the token request has no token")?;
     let path = cluster
         .dir()
         .join("operators")
         .join(namespace)
         .join("kubeconfig");
-    crate::kubeconfig::write_token(
+    token_kubeconfig(
+        cluster,
+        namespace,
+        NAME,
+        Duration::from_secs(6 * 3600),
         &path,
+    )
+    .await
+    .context("the operator's kubeconfig")?;
+    Ok(path)
+}
+
+/// Writes to `path` a kubeconfig for the cluster of `cluster` that authenticates as the
+/// ServiceAccount `namespace/account`, with a token from a TokenRequest valid for `valid_for`.
+pub async fn token_kubeconfig(
+    cluster: &TestCluster,
+    namespace: &str,
+    account: &str,
+    valid_for: Duration,
+    path: &Path,
+) -> Result<()> {
+    let client = crate::kubeconfig::client(cluster.kubeconfig_path()).await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client, namespace);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(valid_for.as_secs().try_into()?),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("requesting a token for ServiceAccount {namespace}/{account}"))?
+        .status
+        .and_then(|s| s.token)
+        .context("the token request has no token")?;
+    crate::kubeconfig::write_token(
+        path,
         &cluster.server().await?,
         &cluster.ca_cert(),
         &token,
-        NAME,
-    )?;
-    Ok(path)
+        account,
+    )
 }
 
 /// A running operator process; killed when dropped unless it was started detached.

@@ -28,8 +28,9 @@ enum Command {
     Up(UpArgs),
     /// Stop what `up DIR` and `run-instance DIR ...` started.
     Down(DownArgs),
-    /// Run the control plane StatefulSet of VirtualCluster NAMESPACE/NAME of the cluster in DIR
-    /// as local processes, and print the path of a kubeconfig for it once it is ready.
+    /// Run the control plane StatefulSet of VirtualCluster NAMESPACE/NAME of the cluster in DIR,
+    /// then its syncer Deployment, as local processes, and print the path of a kubeconfig for
+    /// the virtual cluster once both run.
     RunInstance(RunInstanceArgs),
     /// Run the operator for the cluster in DIR, watching every namespace, as the ServiceAccount
     /// `config/rbac/` gives it, until `down DIR`; print the path of its log.
@@ -116,7 +117,7 @@ async fn run_instance(args: RunInstanceArgs) -> Result<()> {
         &caller_path(&args.dir),
         &args.namespace,
         &args.name,
-        Lifetime::Detached,
+        instance::Options::with_syncer(Lifetime::Detached),
     )
     .await?;
     println!("{}", kubeconfig.display());

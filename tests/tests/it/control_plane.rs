@@ -88,10 +88,14 @@ async fn the_instance_serves_a_virtual_cluster(cluster: &TestCluster, namespace:
         name: name.to_owned(),
     };
     let started = Instant::now();
-    let kubeconfig =
-        instance::run_instance(cluster.dir(), namespace, name, Lifetime::TiedToThisProcess)
-            .await
-            .unwrap_or_else(|err| panic!("running {namespace}/{name}: {err:#}"));
+    let kubeconfig = instance::run_instance(
+        cluster.dir(),
+        namespace,
+        name,
+        instance::Options::control_plane_only(Lifetime::TiedToThisProcess),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("running {namespace}/{name}: {err:#}"));
     eprintln!(
         "control plane {namespace}/{name} ready after {:.1?}",
         started.elapsed()

@@ -46,11 +46,34 @@ fn rendered(edit: impl FnOnce(&mut VirtualCluster)) -> (StatefulSet, Vec<Secret>
 
 /// Each declared port to 40000 + its position.
 fn local_ports(sts: &StatefulSet) -> BTreeMap<u16, u16> {
-    declared_ports(sts)
+    pod(sts)
+        .declared_ports()
         .unwrap()
         .into_iter()
         .zip(40000..)
         .collect()
+}
+
+fn pod(sts: &StatefulSet) -> LocalPod<'_> {
+    LocalPod::of_stateful_set(sts).unwrap()
+}
+
+/// [`plan`] of the StatefulSet's pod, with `secrets` mounted and `ports`.
+fn plan_of(
+    sts: &StatefulSet,
+    secrets: &[Secret],
+    ports: &BTreeMap<u16, u16>,
+    root: &Path,
+) -> Result<Plan> {
+    let mounted = Mounted {
+        secrets: secrets.to_vec(),
+        config_maps: Vec::new(),
+    };
+    let addresses = Addresses {
+        ports: ports.clone(),
+        services: BTreeMap::new(),
+    };
+    plan(&pod(sts), &mounted, &addresses, root)
 }
 
 fn arg<'a>(process: &'a LocalProcess, flag: &str) -> &'a str {
@@ -66,18 +89,23 @@ fn arg<'a>(process: &'a LocalProcess, flag: &str) -> &'a str {
 fn the_rendered_control_plane_becomes_three_local_processes() {
     let (sts, secrets) = rendered(|vc| vc.spec.control_plane.persistence.enabled = false);
     assert_eq!(
-        declared_ports(&sts).unwrap(),
+        pod(&sts).declared_ports().unwrap(),
         [2379, 2380, 2381, 6443, 10257]
     );
+    assert_eq!(pod(&sts).name, "demo-0");
+    assert_eq!(pod(&sts).mounted_secrets(), ["demo-certs"]);
+    assert!(pod(&sts).mounted_config_maps().is_empty());
     let ports = local_ports(&sts);
-    let plan = plan(&sts, &secrets, &ports, Path::new(ROOT)).unwrap();
+    let plan = plan_of(&sts, &secrets, &ports, Path::new(ROOT)).unwrap();
 
     let binaries: Vec<_> = plan.processes.iter().map(|p| p.binary.as_str()).collect();
     assert_eq!(
         binaries,
         ["etcd", "kube-apiserver", "kube-controller-manager"]
     );
-    assert_eq!(plan.api_server_port, ports[&6443]);
+    assert_eq!(plan.api_server_port, Some(ports[&6443]));
+    // The control plane takes no credentials from the host.
+    assert_eq!(plan.service_account, None);
     let [etcd, api, kcm] = &plan.processes[..] else {
         unreachable!()
     };
@@ -119,7 +147,7 @@ fn the_rendered_control_plane_becomes_three_local_processes() {
     );
 
     // Nothing else changes.
-    let rendered = &sts.spec.template.spec.as_ref().unwrap().containers;
+    let rendered = &pod(&sts).spec.containers;
     for (container, process) in rendered.iter().zip(&plan.processes) {
         let args = container.args.as_ref().unwrap();
         assert_eq!(args.len(), process.args.len());
@@ -145,7 +173,7 @@ fn the_rendered_control_plane_becomes_three_local_processes() {
 fn secret_volumes_become_files_honouring_items_with_ports_rewritten() {
     let (sts, secrets) = rendered(|_| {});
     let ports = local_ports(&sts);
-    let plan = plan(&sts, &secrets, &ports, Path::new(ROOT)).unwrap();
+    let plan = plan_of(&sts, &secrets, &ports, Path::new(ROOT)).unwrap();
     let certs = &secrets[0].data.as_ref().unwrap();
     let pki = Path::new(ROOT).join("volumes/certs");
     let names: Vec<_> = plan
@@ -191,10 +219,10 @@ fn what_cannot_run_locally_is_refused_clearly() {
 
     let mut missing_port = ports.clone();
     missing_port.remove(&10257);
-    let err = plan(&sts, &secrets, &missing_port, root).unwrap_err();
+    let err = plan_of(&sts, &secrets, &missing_port, root).unwrap_err();
     assert!(format!("{err:#}").contains("10257"), "{err:#}");
 
-    let err = plan(&sts, &secrets[1..], &ports, root).unwrap_err();
+    let err = plan_of(&sts, &secrets[1..], &ports, root).unwrap_err();
     assert!(
         format!("{err:#}").contains("no Secret demo-certs"),
         "{err:#}"
@@ -202,21 +230,23 @@ fn what_cannot_run_locally_is_refused_clearly() {
 
     let mut no_command = sts.clone();
     pod_containers(&mut no_command)[1].command = None;
-    let err = plan(&no_command, &secrets, &ports, root).unwrap_err();
+    let err = plan_of(&no_command, &secrets, &ports, root).unwrap_err();
     assert!(
         format!("{err:#}").contains("kube-apiserver: no command"),
         "{err:#}"
     );
 
-    let mut config_map = sts.clone();
-    let pod = config_map.spec.template.spec.as_mut().unwrap();
-    pod.volumes.as_mut().unwrap()[0].secret = None;
-    let err = plan(&config_map, &secrets, &ports, root).unwrap_err();
+    let mut host_path = sts.clone();
+    let spec = host_path.spec.template.spec.as_mut().unwrap();
+    let volume = &mut spec.volumes.as_mut().unwrap()[0];
+    volume.secret = None;
+    volume.host_path = Some(Default::default());
+    let err = plan_of(&host_path, &secrets, &ports, root).unwrap_err();
     assert!(format!("{err:#}").contains("volume certs: only"), "{err:#}");
 
     let mut escaping = sts.clone();
-    let pod = escaping.spec.template.spec.as_mut().unwrap();
-    let items = pod.volumes.as_mut().unwrap()[0]
+    let spec = escaping.spec.template.spec.as_mut().unwrap();
+    let items = spec.volumes.as_mut().unwrap()[0]
         .secret
         .as_mut()
         .unwrap()
@@ -224,7 +254,112 @@ fn what_cannot_run_locally_is_refused_clearly() {
         .as_mut()
         .unwrap();
     items[0].path = "../../outside".into();
-    assert!(plan(&escaping, &secrets, &ports, root).is_err());
+    assert!(plan_of(&escaping, &secrets, &ports, root).is_err());
+}
+
+#[test]
+fn config_map_volumes_become_files_like_secret_volumes() {
+    let template: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+        "spec": {
+            "containers": [{
+                "name": "app",
+                "command": ["/usr/bin/app"],
+                "args": ["--config=/etc/app/settings.json", "--extra=/etc/extra/a"],
+                "volumeMounts": [
+                    {"name": "settings", "mountPath": "/etc/app"},
+                    {"name": "extra", "mountPath": "/etc/extra"},
+                    {"name": "missing", "mountPath": "/etc/missing"},
+                ],
+            }],
+            "volumes": [
+                {"name": "settings", "configMap": {
+                    "name": "app-settings",
+                    "items": [{"key": "json", "path": "settings.json"}],
+                }},
+                {"name": "extra", "configMap": {"name": "app-extra"}},
+                {"name": "missing", "configMap": {"name": "app-missing", "optional": true}},
+            ],
+        },
+    }))
+    .unwrap();
+    let config_map = |name: &str, data: serde_json::Value| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": data}))
+            .unwrap()
+    };
+    let mut extra = config_map("app-extra", serde_json::json!({"a": "text"}));
+    extra.binary_data = Some(BTreeMap::from([(
+        "b".to_owned(),
+        k8s_openapi::ByteString(vec![0xff, 0]),
+    )]));
+    let mounted = Mounted {
+        secrets: Vec::new(),
+        config_maps: vec![
+            config_map(
+                "app-settings",
+                serde_json::json!({"json": "{\"server\": \"https://api.ns.svc:443\"}", "other": "x"}),
+            ),
+            extra,
+        ],
+    };
+    let pod = LocalPod::new("app-1".into(), "ns".into(), &template).unwrap();
+    assert_eq!(
+        pod.mounted_config_maps(),
+        ["app-extra", "app-missing", "app-settings"]
+    );
+    assert!(pod.mounted_secrets().is_empty());
+    // Without `automountServiceAccountToken: false`, the pod takes its ServiceAccount's token.
+    assert_eq!(pod.service_account().as_deref(), Some("default"));
+    let addresses = Addresses {
+        ports: BTreeMap::new(),
+        services: BTreeMap::from([("api.ns.svc:443".into(), "127.0.0.1:41000".into())]),
+    };
+    let local = plan(&pod, &mounted, &addresses, Path::new(ROOT)).unwrap();
+    let files: Vec<_> = local
+        .files
+        .iter()
+        .map(|f| {
+            (
+                f.path.strip_prefix(ROOT).unwrap().to_str().unwrap(),
+                f.contents.as_slice(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (
+                "volumes/settings/settings.json",
+                &br#"{"server": "https://127.0.0.1:41000"}"#[..]
+            ),
+            ("volumes/extra/a", b"text"),
+            ("volumes/extra/b", &[0xff, 0]),
+        ]
+    );
+    assert_eq!(local.folders.len(), 3);
+    assert_eq!(
+        local.processes[0].args,
+        [
+            format!("--config={ROOT}/volumes/settings/settings.json"),
+            format!("--extra={ROOT}/volumes/extra/a"),
+        ]
+    );
+
+    let required = Mounted {
+        secrets: Vec::new(),
+        config_maps: mounted.config_maps[1..].to_vec(),
+    };
+    let err = plan(&pod, &required, &addresses, Path::new(ROOT)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("volume settings: no ConfigMap app-settings"),
+        "{err:#}"
+    );
+    let mut no_key = mounted.clone();
+    no_key.config_maps[0].data.as_mut().unwrap().remove("json");
+    let err = plan(&pod, &no_key, &addresses, Path::new(ROOT)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("ConfigMap app-settings has no key json"),
+        "{err:#}"
+    );
 }
 
 fn pod_containers(sts: &mut StatefulSet) -> &mut Vec<k8s_openapi::api::core::v1::Container> {
@@ -255,13 +390,19 @@ fn references_expand_as_the_kubelet_expands_them() {
 
 #[test]
 fn only_whole_paths_and_ports_are_rewritten() {
-    let ports = BTreeMap::from([(6443, 41000), (2379, 41001)]);
+    let addresses = Addresses {
+        ports: BTreeMap::from([(6443, 41000), (2379, 41001)]),
+        services: BTreeMap::from([
+            ("api.ns.svc:443".into(), "127.0.0.1:41000".into()),
+            ("api.ns:443".into(), "127.0.0.1:41000".into()),
+        ]),
+    };
     let rewrite = Rewrite::new(
         vec![
             ("/etc/pki".into(), "/tmp/certs".into()),
             ("/etc/pki/extra".into(), "/tmp/extra".into()),
         ],
-        &ports,
+        &addresses,
     );
     for (input, whole, expected) in [
         ("--a=/etc/pki/ca.crt", true, "--a=/tmp/certs/ca.crt"),
@@ -286,6 +427,32 @@ fn only_whole_paths_and_ports_are_rewritten() {
             "server: https://127.0.0.1:6443\n",
             false,
             "server: https://127.0.0.1:41000\n",
+        ),
+        // Service addresses, as whole host and port.
+        (
+            "server: https://api.ns.svc:443\n",
+            false,
+            "server: https://127.0.0.1:41000\n",
+        ),
+        (
+            "--server=https://api.ns:443/x",
+            true,
+            "--server=https://127.0.0.1:41000/x",
+        ),
+        ("\"api.ns.svc:443\"", false, "\"127.0.0.1:41000\""),
+        ("api.ns.svc:443", true, "127.0.0.1:41000"),
+        ("https://api.ns.svc:4430", false, "https://api.ns.svc:4430"),
+        (
+            "https://my-api.ns.svc:443",
+            false,
+            "https://my-api.ns.svc:443",
+        ),
+        ("https://x.api.ns:443", false, "https://x.api.ns:443"),
+        ("https://api.ns.svc", false, "https://api.ns.svc"),
+        (
+            "api.ns.svc.cluster.local:443",
+            false,
+            "api.ns.svc.cluster.local:443",
         ),
     ] {
         assert_eq!(rewrite.text(input, whole), expected, "{input}");
