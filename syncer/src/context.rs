@@ -6,8 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Node, PersistentVolumeClaim, Pod, Secret, Service,
+    ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
+    ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
@@ -77,6 +82,28 @@ pub struct Stores {
     pub api_server_service: Store<Service>,
 }
 
+/// The watch caches of a kind synced only when turned on: the virtual side and the host side.
+#[derive(Clone)]
+pub struct Pair<K: kube::Resource<DynamicType = ()> + 'static> {
+    pub virtual_: Store<K>,
+    pub host: Store<K>,
+}
+
+/// The caches of the kinds synced only when turned on; `None` when off (nothing is watched, and
+/// the syncer may lack the permissions to).
+#[derive(Clone, Default)]
+pub struct OptIn {
+    pub ingresses: Option<Pair<Ingress>>,
+    pub service_accounts: Option<Pair<ServiceAccount>>,
+    pub network_policies: Option<Pair<NetworkPolicy>>,
+    pub disruption_budgets: Option<Pair<PodDisruptionBudget>>,
+    pub priority_classes: Option<Pair<PriorityClass>>,
+    pub storage_classes: Option<Pair<StorageClass>>,
+    pub ingress_classes: Option<Pair<IngressClass>>,
+    /// Virtual namespaces, which NetworkPolicies select by label.
+    pub namespaces: Option<Store<Namespace>>,
+}
+
 pub struct Queues {
     pub pods: Arc<WorkQueue<Key>>,
     pub services: Arc<WorkQueue<Key>>,
@@ -87,6 +114,13 @@ pub struct Queues {
     pub nodes: Arc<WorkQueue<String>>,
     /// Host events, by name.
     pub events: Arc<WorkQueue<String>>,
+    pub ingresses: Arc<WorkQueue<Key>>,
+    pub service_accounts: Arc<WorkQueue<Key>>,
+    pub network_policies: Arc<WorkQueue<Key>>,
+    pub disruption_budgets: Arc<WorkQueue<Key>>,
+    pub priority_classes: Arc<WorkQueue<String>>,
+    pub storage_classes: Arc<WorkQueue<String>>,
+    pub ingress_classes: Arc<WorkQueue<String>>,
 }
 
 impl Queues {
@@ -100,6 +134,13 @@ impl Queues {
             claims: WorkQueue::new("persistentvolumeclaims"),
             nodes: WorkQueue::new("nodes"),
             events: WorkQueue::new("events"),
+            ingresses: WorkQueue::new("ingresses"),
+            service_accounts: WorkQueue::new("serviceaccounts"),
+            network_policies: WorkQueue::new("networkpolicies"),
+            disruption_budgets: WorkQueue::new("poddisruptionbudgets"),
+            priority_classes: WorkQueue::new("priorityclasses"),
+            storage_classes: WorkQueue::new("storageclasses"),
+            ingress_classes: WorkQueue::new("ingressclasses"),
         }
     }
 }
@@ -116,6 +157,7 @@ pub struct Ctx {
     pub config: SyncerConfig,
     pub target: Target,
     pub stores: Stores,
+    pub opt_in: OptIn,
     pub queues: Queues,
     /// Publishes Events on virtual objects (what their owners must know).
     pub recorder: Recorder,

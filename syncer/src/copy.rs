@@ -161,32 +161,28 @@ where
 /// when the virtual object exists and is `wanted`.
 pub async fn sync<K>(
     ctx: &Ctx,
+    api: &Api<K>,
     virtual_object: Option<&K>,
     copy: Option<&K>,
     translate: impl Fn(&K) -> K,
 ) -> anyhow::Result<Next>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let api = ctx.host_api::<K>();
     match (virtual_object, copy) {
         (None, None) => Ok(Next::Done),
         (None, Some(copy)) => {
-            delete(&api, copy, None).await?;
+            delete(api, copy, None).await?;
             Ok(Next::Done)
         }
         (Some(object), Some(copy)) if Ctx::copy_of_uid(copy) != object.uid().as_deref() => {
             // A copy of an earlier object of the same name.
-            delete(&api, copy, None).await?;
+            delete(api, copy, None).await?;
             Ok(Next::Done)
         }
-        (Some(object), None) => create(ctx, &api, &translate(object), object).await,
+        (Some(object), None) => create(ctx, api, &translate(object), object).await,
         (Some(object), Some(copy)) => {
-            update(&api, translate(object), copy).await?;
+            update(api, translate(object), copy).await?;
             Ok(Next::Done)
         }
     }

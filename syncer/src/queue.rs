@@ -82,6 +82,10 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
         self.state.lock().expect("queue lock").pending.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     async fn next(&self) -> K {
         loop {
             let notified = self.notify.notified();

@@ -8,8 +8,13 @@ use std::sync::{Arc, Mutex};
 use futures::stream::BoxStream;
 use futures::{StreamExt, future};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Node, PersistentVolumeClaim, Pod, Secret, Service,
+    ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
+    ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -18,7 +23,7 @@ use serde::de::DeserializeOwned;
 use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::marks;
 
-use crate::context::{Ctx, Key, Queues, Stores};
+use crate::context::{Ctx, Key, OptIn, Pair, Queues, Stores};
 use crate::sync;
 use crate::translate::Target;
 
@@ -92,6 +97,72 @@ pub async fn run(
         Api::<Service>::namespaced(host.clone(), &host_ns),
         watcher::Config::default().fields(&format!("metadata.name={}", config.api_server_service)),
     );
+    // Kinds synced only when turned on.
+    let (to_host, from_host) = (&config.sync.to_host, &config.sync.from_host);
+    macro_rules! opt_pair {
+        ($on:expr, $kind:ty) => {
+            if $on {
+                let (v, vs) = reflect(Api::<$kind>::all(virt.clone()), all());
+                let (h, hs) = reflect(Api::<$kind>::namespaced(host.clone(), &host_ns), copies());
+                (
+                    Some(Pair {
+                        virtual_: v,
+                        host: h,
+                    }),
+                    Some((vs, hs)),
+                )
+            } else {
+                (None, None)
+            }
+        };
+    }
+    let (ingresses, ingress_streams) = opt_pair!(to_host.ingresses.enabled, Ingress);
+    let (service_accounts, account_streams) =
+        opt_pair!(to_host.service_accounts.enabled, ServiceAccount);
+    let (network_policies, policy_streams) =
+        opt_pair!(to_host.network_policies.enabled, NetworkPolicy);
+    let (disruption_budgets, budget_streams) =
+        opt_pair!(to_host.pod_disruption_budgets.enabled, PodDisruptionBudget);
+    let (namespaces, namespace_stream) = if to_host.network_policies.enabled {
+        let (store, stream) = reflect(Api::<Namespace>::all(virt.clone()), all());
+        (Some(store), Some(stream))
+    } else {
+        (None, None)
+    };
+    macro_rules! cluster_pair {
+        ($on:expr, $kind:ty, $host_config:expr) => {
+            if $on {
+                let (v, vs) = reflect(Api::<$kind>::all(virt.clone()), all());
+                let (h, hs) = reflect(Api::<$kind>::all(host.clone()), $host_config);
+                (
+                    Some(Pair {
+                        virtual_: v,
+                        host: h,
+                    }),
+                    Some((vs, hs)),
+                )
+            } else {
+                (None, None)
+            }
+        };
+    }
+    let (priority_classes, class_streams) =
+        cluster_pair!(to_host.priority_classes.enabled, PriorityClass, copies());
+    let (storage_classes, storage_streams) =
+        cluster_pair!(from_host.storage_classes.enabled, StorageClass, all());
+    let (ingress_classes, ingress_class_streams) =
+        cluster_pair!(from_host.ingress_classes.enabled, IngressClass, all());
+    let opt_in = OptIn {
+        ingresses,
+        service_accounts,
+        network_policies,
+        disruption_budgets,
+        priority_classes,
+        storage_classes,
+        ingress_classes,
+        namespaces,
+    };
+
     let stores = Stores {
         virtual_pods,
         host_pods,
@@ -125,6 +196,7 @@ pub async fn run(
         },
         config,
         stores: stores.clone(),
+        opt_in: opt_in.clone(),
         queues: Queues::new(),
         recorder,
         mirrored_events: Mutex::new(Default::default()),
@@ -197,11 +269,14 @@ pub async fn run(
     }
     {
         let (nodes, virtual_nodes) = (q.nodes.clone(), stores.virtual_nodes.clone());
+        // Real nodes are all shown; otherwise only those a virtual pod runs on.
+        let real = ctx.config.sync.from_host.nodes.enabled;
         feed(&mut feeds, hnodes, move |n: Node| {
             let name = n.name_any();
-            if virtual_nodes
-                .get(&reflector::ObjectRef::new(&name))
-                .is_some()
+            if real
+                || virtual_nodes
+                    .get(&reflector::ObjectRef::new(&name))
+                    .is_some()
             {
                 nodes.add(name);
             }
@@ -221,8 +296,81 @@ pub async fn run(
         });
     }
 
+    if let Some((vs, hs)) = ingress_streams {
+        let (ingresses, secrets) = (q.ingresses.clone(), q.secrets.clone());
+        feed(&mut feeds, vs, move |i: Ingress| {
+            let namespace = i.namespace().unwrap_or_default();
+            for secret in crate::translate::extra::ingress_secrets(&i) {
+                secrets.add(Key::new(&namespace, &secret));
+            }
+            ingresses.extend(Key::of(&i));
+        });
+        by_copy!(hs, q.ingresses);
+    }
+    if let Some((vs, hs)) = account_streams {
+        by_key!(vs, q.service_accounts);
+        by_copy!(hs, q.service_accounts);
+    }
+    if let Some((vs, hs)) = policy_streams {
+        by_key!(vs, q.network_policies);
+        by_copy!(hs, q.network_policies);
+    }
+    if let (Some(stream), Some(pair)) = (namespace_stream, &opt_in.network_policies) {
+        // A namespace's labels decide which policies select it.
+        let (policies, store) = (q.network_policies.clone(), pair.virtual_.clone());
+        feed(&mut feeds, stream, move |_: Namespace| {
+            policies.extend(store.state().iter().filter_map(|p| Key::of(p.as_ref())));
+        });
+    }
+    if let Some((vs, hs)) = budget_streams {
+        by_key!(vs, q.disruption_budgets);
+        by_copy!(hs, q.disruption_budgets);
+    }
+    if let Some((vs, hs)) = class_streams {
+        let classes = q.priority_classes.clone();
+        feed(&mut feeds, vs, move |c: PriorityClass| {
+            classes.add(c.name_any())
+        });
+        let classes = q.priority_classes.clone();
+        feed(&mut feeds, hs, move |c: PriorityClass| {
+            classes.extend(
+                c.annotations()
+                    .get(virtualcluster_crds::keys::VIRTUAL_NAME)
+                    .cloned(),
+            );
+        });
+    }
+    for (streams, queue) in [
+        (
+            storage_streams.map(|(v, h)| {
+                (
+                    v.map(|c| c.name_any()).boxed(),
+                    h.map(|c| c.name_any()).boxed(),
+                )
+            }),
+            &q.storage_classes,
+        ),
+        (
+            ingress_class_streams.map(|(v, h)| {
+                (
+                    v.map(|c| c.name_any()).boxed(),
+                    h.map(|c| c.name_any()).boxed(),
+                )
+            }),
+            &q.ingress_classes,
+        ),
+    ] {
+        if let Some((vs, hs)) = streams {
+            let queue_v = queue.clone();
+            feed(&mut feeds, vs, move |name: String| queue_v.add(name));
+            let queue_h = queue.clone();
+            feed(&mut feeds, hs, move |name: String| queue_h.add(name));
+        }
+    }
+
     tracing::info!("listing both sides");
     wait_ready(&stores).await?;
+    wait_opt_in_ready(&opt_in).await?;
     tracing::info!(
         virtual_pods = stores.virtual_pods.state().len(),
         host_pods = stores.host_pods.state().len(),
@@ -260,10 +408,64 @@ pub async fn run(
     work!(claims, concurrency.other, sync::storage::reconcile);
     work!(nodes, concurrency.other, sync::nodes::reconcile);
     work!(events, concurrency.other, sync::events::reconcile);
+    work!(ingresses, concurrency.other, sync::extra::reconcile_ingress);
+    work!(
+        service_accounts,
+        concurrency.other,
+        sync::extra::reconcile_service_account
+    );
+    work!(
+        network_policies,
+        concurrency.other,
+        sync::extra::reconcile_network_policy
+    );
+    work!(
+        disruption_budgets,
+        concurrency.other,
+        sync::extra::reconcile_disruption_budget
+    );
+    work!(
+        priority_classes,
+        concurrency.other,
+        sync::extra::reconcile_priority_class
+    );
+    work!(
+        storage_classes,
+        concurrency.other,
+        sync::extra::reconcile_storage_class
+    );
+    work!(
+        ingress_classes,
+        concurrency.other,
+        sync::extra::reconcile_ingress_class
+    );
     tokio::select! {
         _ = workers.join_next() => anyhow::bail!("a worker pool stopped"),
         _ = feeds.join_next() => anyhow::bail!("a watch stopped"),
     }
+}
+
+async fn wait_opt_in_ready(o: &OptIn) -> anyhow::Result<()> {
+    async fn pair<K: Resource<DynamicType = ()> + Clone>(
+        p: &Option<Pair<K>>,
+    ) -> Result<(), reflector::store::WriterDropped> {
+        if let Some(p) = p {
+            p.virtual_.wait_until_ready().await?;
+            p.host.wait_until_ready().await?;
+        }
+        Ok(())
+    }
+    pair(&o.ingresses).await?;
+    pair(&o.service_accounts).await?;
+    pair(&o.network_policies).await?;
+    pair(&o.disruption_budgets).await?;
+    pair(&o.priority_classes).await?;
+    pair(&o.storage_classes).await?;
+    pair(&o.ingress_classes).await?;
+    if let Some(namespaces) = &o.namespaces {
+        namespaces.wait_until_ready().await?;
+    }
+    Ok(())
 }
 
 async fn wait_ready(stores: &Stores) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@ use crate::context::{Ctx, Key};
 use crate::copy;
 use crate::queue::Next;
 use crate::translate::config::{host_config_map, host_secret};
-use crate::translate::pod;
+use crate::translate::{extra, pod};
 
 /// Whether a virtual pod in `key`'s namespace uses the object `key` through `uses`.
 fn used(ctx: &Ctx, key: &Key, uses: fn(&Pod) -> Vec<String>) -> bool {
@@ -29,9 +29,13 @@ pub async fn reconcile_config_map(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Nex
         .get(&key.object_ref())
         .filter(|_| options.all || used(&ctx, &key, pod::config_maps));
     let copy = ctx.host_copy(&ctx.stores.host_config_maps, &key);
-    copy::sync(&ctx, object.as_deref(), copy.as_deref(), |o| {
-        host_config_map(o, &ctx.target)
-    })
+    copy::sync(
+        &ctx,
+        &ctx.host_api(),
+        object.as_deref(),
+        copy.as_deref(),
+        |o| host_config_map(o, &ctx.target),
+    )
     .await
 }
 
@@ -44,12 +48,26 @@ pub async fn reconcile_secret(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         .stores
         .virtual_secrets
         .get(&key.object_ref())
-        .filter(|_| options.all || used(&ctx, &key, pod::secrets));
+        .filter(|_| options.all || used(&ctx, &key, pod::secrets) || used_by_ingress(&ctx, &key));
     let copy = ctx.host_copy(&ctx.stores.host_secrets, &key);
-    copy::sync(&ctx, object.as_deref(), copy.as_deref(), |o| {
-        host_secret(o, &ctx.target)
-    })
+    copy::sync(
+        &ctx,
+        &ctx.host_api(),
+        object.as_deref(),
+        copy.as_deref(),
+        |o| host_secret(o, &ctx.target),
+    )
     .await
+}
+
+/// Whether a synced virtual Ingress in `key`'s namespace uses Secret `key` (its TLS).
+fn used_by_ingress(ctx: &Ctx, key: &Key) -> bool {
+    ctx.opt_in.ingresses.as_ref().is_some_and(|pair| {
+        pair.virtual_.state().iter().any(|i| {
+            i.metadata.namespace.as_deref() == Some(&key.namespace)
+                && extra::ingress_secrets(i).contains(&key.name)
+        })
+    })
 }
 
 /// Keys of what `pod` uses, to sync when it appears (or goes).

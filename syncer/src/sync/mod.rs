@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod events;
+pub mod extra;
 pub mod nodes;
 pub mod pods;
 pub mod services;

@@ -29,13 +29,13 @@ const MIRRORED_LABELS: &[&str] = &[
 ];
 
 /// The virtual node mirroring host node `name` (`None` when the host has no such node: its
-/// readiness is then unknown).
-pub fn virtual_node(name: &str, host: Option<&Node>) -> Node {
+/// readiness is then unknown). Real nodes (`fromHost.nodes`) show all their labels.
+pub fn virtual_node(name: &str, host: Option<&Node>, real: bool) -> Node {
     let mut labels: BTreeMap<String, String> = host
         .map(|h| h.labels().clone())
         .unwrap_or_default()
         .into_iter()
-        .filter(|(k, _)| MIRRORED_LABELS.contains(&k.as_str()))
+        .filter(|(k, _)| real || MIRRORED_LABELS.contains(&k.as_str()))
         .collect();
     labels.insert(FAKE_NODE.into(), "true".into());
     let host_status = host.and_then(|h| h.status.clone()).unwrap_or_default();
@@ -77,12 +77,21 @@ pub fn virtual_node(name: &str, host: Option<&Node>) -> Node {
     }
 }
 
+/// Whether the virtual cluster should show node `name`: a pod runs on it, or all host nodes
+/// are shown (`fromHost.nodes`).
 fn in_use(ctx: &Ctx, name: &str) -> bool {
+    if real_nodes(ctx) && ctx.stores.host_nodes.get(&ObjectRef::new(name)).is_some() {
+        return true;
+    }
     ctx.stores
         .virtual_pods
         .state()
         .iter()
         .any(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
+}
+
+pub fn real_nodes(ctx: &Ctx) -> bool {
+    ctx.config.sync.from_host.nodes.enabled
 }
 
 /// Makes the virtual node `name` exist (before a pod is bound to it).
@@ -100,7 +109,7 @@ pub async fn ensure(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
 
 async fn write(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     let host = ctx.stores.host_nodes.get(&ObjectRef::new(name));
-    let desired = virtual_node(name, host.as_deref());
+    let desired = virtual_node(name, host.as_deref(), real_nodes(ctx));
     let api: Api<Node> = Api::all(ctx.virt.clone());
     let mut body = serde_json::to_value(ObjectMeta {
         labels: desired.metadata.labels.clone(),
@@ -125,7 +134,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
         return Ok(Next::Done);
     }
     let host = ctx.stores.host_nodes.get(&ObjectRef::new(&name));
-    let desired = virtual_node(&name, host.as_deref());
+    let desired = virtual_node(&name, host.as_deref(), real_nodes(&ctx));
     let up_to_date = current.is_some_and(|c| {
         virtualcluster_crds::compare::contains(
             &serde_json::to_value(c.as_ref()).unwrap_or_default(),
@@ -154,7 +163,9 @@ mod tests {
                 "capacity": {"cpu": "4"}}
         }))
         .unwrap();
-        let node = virtual_node("worker-1", Some(&host));
+        let node = virtual_node("worker-1", Some(&host), false);
+        let real = virtual_node("worker-1", Some(&host), true);
+        assert!(real.labels().contains_key("node-role.kubernetes.io/infra"));
         let labels = node.labels();
         assert_eq!(labels["kubernetes.io/hostname"], "worker-1");
         assert_eq!(labels[FAKE_NODE], "true");
@@ -168,7 +179,7 @@ mod tests {
         );
         assert_eq!(conditions[0].last_heartbeat_time, None);
 
-        let gone = virtual_node("worker-2", None);
+        let gone = virtual_node("worker-2", None, false);
         assert_eq!(
             gone.status.unwrap().conditions.unwrap()[0].status,
             "Unknown"

@@ -17,6 +17,7 @@ use virtualcluster_crds::keys::SYNCER_FIELD_MANAGER;
 use crate::context::{Ctx, Key};
 use crate::copy;
 use crate::queue::Next;
+use crate::translate::extra;
 use crate::translate::pod::{self as translate, BOUND_BY_SYNCER, PodEnv};
 
 /// How long a pod waits for an address the syncer learns from a watch (the API server
@@ -89,14 +90,33 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
         return Ok(Next::After(WAIT_FOR_ADDRESS));
     }
     let tokens = mint_tokens(ctx, key, pod).await?;
+    let spec = pod.spec.as_ref();
+    // The pod's ServiceAccount and PriorityClass by their host names, when those are synced.
+    let service_account = ctx.opt_in.service_accounts.as_ref().map(|_| {
+        let account = spec.and_then(|s| s.service_account_name.as_deref());
+        ctx.target
+            .host_name(&key.namespace, account.unwrap_or("default"))
+    });
+    let priority_class = spec
+        .and_then(|s| s.priority_class_name.as_deref())
+        .and_then(|class| {
+            if extra::is_system_priority_class(class) {
+                Some(class.to_owned())
+            } else {
+                ctx.opt_in
+                    .priority_classes
+                    .as_ref()
+                    .map(|_| extra::priority_class_name(&ctx.target, class))
+            }
+        });
     let env = PodEnv {
         target: &ctx.target,
         options: &ctx.config.sync.to_host.pods,
         dns_ip: dns_ip.as_deref(),
         api_server_ip: &api_server_ip,
         tokens: &tokens,
-        service_account: None,
-        priority_class: None,
+        service_account,
+        priority_class,
     };
     let desired = translate::host_pod(pod, &env);
     copy::create(ctx, &ctx.host_api::<Pod>(), &desired, pod).await

@@ -79,9 +79,13 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         }
     }
 
-    let next = copy::sync(&ctx, service.as_deref(), copy.as_deref(), |s| {
-        host_service(s, &ctx.target)
-    })
+    let next = copy::sync(
+        &ctx,
+        &ctx.host_api(),
+        service.as_deref(),
+        copy.as_deref(),
+        |s| host_service(s, &ctx.target),
+    )
     .await?;
     ctx.queues.endpoints.add(key.clone());
     let (Some(service), Some(copy)) = (service, copy) else {
@@ -193,6 +197,7 @@ pub async fn reconcile_endpoints(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next
     let copy = ctx.host_copy(&ctx.stores.host_endpoints, &key);
     copy::sync(
         &ctx,
+        &ctx.host_api(),
         endpoints.as_deref(),
         copy.as_deref(),
         |e: &Endpoints| host_endpoints(e, &ctx.target),

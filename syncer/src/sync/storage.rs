@@ -17,9 +17,13 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     }
     let claim = ctx.stores.virtual_claims.get(&key.object_ref());
     let copy = ctx.host_copy(&ctx.stores.host_claims, &key);
-    let next = copy::sync(&ctx, claim.as_deref(), copy.as_deref(), |c| {
-        host_claim(c, &ctx.target)
-    })
+    let next = copy::sync(
+        &ctx,
+        &ctx.host_api(),
+        claim.as_deref(),
+        copy.as_deref(),
+        |c| host_claim(c, &ctx.target),
+    )
     .await?;
     if let (Some(claim), Some(copy)) = (claim, copy)
         && Ctx::copy_of_uid(copy.as_ref()) == claim.uid().as_deref()

@@ -2,6 +2,7 @@
 //! module per kind. Nothing here talks to an API server, so all of it is unit-tested.
 
 pub mod config;
+pub mod extra;
 pub mod pod;
 pub mod pvc;
 pub mod service;
