@@ -160,6 +160,10 @@ fn the_values_schema_and_the_templates_refuse_what_cannot_work() {
             "serviceMonitor.enabled needs metrics.service.enabled",
         ),
         (
+            "leaderElection.enabled=false",
+            "replicaCount above 1 needs leaderElection.enabled",
+        ),
+        (
             "serviceAccount.create=false",
             "serviceAccount.name is required",
         ),
@@ -171,15 +175,13 @@ fn the_values_schema_and_the_templates_refuse_what_cannot_work() {
         assert!(err.contains(complaint), "--set {set}: {err}");
     }
     // What the schema allows renders.
-    helm.template(
-        "schema",
-        "default",
-        &[
-            "--set",
-            "serviceAccount.create=false,serviceAccount.name=existing",
-        ],
-    )
-    .unwrap();
+    for set in [
+        "serviceAccount.create=false,serviceAccount.name=existing",
+        "leaderElection.enabled=false,replicaCount=1",
+    ] {
+        helm.template("schema", "default", &["--set", set])
+            .unwrap_or_else(|e| panic!("--set {set}: {e}"));
+    }
 }
 
 #[test]
