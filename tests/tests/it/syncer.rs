@@ -64,7 +64,12 @@ impl Drop for Running {
 }
 
 impl Running {
-    async fn start(cluster: &TestCluster, prefix: &str, name: &str) -> Running {
+    async fn start(
+        cluster: &TestCluster,
+        prefix: &str,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Running {
         let host = cluster.client().await;
         crd::install(&host).await.unwrap();
         let namespace = cluster.namespace(prefix).await;
@@ -84,7 +89,7 @@ impl Running {
             "apiVersion": "virtualcluster.dev/v1alpha1",
             "kind": "VirtualCluster",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {},
+            "spec": spec,
         });
         let vc = vcs
             .patch(
@@ -318,7 +323,7 @@ async fn web_pods(running: &Running, namespace: &str, count: usize) -> BTreeMap<
 #[tokio::test]
 async fn workloads_created_in_the_virtual_cluster_run_on_the_host() {
     let cluster = shared_cluster().await;
-    let running = Running::start(cluster, "syncer", "vc").await;
+    let running = Running::start(cluster, "syncer", "vc", json!({})).await;
     let id = &running.id;
     let host_selector = marks::copies_selector(id);
 
@@ -326,6 +331,45 @@ async fn workloads_created_in_the_virtual_cluster_run_on_the_host() {
     deploy_web(&running, "blog", 2).await;
     let shop = web_pods(&running, "shop", 2).await;
     let blog = web_pods(&running, "blog", 2).await;
+
+    // Pods resolve names through the virtual cluster's DNS and reach its API server.
+    let dns = running
+        .host_api::<Service>()
+        .get(&running.host_name("kube-system", "kube-dns"))
+        .await
+        .unwrap();
+    let dns_ip = dns.spec.unwrap().cluster_ip.unwrap();
+    eventually(
+        "the virtual kube-dns Service to carry its host copy's address",
+        || async {
+            let service = Api::<Service>::namespaced(running.virt.clone(), "kube-system")
+                .get("kube-dns")
+                .await
+                .unwrap();
+            (service.spec?.cluster_ip.as_deref() == Some(dns_ip.as_str())).then_some(())
+        },
+    )
+    .await;
+    let api_server_ip = running
+        .host_api::<Service>()
+        .get(&id.api_server_service())
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    eventually(
+        "the virtual `kubernetes` Service to carry the API server's address",
+        || async {
+            let service = Api::<Service>::namespaced(running.virt.clone(), "default")
+                .get("kubernetes")
+                .await
+                .unwrap();
+            (service.spec?.cluster_ip.as_deref() == Some(api_server_ip.as_str())).then_some(())
+        },
+    )
+    .await;
 
     // Host copies carry the instance's marks and the virtual object's name, namespace and UID.
     let virtual_pod = running
@@ -652,4 +696,220 @@ async fn workloads_created_in_the_virtual_cluster_run_on_the_host() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn kinds_turned_on_are_synced_and_narrowed_to_the_instance() {
+    let cluster = shared_cluster().await;
+    let spec = json!({"sync": {
+        "toHost": {
+            "ingresses": {"enabled": true},
+            "serviceAccounts": {"enabled": true},
+            "networkPolicies": {"enabled": true},
+            "podDisruptionBudgets": {"enabled": true},
+            "priorityClasses": {"enabled": true},
+            "pods": {"enforceTolerations": ["dedicated=tenants:NoSchedule"]}
+        },
+        "fromHost": {"storageClasses": {"enabled": true}}
+    }});
+    let running = Running::start(cluster, "syncer-opt-in", "vc", spec).await;
+    let id = &running.id;
+    let ns = "shop";
+    let namespaces: Api<Namespace> = Api::all(running.virt.clone());
+    create(
+        &namespaces,
+        json!({"metadata": {"name": ns, "labels": {"team": "blue"}}}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<k8s_openapi::api::core::v1::ServiceAccount>(ns),
+        json!({"metadata": {"name": "builder"}}),
+    )
+    .await;
+    create(
+        &Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(running.virt.clone()),
+        json!({"metadata": {"name": "tenant-high"}, "value": 1000, "globalDefault": true}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<Secret>(ns),
+        json!({"metadata": {"name": "shop-tls"}, "type": "kubernetes.io/tls",
+               "stringData": {"tls.crt": "c", "tls.key": "k"}}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<k8s_openapi::api::networking::v1::Ingress>(ns),
+        json!({"metadata": {"name": "shop"},
+               "spec": {"tls": [{"secretName": "shop-tls"}],
+                        "rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix",
+                            "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<k8s_openapi::api::networking::v1::NetworkPolicy>(ns),
+        json!({"metadata": {"name": "db"},
+               "spec": {"podSelector": {"matchLabels": {"app": "db"}},
+                        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}]}}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(ns),
+        json!({"metadata": {"name": "web"},
+               "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<Pod>(ns),
+        json!({"metadata": {"name": "build"},
+               "spec": {"serviceAccountName": "builder", "priorityClassName": "tenant-high",
+                        "containers": [{"name": "c", "image": "busybox"}]}}),
+    )
+    .await;
+
+    let copy = |name: &str| running.host_name(ns, name);
+    let ingress = eventually("the Ingress copy", || async {
+        running
+            .host_api::<k8s_openapi::api::networking::v1::Ingress>()
+            .get_opt(&copy("shop"))
+            .await
+            .unwrap()
+    })
+    .await;
+    let spec = ingress.spec.unwrap();
+    assert_eq!(spec.tls.unwrap()[0].secret_name, Some(copy("shop-tls")));
+    assert_eq!(
+        spec.rules.unwrap()[0].http.as_ref().unwrap().paths[0]
+            .backend
+            .service
+            .as_ref()
+            .unwrap()
+            .name,
+        copy("web")
+    );
+    eventually("the Ingress's TLS Secret copy", || async {
+        running
+            .host_api::<Secret>()
+            .get_opt(&copy("shop-tls"))
+            .await
+            .unwrap()
+    })
+    .await;
+    let policy = eventually("the NetworkPolicy copy", || async {
+        running
+            .host_api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+            .get_opt(&copy("db"))
+            .await
+            .unwrap()
+    })
+    .await;
+    let policy = policy.spec.unwrap();
+    let selected = policy.pod_selector.unwrap().match_labels.unwrap();
+    assert_eq!(selected[keys::SYNCED_BY_UID], id.uid);
+    assert_eq!(selected[keys::OBJECT_NAMESPACE_LABEL], ns);
+    let peer = &policy.ingress.unwrap()[0].from.clone().unwrap()[0];
+    assert_eq!(
+        peer.namespace_selector, None,
+        "all copies share one host namespace"
+    );
+    assert_eq!(
+        peer.pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()[keys::OBJECT_NAMESPACE_LABEL],
+        ns,
+        "the namespace selector resolved to the virtual namespaces it selects"
+    );
+    let budget = eventually("the PodDisruptionBudget copy", || async {
+        running
+            .host_api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>()
+            .get_opt(&copy("web"))
+            .await
+            .unwrap()
+    })
+    .await;
+    let selector = budget.spec.unwrap().selector.unwrap().match_labels.unwrap();
+    assert_eq!(selector[keys::OBJECT_NAMESPACE_LABEL], ns);
+    let class_name = naming::host_name("tenant-high", &id.namespace, &id.name);
+    let class = eventually("the PriorityClass copy", || async {
+        Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(running.host.clone())
+            .get_opt(&class_name)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(class.value, Some(1000));
+    assert_ne!(class.global_default, Some(true), "never the host's default");
+
+    // The pod runs as the copy of its ServiceAccount, with the copy of its PriorityClass and
+    // the tolerations the instance enforces.
+    let pod = eventually("the pod's copy", || async {
+        running
+            .host_api::<Pod>()
+            .get_opt(&copy("build"))
+            .await
+            .unwrap()
+    })
+    .await;
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.service_account_name, Some(copy("builder")));
+    assert_eq!(spec.priority_class_name, Some(class_name.clone()));
+    assert!(
+        spec.tolerations
+            .unwrap()
+            .iter()
+            .any(|t| t.key.as_deref() == Some("dedicated")
+                && t.value.as_deref() == Some("tenants")
+                && t.effect.as_deref() == Some("NoSchedule")),
+    );
+    eventually("the ServiceAccount copy", || async {
+        running
+            .host_api::<k8s_openapi::api::core::v1::ServiceAccount>()
+            .get_opt(&copy("builder"))
+            .await
+            .unwrap()
+    })
+    .await;
+
+    // Host StorageClasses show in the virtual cluster.
+    let storage_class = unique_storage_class();
+    create(
+        &Api::<k8s_openapi::api::storage::v1::StorageClass>::all(running.host.clone()),
+        json!({"metadata": {"name": storage_class}, "provisioner": "example.com/none"}),
+    )
+    .await;
+    eventually("the host StorageClass in the virtual cluster", || async {
+        Api::<k8s_openapi::api::storage::v1::StorageClass>::all(running.virt.clone())
+            .get_opt(&storage_class)
+            .await
+            .unwrap()
+    })
+    .await;
+    Api::<k8s_openapi::api::storage::v1::StorageClass>::all(running.host.clone())
+        .delete(&storage_class, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(
+        "the virtual copy of the deleted StorageClass",
+        &Api::<k8s_openapi::api::storage::v1::StorageClass>::all(running.virt.clone()),
+        &storage_class,
+    )
+    .await;
+
+    // Deleting the virtual PriorityClass deletes its copy.
+    Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(running.virt.clone())
+        .delete("tenant-high", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(
+        "the PriorityClass copy",
+        &Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(running.host.clone()),
+        &class_name,
+    )
+    .await;
+}
+
+fn unique_storage_class() -> String {
+    virtualcluster_tests::harness::unique_name("syncer-class")
 }
