@@ -16,6 +16,9 @@ pub enum Error {
     Pki(#[from] crate::pki::Error),
     #[error("the watch caches stopped")]
     CachesGone,
+    /// The cleanup must wait (the finalizer stays until it returns without error).
+    #[error("cleanup waits: {0}")]
+    CleanupPending(String),
     #[error("{0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -45,6 +48,7 @@ impl Error {
             Error::Build(_) => "build",
             Error::Pki(_) => "certificates",
             Error::CachesGone => "caches",
+            Error::CleanupPending(_) => "cleanup-pending",
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
@@ -58,6 +62,7 @@ impl Error {
     pub fn retry_after(&self) -> Duration {
         match self.category() {
             "conflict" | "not-found" => Duration::from_secs(1),
+            "cleanup-pending" => Duration::from_secs(2),
             "forbidden" | "invalid" | "build" | "certificates" => Duration::from_secs(60),
             _ => Duration::from_secs(5),
         }
