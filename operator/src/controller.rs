@@ -43,7 +43,13 @@ pub struct Context {
     /// Safety-net resync of an instance with nothing to do.
     pub resync: Duration,
     pub verified: apply::Verified,
+    /// Every VirtualCluster the operator watches, to check host mappings across instances.
+    pub instances: reflector::Store<VirtualCluster>,
 }
+
+/// How often an instance refused for a conflict with another is looked at again (the other
+/// may have gone).
+const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 
 /// Options of one controller.
 #[derive(Debug, Clone)]
@@ -92,6 +98,7 @@ pub async fn run(
         metrics,
         resync: options.resync,
         verified: apply::Verified::default(),
+        instances: vc_store.clone(),
     });
     Controller::for_stream(vc_stream, vc_store)
         .with_config(
@@ -191,6 +198,12 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
             return Ok(Action::await_change());
         }
     };
+    let instances = ctx.instances.state();
+    let others: Vec<&VirtualCluster> = instances.iter().map(AsRef::as_ref).collect();
+    if let Err(invalid) = validate::conflict(vc, &valid, &others) {
+        report(vc, ctx, Err(&invalid), None, None, 0).await?;
+        return Ok(Action::requeue(CONFLICT_RECHECK));
+    }
     let instance = Instance {
         vc,
         valid: &valid,

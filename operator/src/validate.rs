@@ -82,6 +82,68 @@ pub fn validate(
     })
 }
 
+/// Reason of [`conflict`]'s refusal.
+pub const MAPPING_CONFLICT: &str = "MappingConflict";
+
+/// Whether `a` came before `b`: the older of two conflicting instances keeps its namespaces.
+fn precedes(a: &VirtualCluster, b: &VirtualCluster) -> bool {
+    let key = |vc: &VirtualCluster| {
+        (
+            vc.metadata.creation_timestamp.clone(),
+            vc.metadata.uid.clone().unwrap_or_default(),
+        )
+    };
+    key(a) < key(b)
+}
+
+/// Checks `vc`'s host mappings against the other instances (`others`, which may include `vc`):
+/// none may claim a host namespace that an older instance's mappings could claim, or the
+/// namespace an older instance runs in. The newer instance is refused, so one that runs is
+/// never taken away its namespaces by one created later.
+pub fn conflict(
+    vc: &VirtualCluster,
+    valid: &Valid,
+    others: &[&VirtualCluster],
+) -> Result<(), Invalid> {
+    let me = &valid.instance;
+    for other in others {
+        let them = InstanceRef::of(other);
+        if them.uid == me.uid || !precedes(other, vc) {
+            continue;
+        }
+        let who = format!("VirtualCluster {}/{}", them.namespace, them.name);
+        if valid.mapper.claims_host(&them.namespace) {
+            return Err(Invalid {
+                reason: MAPPING_CONFLICT,
+                message: format!(
+                    "spec.sync.toHost.namespaces.mappings.byName: a host side could claim \
+                     namespace {}, where {who} runs",
+                    them.namespace
+                ),
+            });
+        }
+        let theirs = mapping::validate(
+            &other.spec.sync.to_host.namespaces,
+            Instance {
+                name: &them.name,
+                namespace: &them.namespace,
+            },
+        );
+        if let Ok(theirs) = theirs
+            && let Some((mine, their_side)) = valid.mapper.overlapping_host(&theirs)
+        {
+            return Err(Invalid {
+                reason: MAPPING_CONFLICT,
+                message: format!(
+                    "spec.sync.toHost.namespaces.mappings.byName: host side {mine} could claim \
+                     a namespace that host side {their_side} of {who} claims"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The first usable address of `cidr` (network address + 1), if it is a valid range with room
 /// for it.
 pub fn first_address(cidr: &str) -> Option<IpAddr> {
@@ -114,6 +176,53 @@ mod tests {
         ns.enabled = !mappings.is_empty();
         ns.mappings.by_name = by_name(mappings.iter().copied());
         vc
+    }
+
+    fn created(mut vc: VirtualCluster, name: &str, uid: &str, second: i64) -> VirtualCluster {
+        vc.metadata.name = Some(name.into());
+        vc.metadata.uid = Some(uid.into());
+        vc.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(second).unwrap(),
+            ));
+        vc
+    }
+
+    #[test]
+    fn the_newer_of_two_instances_with_overlapping_host_sides_is_refused() {
+        let older = created(vc("a", &[("team-*", "h-team-*")]), "first", "u1", 100);
+        let newer = created(vc("b", &[("x", "h-team-b")]), "second", "u2", 200);
+        let others = [&older, &newer];
+        let valid = validate(&newer, None, "10.96.0.0/12").unwrap();
+        let err = conflict(&newer, &valid, &others).unwrap_err();
+        assert_eq!(err.reason, MAPPING_CONFLICT);
+        assert!(
+            err.message.contains("VirtualCluster a/first"),
+            "{}",
+            err.message
+        );
+        // The older one keeps running.
+        let valid = validate(&older, None, "10.96.0.0/12").unwrap();
+        assert_eq!(conflict(&older, &valid, &others), Ok(()));
+        // Disjoint host sides do not conflict.
+        let apart = created(vc("c", &[("x", "h-other")]), "third", "u3", 300);
+        let valid = validate(&apart, None, "10.96.0.0/12").unwrap();
+        assert_eq!(conflict(&apart, &valid, &[&older, &apart]), Ok(()));
+    }
+
+    #[test]
+    fn a_mapping_onto_another_instances_namespace_is_refused() {
+        let older = created(vc("shared", &[]), "first", "u1", 100);
+        let newer = created(vc("b", &[("x", "shared")]), "second", "u2", 200);
+        let valid = validate(&newer, None, "10.96.0.0/12").unwrap();
+        let err = conflict(&newer, &valid, &[&older]).unwrap_err();
+        assert_eq!(err.reason, MAPPING_CONFLICT);
+        assert!(
+            err.message
+                .contains("namespace shared, where VirtualCluster shared/first runs"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -835,3 +835,62 @@ async fn a_change_the_statefulset_cannot_take_recreates_it() {
         .unwrap()["storage"];
     assert_eq!(size.0, "1Gi");
 }
+
+#[tokio::test]
+async fn a_second_instance_whose_host_mappings_overlap_the_first_is_refused() {
+    let setup = Setup::new("op-conflict").await;
+    let prefix = format!("h-{}", setup.namespace);
+    setup
+        .create(
+            "first",
+            json!({"sync": {"toHost": {"namespaces": {
+                "enabled": true,
+                "mappings": {"byName": {"team-*": format!("{prefix}-*")}},
+            }}}}),
+        )
+        .await;
+    setup
+        .wait_vc("first", "provisioned", |vc| {
+            condition(vc, "ConfigValid").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    setup
+        .create(
+            "second",
+            json!({"sync": {"toHost": {"namespaces": {
+                "enabled": true,
+                "mappings": {"byName": {"billing": format!("{prefix}-billing")}},
+            }}}}),
+        )
+        .await;
+    let vc = setup
+        .wait_vc("second", "ConfigValid=False", |vc| {
+            condition(vc, "ConfigValid").is_some_and(|c| c.status == "False")
+        })
+        .await;
+    let refused = condition(&vc, "ConfigValid").unwrap();
+    assert_eq!(refused.reason, "MappingConflict");
+    assert!(
+        refused
+            .message
+            .contains(&format!("VirtualCluster {}/first", setup.namespace)),
+        "{}",
+        refused.message
+    );
+    // Nothing of the refused instance is provisioned; the first one is untouched.
+    let id = InstanceRef {
+        name: "second".into(),
+        namespace: setup.namespace.clone(),
+        uid: String::new(),
+    };
+    assert!(
+        setup
+            .api::<StatefulSet>()
+            .get_opt(&id.control_plane())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let first = setup.vcs().get("first").await.unwrap();
+    assert_eq!(condition(&first, "ConfigValid").unwrap().status, "True");
+}

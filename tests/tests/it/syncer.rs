@@ -696,6 +696,55 @@ async fn workloads_created_in_the_virtual_cluster_run_on_the_host() {
         },
     )
     .await;
+
+    // Deleting the VirtualCluster removes every copy its syncer made, and nothing else. (The
+    // syncer runs here as a local process, which the operator's deleting its Deployment does
+    // not stop: it is stopped as its pod would be.)
+    let _ = stop_syncer(&running);
+    Api::<VirtualCluster>::namespaced(running.host.clone(), &id.namespace)
+        .delete(&id.name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(
+        "the VirtualCluster, after its cleanup",
+        &Api::<VirtualCluster>::namespaced(running.host.clone(), &id.namespace),
+        &id.name,
+    )
+    .await;
+    let mut left: Vec<String> = Vec::new();
+    left.extend(
+        list(&running.host_api::<Service>(), &host_selector)
+            .await
+            .iter()
+            .map(|o| format!("Service {}", o.name_any())),
+    );
+    left.extend(
+        list(&running.host_api::<ConfigMap>(), &host_selector)
+            .await
+            .iter()
+            .map(|o| format!("ConfigMap {}", o.name_any())),
+    );
+    left.extend(
+        list(&running.host_api::<Secret>(), &host_selector)
+            .await
+            .iter()
+            .map(|o| format!("Secret {}", o.name_any())),
+    );
+    assert!(left.is_empty(), "copies left after the cleanup: {left:?}");
+    eventually("the pod copies to go", || async {
+        list(&running.host_api::<Pod>(), &host_selector)
+            .await
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+    let foreign = running.host_api::<ConfigMap>().get(&clash).await.unwrap();
+    assert_eq!(
+        foreign.data.as_ref().unwrap()["owner"],
+        "host",
+        "a foreign object stays"
+    );
 }
 
 #[tokio::test]
