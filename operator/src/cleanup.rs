@@ -7,7 +7,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Endpoints, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -15,14 +15,14 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::{Component, InstanceRef};
-use virtualcluster_crds::marks;
+use virtualcluster_crds::{keys, marks};
 
 use crate::controller::{Context, publish, write_status};
 use crate::error::Error;
@@ -54,6 +54,8 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
         )));
     }
 
+    // The copies the syncer made, wherever they are: the instance's namespace and the host
+    // namespaces it created or imported.
     let copies = delete_copies::<Pod>(ctx, &id).await?
         + delete_copies::<Service>(ctx, &id).await?
         + delete_copies::<Endpoints>(ctx, &id).await?
@@ -64,6 +66,66 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
         + delete_copies::<Ingress>(ctx, &id).await?
         + delete_copies::<NetworkPolicy>(ctx, &id).await?
         + delete_copies::<PodDisruptionBudget>(ctx, &id).await?;
+
+    // Host namespaces: those the instance created go (and are waited for), those it imported
+    // stay, without its marks.
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let marked = namespaces
+        .list(&ListParams::default().labels(&marks::copies_selector(&id)))
+        .await
+        .map_err(Error::kube("listing the instance's host namespaces"))?;
+    let mut terminating = Vec::new();
+    for namespace in marked
+        .items
+        .iter()
+        .filter(|n| marks::is_copy_of(&id, n.labels()))
+    {
+        let name = namespace.name_any();
+        let origin = namespace
+            .labels()
+            .get(keys::NAMESPACE_ORIGIN)
+            .map(String::as_str);
+        if origin == Some(keys::ORIGIN_CREATED) {
+            if namespace.metadata.deletion_timestamp.is_none()
+                && delete_precisely(&namespaces, namespace).await?
+            {
+                publish(
+                    ctx,
+                    vc,
+                    EventType::Normal,
+                    "NamespaceDeleted",
+                    &format!("created namespace {name} deleted"),
+                )
+                .await;
+            }
+            terminating.push(name);
+        } else {
+            let mut strip = serde_json::Map::new();
+            for key in [
+                keys::SYNCED_BY,
+                keys::SYNCED_BY_NAMESPACE,
+                keys::SYNCED_BY_UID,
+                keys::NAMESPACE_ORIGIN,
+            ] {
+                strip.insert(key.into(), serde_json::Value::Null);
+            }
+            let patch = serde_json::json!({"metadata": {"uid": namespace.uid(), "labels": strip}});
+            namespaces
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::kube(format!(
+                    "removing the instance's marks from namespace {name}"
+                )))?;
+            publish(ctx, vc, EventType::Normal, "NamespaceReleased", &format!("imported namespace {name} cleaned: the instance's objects removed, the namespace and its own objects kept")).await;
+        }
+    }
+    if !terminating.is_empty() {
+        return Err(Error::CleanupPending(format!(
+            "waiting for the namespaces it created to go: {}",
+            terminating.join(", ")
+        )));
+    }
+
     let mut removed = 0;
     removed += delete_labelled::<ClusterRoleBinding>(ctx, &id).await?;
     removed += delete_labelled::<ClusterRole>(ctx, &id).await?;
@@ -74,9 +136,8 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
         EventType::Normal,
         "CleanedUp",
         &format!(
-            "stopped the syncer, removed {copies} objects it made in namespace {} and {removed} \
-             cluster-scoped objects; the operator's own children go with the VirtualCluster",
-            id.namespace
+            "stopped the syncer, removed {copies} objects it made on the host and {removed} \
+             cluster-scoped objects; the operator's own children go with the VirtualCluster"
         ),
     )
     .await;
@@ -95,8 +156,8 @@ fn syncer_selector(id: &InstanceRef) -> String {
     selector
 }
 
-/// Deletes the host copies of kind `K` the instance's syncer made in the instance's namespace
-/// (marked with the instance's name, namespace and UID). Returns how many it deleted.
+/// Deletes the host copies of kind `K` the instance's syncer made, in any namespace (marked with
+/// the instance's name, namespace and UID). Returns how many it deleted.
 async fn delete_copies<K>(ctx: &Context, id: &InstanceRef) -> Result<usize, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -104,7 +165,15 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    delete_marked(Api::<K>::namespaced(ctx.client.clone(), &id.namespace), id).await
+    let mut deleted = 0;
+    for object in marked(Api::<K>::all(ctx.client.clone()), id).await? {
+        // Listed across namespaces, deleted in its own.
+        let api = Api::<K>::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+        if delete_precisely(&api, &object).await? {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 async fn delete_cluster_copies<K>(ctx: &Context, id: &InstanceRef) -> Result<usize, Error>
@@ -121,25 +190,37 @@ async fn delete_marked<K>(api: Api<K>, id: &InstanceRef) -> Result<usize, Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let found = api
-        .list(&ListParams::default().labels(&marks::copies_selector(id)))
-        .await
-        .map_err(Error::kube(format!("listing {}s", K::kind(&()))))?;
     let mut deleted = 0;
-    for object in found
-        .items
-        .iter()
-        .filter(|o| o.meta().deletion_timestamp.is_none())
-    {
-        if !marks::is_copy_of(id, object.labels()) {
-            tracing::warn!(kind = %K::kind(&()), name = %object.name_any(), "not deleting: its marks name another instance");
-            continue;
-        }
-        if delete_precisely(&api, object).await? {
+    for object in marked(api.clone(), id).await? {
+        if delete_precisely(&api, &object).await? {
             deleted += 1;
         }
     }
     Ok(deleted)
+}
+
+/// The objects `api` lists that carry the instance's marks (name, namespace and UID) and are
+/// not being deleted already.
+async fn marked<K>(api: Api<K>, id: &InstanceRef) -> Result<Vec<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let found = api
+        .list(&ListParams::default().labels(&marks::copies_selector(id)))
+        .await
+        .map_err(Error::kube(format!("listing {}s", K::kind(&()))))?;
+    Ok(found
+        .items
+        .into_iter()
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+        .filter(|o| {
+            let ours = marks::is_copy_of(id, o.labels());
+            if !ours {
+                tracing::warn!(kind = %K::kind(&()), name = %o.name_any(), "not deleting: its marks name another instance");
+            }
+            ours
+        })
+        .collect())
 }
 
 /// Deletes the cluster-scoped objects of kind `K` that carry the instance's labels. Returns how

@@ -104,6 +104,13 @@ pub struct OptIn {
     pub namespaces: Option<Store<Namespace>>,
 }
 
+/// Virtual and host namespaces, watched with namespace syncing.
+#[derive(Clone, Default)]
+pub struct Namespaces {
+    pub virtual_: Option<Store<Namespace>>,
+    pub host: Option<Store<Namespace>>,
+}
+
 pub struct Queues {
     pub pods: Arc<WorkQueue<Key>>,
     pub services: Arc<WorkQueue<Key>>,
@@ -121,6 +128,8 @@ pub struct Queues {
     pub priority_classes: Arc<WorkQueue<String>>,
     pub storage_classes: Arc<WorkQueue<String>>,
     pub ingress_classes: Arc<WorkQueue<String>>,
+    /// Virtual namespaces, by name.
+    pub namespaces: Arc<WorkQueue<String>>,
 }
 
 impl Queues {
@@ -141,6 +150,7 @@ impl Queues {
             priority_classes: WorkQueue::new("priorityclasses"),
             storage_classes: WorkQueue::new("storageclasses"),
             ingress_classes: WorkQueue::new("ingressclasses"),
+            namespaces: WorkQueue::new("namespaces"),
         }
     }
 }
@@ -158,6 +168,7 @@ pub struct Ctx {
     pub target: Target,
     pub stores: Stores,
     pub opt_in: OptIn,
+    pub namespaces: Namespaces,
     pub queues: Queues,
     /// Publishes Events on virtual objects (what their owners must know).
     pub recorder: Recorder,
@@ -166,11 +177,17 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn host_api<K>(&self) -> Api<K>
+    /// The host API of the copies of objects in virtual namespace `namespace`.
+    pub fn host_api<K>(&self, namespace: &str) -> Api<K>
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
     {
-        Api::namespaced(self.host.clone(), self.target.host_namespace())
+        Api::namespaced(self.host.clone(), &self.target.host_namespace(namespace))
+    }
+
+    /// Whether objects of virtual namespace `namespace` are synced at all.
+    pub fn synced(&self, namespace: &str) -> bool {
+        self.target.place(namespace).is_some()
     }
 
     pub fn virtual_api<K>(&self, namespace: &str) -> Api<K>
@@ -188,7 +205,7 @@ impl Ctx {
     {
         let name = self.target.host_name(&key.namespace, &key.name);
         store
-            .get(&ObjectRef::new(&name).within(self.target.host_namespace()))
+            .get(&ObjectRef::new(&name).within(&self.target.host_namespace(&key.namespace)))
             .filter(|copy| Key::of_copy(copy.as_ref()).as_ref() == Some(key))
     }
 

@@ -60,7 +60,7 @@ where
                     Ok(Next::Done)
                 }
                 Some(_) => {
-                    clash(ctx, virtual_object, &name).await;
+                    clash(ctx, virtual_object, desired.namespace(), &name).await;
                     Ok(Next::After(CLASH_RECHECK))
                 }
                 None => Ok(Next::After(Duration::from_millis(200))),
@@ -70,11 +70,18 @@ where
     }
 }
 
-async fn clash<V: Resource<DynamicType = ()>>(ctx: &Ctx, virtual_object: &V, host_name: &str) {
+async fn clash<V: Resource<DynamicType = ()>>(
+    ctx: &Ctx,
+    virtual_object: &V,
+    host_namespace: Option<String>,
+    host_name: &str,
+) {
+    let where_ = host_namespace
+        .map(|ns| format!("{ns}/"))
+        .unwrap_or_default();
     let note = format!(
-        "host object {}/{host_name} exists and was not made by this virtual cluster; it is left \
-         alone and this object is not synced",
-        ctx.target.host_namespace()
+        "host object {where_}{host_name} exists and was not made by this virtual cluster; it is \
+         left alone and this object is not synced"
     );
     tracing::warn!("{note}");
     let event = Event {

@@ -21,9 +21,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use virtualcluster_crds::instance::SyncerConfig;
-use virtualcluster_crds::marks;
+use virtualcluster_crds::{mapping, marks};
 
-use crate::context::{Ctx, Key, OptIn, Pair, Queues, Stores};
+use crate::context::{Ctx, Key, Namespaces, OptIn, Pair, Queues, Stores};
 use crate::sync;
 use crate::translate::Target;
 
@@ -73,12 +73,31 @@ pub async fn run(
     let host_ns = instance.namespace.clone();
     let copies = || watcher::Config::default().labels(&marks::copies_selector(&instance));
     let all = watcher::Config::default;
-    let host_api = |c: &Client| c.clone();
+    let namespace_sync = config.sync.to_host.namespaces.enabled;
+    let mapper = mapping::validate(
+        &config.sync.to_host.namespaces,
+        mapping::Instance {
+            name: &instance.name,
+            namespace: &instance.namespace,
+        },
+    )
+    .map_err(|v| anyhow::anyhow!("namespace mappings: {v}"))?;
+    // Copies live in the instance's namespace, and with namespace syncing in mapped ones too.
+    fn copies_api<K>(host: &Client, namespace: &str, everywhere: bool) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        if everywhere {
+            Api::all(host.clone())
+        } else {
+            Api::namespaced(host.clone(), namespace)
+        }
+    }
     macro_rules! pair {
         ($kind:ty) => {{
             let (v, vs) = reflect(Api::<$kind>::all(virt.clone()), all());
             let (h, hs) = reflect(
-                Api::<$kind>::namespaced(host_api(&host), &host_ns),
+                copies_api::<$kind>(&host, &host_ns, namespace_sync),
                 copies(),
             );
             (v, vs, h, hs)
@@ -103,7 +122,10 @@ pub async fn run(
         ($on:expr, $kind:ty) => {
             if $on {
                 let (v, vs) = reflect(Api::<$kind>::all(virt.clone()), all());
-                let (h, hs) = reflect(Api::<$kind>::namespaced(host.clone(), &host_ns), copies());
+                let (h, hs) = reflect(
+                    copies_api::<$kind>(&host, &host_ns, namespace_sync),
+                    copies(),
+                );
                 (
                     Some(Pair {
                         virtual_: v,
@@ -163,6 +185,20 @@ pub async fn run(
         namespaces,
     };
 
+    let (namespaces, namespace_streams) = if namespace_sync {
+        let (v, vs) = reflect(Api::<Namespace>::all(virt.clone()), all());
+        let (h, hs) = reflect(Api::<Namespace>::all(host.clone()), all());
+        (
+            Namespaces {
+                virtual_: Some(v),
+                host: Some(h),
+            },
+            Some((vs, hs)),
+        )
+    } else {
+        (Namespaces::default(), None)
+    };
+
     let stores = Stores {
         virtual_pods,
         host_pods,
@@ -193,10 +229,13 @@ pub async fn run(
         virt,
         target: Target {
             instance: instance.clone(),
+            mapper,
+            mappings_only: config.sync.to_host.namespaces.mappings_only,
         },
         config,
         stores: stores.clone(),
         opt_in: opt_in.clone(),
+        namespaces: namespaces.clone(),
         queues: Queues::new(),
         recorder,
         mirrored_events: Mutex::new(Default::default()),
@@ -368,9 +407,24 @@ pub async fn run(
         }
     }
 
+    if let Some((vs, hs)) = namespace_streams {
+        let queue = q.namespaces.clone();
+        feed(&mut feeds, vs, move |n: Namespace| queue.add(n.name_any()));
+        let (queue, target) = (q.namespaces.clone(), ctx.target.clone());
+        feed(&mut feeds, hs, move |n: Namespace| {
+            queue.extend(target.mapper.virtual_for(&n.name_any()));
+        });
+    }
+
     tracing::info!("listing both sides");
     wait_ready(&stores).await?;
     wait_opt_in_ready(&opt_in).await?;
+    for store in [&namespaces.virtual_, &namespaces.host]
+        .into_iter()
+        .flatten()
+    {
+        store.wait_until_ready().await?;
+    }
     tracing::info!(
         virtual_pods = stores.virtual_pods.state().len(),
         host_pods = stores.host_pods.state().len(),
@@ -439,6 +493,7 @@ pub async fn run(
         concurrency.other,
         sync::extra::reconcile_ingress_class
     );
+    work!(namespaces, concurrency.other, sync::namespaces::reconcile);
     tokio::select! {
         _ = workers.join_next() => anyhow::bail!("a worker pool stopped"),
         _ = feeds.join_next() => anyhow::bail!("a watch stopped"),

@@ -19,6 +19,9 @@ fn used(ctx: &Ctx, key: &Key, uses: fn(&Pod) -> Vec<String>) -> bool {
 }
 
 pub async fn reconcile_config_map(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    if !ctx.synced(&key.namespace) {
+        return Ok(Next::Done);
+    }
     let options = &ctx.config.sync.to_host.config_maps;
     if !options.enabled {
         return Ok(Next::Done);
@@ -31,7 +34,7 @@ pub async fn reconcile_config_map(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Nex
     let copy = ctx.host_copy(&ctx.stores.host_config_maps, &key);
     copy::sync(
         &ctx,
-        &ctx.host_api(),
+        &ctx.host_api(&key.namespace),
         object.as_deref(),
         copy.as_deref(),
         |o| host_config_map(o, &ctx.target),
@@ -40,6 +43,9 @@ pub async fn reconcile_config_map(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Nex
 }
 
 pub async fn reconcile_secret(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    if !ctx.synced(&key.namespace) {
+        return Ok(Next::Done);
+    }
     let options = &ctx.config.sync.to_host.secrets;
     if !options.enabled {
         return Ok(Next::Done);
@@ -52,7 +58,7 @@ pub async fn reconcile_secret(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     let copy = ctx.host_copy(&ctx.stores.host_secrets, &key);
     copy::sync(
         &ctx,
-        &ctx.host_api(),
+        &ctx.host_api(&key.namespace),
         object.as_deref(),
         copy.as_deref(),
         |o| host_secret(o, &ctx.target),

@@ -15,7 +15,7 @@ use crate::queue::Next;
 
 /// The virtual object a host object named `name` of `kind` is the copy of.
 fn copied_from(ctx: &Ctx, kind: &str, name: &str) -> Option<VirtualRef> {
-    let namespace = ctx.target.host_namespace();
+    let namespace = ctx.target.instance.namespace.as_str();
     fn of<K: Resource<DynamicType = ()> + Clone>(
         store: &kube::runtime::reflector::Store<K>,
         name: &str,
@@ -86,7 +86,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
     if !ctx.config.sync.from_host.events.enabled {
         return Ok(Next::Done);
     }
-    let key = ObjectRef::new(&name).within(ctx.target.host_namespace());
+    let key = ObjectRef::new(&name).within(&ctx.target.instance.namespace);
     let Some(event) = ctx.stores.host_events.get(&key) else {
         ctx.mirrored_events
             .lock()

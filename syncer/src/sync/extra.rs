@@ -39,11 +39,14 @@ where
         + DeserializeOwned
         + Debug,
 {
+    if !ctx.synced(&key.namespace) {
+        return Ok(Next::Done);
+    }
     let object = pair.virtual_.get(&key.object_ref());
     let copy = ctx.host_copy(&pair.host, key);
     copy::sync(
         ctx,
-        &ctx.host_api(),
+        &ctx.host_api(&key.namespace),
         object.as_deref(),
         copy.as_deref(),
         translate,

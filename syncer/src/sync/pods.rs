@@ -28,12 +28,15 @@ const WAIT_FOR_ADDRESS: Duration = Duration::from_secs(1);
 const TOKEN_SECONDS: i64 = 365 * 24 * 3600;
 
 pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    if !ctx.synced(&key.namespace) {
+        return Ok(Next::Done);
+    }
     if !ctx.config.sync.to_host.pods.enabled {
         return Ok(Next::Done);
     }
     let pod = ctx.stores.virtual_pods.get(&key.object_ref());
     let copy = ctx.host_copy(&ctx.stores.host_pods, &key);
-    let host = ctx.host_api::<Pod>();
+    let host = ctx.host_api::<Pod>(&key.namespace);
     let virt = ctx.virtual_api::<Pod>(&key.namespace);
     match (pod, copy) {
         (None, None) => Ok(Next::Done),
@@ -119,7 +122,7 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
         priority_class,
     };
     let desired = translate::host_pod(pod, &env);
-    copy::create(ctx, &ctx.host_api::<Pod>(), &desired, pod).await
+    copy::create(ctx, &ctx.host_api::<Pod>(&key.namespace), &desired, pod).await
 }
 
 fn needs_cluster_dns(pod: &Pod) -> bool {
@@ -212,7 +215,12 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &Pod) -> anyhow::Result<N
                 "annotations": desired.metadata.annotations,
             }
         });
-        copy::patch_apply(&ctx.host_api::<Pod>(), &copy.name_any(), &patch).await?;
+        copy::patch_apply(
+            &ctx.host_api::<Pod>(&key.namespace),
+            &copy.name_any(),
+            &patch,
+        )
+        .await?;
     }
 
     let virt = ctx.virtual_api::<Pod>(&key.namespace);

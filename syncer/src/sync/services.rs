@@ -32,6 +32,9 @@ fn is_api_service(key: &Key) -> bool {
 }
 
 pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    if !ctx.synced(&key.namespace) {
+        return Ok(Next::Done);
+    }
     if !ctx.config.sync.to_host.services.enabled {
         return Ok(Next::Done);
     }
@@ -53,7 +56,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         };
     }
     let copy = ctx.host_copy(&ctx.stores.host_services, &key);
-    let host = ctx.host_api::<Service>();
+    let host = ctx.host_api::<Service>(&key.namespace);
 
     // A recreate that was under way.
     if let Some(copy) = &copy
@@ -81,7 +84,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
 
     let next = copy::sync(
         &ctx,
-        &ctx.host_api(),
+        &ctx.host_api(&key.namespace),
         service.as_deref(),
         copy.as_deref(),
         |s| host_service(s, &ctx.target),
@@ -141,7 +144,8 @@ async fn recreate(ctx: &Ctx, service: &Service, copy: &Service, ip: &str) -> any
         "uid": copy.uid(),
         "annotations": {RECREATE: serde_json::to_string(&replacement)?},
     }});
-    ctx.host_api::<Service>()
+    let namespace = service.namespace().unwrap_or_default();
+    ctx.host_api::<Service>(&namespace)
         .patch(&copy.name_any(), &merge_params(), &Patch::Merge(&patch))
         .await?;
     let virt = ctx.virtual_api::<Service>(service.namespace().as_deref().unwrap_or_default());
@@ -181,6 +185,9 @@ async fn create_virtual(api: &Api<Service>, replacement: &Service) -> anyhow::Re
 /// Endpoints of a virtual Service without selector are copied; those of Services with one are
 /// made by each side's own controllers.
 pub async fn reconcile_endpoints(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    if !ctx.synced(&key.namespace) {
+        return Ok(Next::Done);
+    }
     if !ctx.config.sync.to_host.endpoints.enabled || is_api_service(&key) {
         return Ok(Next::Done);
     }
@@ -197,7 +204,7 @@ pub async fn reconcile_endpoints(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next
     let copy = ctx.host_copy(&ctx.stores.host_endpoints, &key);
     copy::sync(
         &ctx,
-        &ctx.host_api(),
+        &ctx.host_api(&key.namespace),
         endpoints.as_deref(),
         copy.as_deref(),
         |e: &Endpoints| host_endpoints(e, &ctx.target),

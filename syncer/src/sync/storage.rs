@@ -12,6 +12,9 @@ use crate::queue::Next;
 use crate::translate::pvc::{host_claim, virtual_status};
 
 pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    if !ctx.synced(&key.namespace) {
+        return Ok(Next::Done);
+    }
     if !ctx.config.sync.to_host.persistent_volume_claims.enabled {
         return Ok(Next::Done);
     }
@@ -19,7 +22,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     let copy = ctx.host_copy(&ctx.stores.host_claims, &key);
     let next = copy::sync(
         &ctx,
-        &ctx.host_api(),
+        &ctx.host_api(&key.namespace),
         claim.as_deref(),
         copy.as_deref(),
         |c| host_claim(c, &ctx.target),

@@ -10,25 +10,71 @@ pub mod service;
 use std::collections::BTreeMap;
 
 use kube::api::ObjectMeta;
+use virtualcluster_crds::dns;
 use virtualcluster_crds::instance::InstanceRef;
+use virtualcluster_crds::mapping::{NamespaceMapper, SYSTEM_VIRTUAL_NAMESPACES};
 use virtualcluster_crds::marks::{self, VirtualRef};
 use virtualcluster_crds::naming;
+
+/// The ConfigMap every namespace has with the cluster's CA bundle.
+const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
 
 /// Where the copies of one instance go on the host, and how they are named there.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub instance: InstanceRef,
+    /// Namespace syncing's mappings (none without it).
+    pub mapper: NamespaceMapper,
+    /// Virtual namespaces no mapping matches are not synced (system namespaces still are).
+    pub mappings_only: bool,
+}
+
+/// Where the copies of a virtual namespace's objects go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub namespace: String,
+    /// In a mapped namespace objects keep their names; in the instance's own they are renamed.
+    pub keep_names: bool,
 }
 
 impl Target {
-    /// The host namespace of copies: the instance's own (single-namespace mode).
-    pub fn host_namespace(&self) -> &str {
-        &self.instance.namespace
+    /// Where copies of objects in virtual namespace `namespace` go: the host namespace a
+    /// mapping gives (names kept), else the instance's own (names translated); `None` when they
+    /// are not synced at all (`mappingsOnly`, or a mapped name too long for a namespace).
+    pub fn place(&self, namespace: &str) -> Option<Placement> {
+        match self.mapper.host_for(namespace) {
+            Some(host) if dns::is_label(&host) => Some(Placement {
+                namespace: host,
+                keep_names: true,
+            }),
+            Some(_) => None,
+            None if self.mappings_only && !SYSTEM_VIRTUAL_NAMESPACES.contains(&namespace) => None,
+            None => Some(Placement {
+                namespace: self.instance.namespace.clone(),
+                keep_names: false,
+            }),
+        }
     }
 
-    /// The host name of virtual object `name` in virtual namespace `namespace`.
+    /// The host namespace of copies from virtual namespace `namespace` (the instance's own when
+    /// they are not synced; nothing is written there for them).
+    pub fn host_namespace(&self, namespace: &str) -> String {
+        self.place(namespace)
+            .map(|p| p.namespace)
+            .unwrap_or_else(|| self.instance.namespace.clone())
+    }
+
+    /// The host name of virtual object `name` in virtual namespace `namespace`. In a mapped
+    /// namespace names are kept, except the virtual CA bundle's: the host publishes its own
+    /// `kube-root-ca.crt` in every namespace.
     pub fn host_name(&self, namespace: &str, name: &str) -> String {
-        naming::host_name(name, namespace, &self.instance.name)
+        match self.place(namespace) {
+            Some(p) if p.keep_names && name == ROOT_CA_CONFIG_MAP => {
+                format!("virtualcluster-{ROOT_CA_CONFIG_MAP}")
+            }
+            Some(p) if p.keep_names => name.to_owned(),
+            _ => naming::host_name(name, namespace, &self.instance.name),
+        }
     }
 
     /// The metadata of the host copy of the object with virtual metadata `meta`: the translated
@@ -50,7 +96,7 @@ impl Target {
         annotations.extend(marks::copy_annotations(&of));
         ObjectMeta {
             name: Some(self.host_name(&namespace, &name)),
-            namespace: Some(self.host_namespace().to_owned()),
+            namespace: Some(self.host_namespace(&namespace)),
             labels: Some(labels),
             annotations: Some(annotations),
             ..Default::default()
@@ -86,6 +132,42 @@ pub(crate) fn target() -> Target {
             namespace: "team-a".into(),
             uid: "instance-uid".into(),
         },
+        mapper: NamespaceMapper::default(),
+        mappings_only: false,
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn mapped_target(mappings_only: bool) -> Target {
+    use virtualcluster_crds::mapping::{self, Instance, by_name};
+    use virtualcluster_crds::v1alpha1::NamespaceSync;
+    let config = NamespaceSync {
+        enabled: true,
+        mappings_only,
+        mappings: virtualcluster_crds::v1alpha1::NamespaceMappings {
+            by_name: by_name([
+                ("frontend-prod", "customer-project-alpha-prod"),
+                ("team-a-*", "h-team-a-*"),
+                ("datasets-*", "${name}-data-*"),
+            ]),
+        },
+    };
+    let mapper = mapping::validate(
+        &config,
+        Instance {
+            name: "mapping-demo",
+            namespace: "vcluster-mapping-demo",
+        },
+    )
+    .unwrap();
+    Target {
+        instance: InstanceRef {
+            name: "mapping-demo".into(),
+            namespace: "vcluster-mapping-demo".into(),
+            uid: "instance-uid".into(),
+        },
+        mapper,
+        mappings_only,
     }
 }
 
@@ -116,6 +198,56 @@ mod tests {
         let annotations = copy.annotations.unwrap();
         assert_eq!(annotations[keys::VIRTUAL_UID], "v-uid");
         assert_eq!(annotations[keys::VIRTUAL_NAME], "web");
+    }
+
+    #[test]
+    fn mapped_namespaces_keep_names_and_others_are_renamed_as_documented() {
+        let target = mapped_target(false);
+        let place = |ns: &str| target.place(ns).unwrap();
+        assert_eq!(place("team-a-ns1").namespace, "h-team-a-ns1");
+        assert_eq!(
+            place("frontend-prod").namespace,
+            "customer-project-alpha-prod"
+        );
+        assert_eq!(place("datasets-raw").namespace, "mapping-demo-data-raw");
+        assert_eq!(
+            target.host_name("team-a-ns1", "nginx-from-team-a"),
+            "nginx-from-team-a"
+        );
+        assert_eq!(
+            target.host_name("team-a-ns1", "kube-root-ca.crt"),
+            "virtualcluster-kube-root-ca.crt"
+        );
+        let other = place("some-other-namespace");
+        assert_eq!(
+            (other.namespace.as_str(), other.keep_names),
+            ("vcluster-mapping-demo", false)
+        );
+        assert_eq!(
+            target.host_name("some-other-namespace", "nginx-from-other-namespace"),
+            naming::host_name(
+                "nginx-from-other-namespace",
+                "some-other-namespace",
+                "mapping-demo"
+            )
+        );
+        let meta = ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some("team-a-ns1".into()),
+            ..Default::default()
+        };
+        let copy = target.copy_meta(&meta);
+        assert_eq!(
+            (copy.namespace.as_deref(), copy.name.as_deref()),
+            (Some("h-team-a-ns1"), Some("web"))
+        );
+
+        let strict = mapped_target(true);
+        assert_eq!(strict.place("some-other-namespace"), None);
+        assert_eq!(
+            strict.place("kube-system").unwrap().namespace,
+            "vcluster-mapping-demo"
+        );
     }
 
     #[test]

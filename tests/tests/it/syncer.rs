@@ -962,3 +962,169 @@ async fn kinds_turned_on_are_synced_and_narrowed_to_the_instance() {
 fn unique_storage_class() -> String {
     virtualcluster_tests::harness::unique_name("syncer-class")
 }
+
+/// The documented mapping example: mapped namespaces get host namespaces of their own and keep
+/// names there, unmapped ones use the instance's namespace with renamed objects; a host
+/// namespace that existed is imported, not created; deleting the instance deletes what it
+/// created and leaves what it imported, without its marks.
+#[tokio::test]
+async fn namespace_syncing_places_pods_by_mapping_and_cleans_up_selectively() {
+    let cluster = shared_cluster().await;
+    let spec = json!({"sync": {"toHost": {"namespaces": {
+        "enabled": true,
+        "mappings": {"byName": {
+            "frontend-prod": "customer-project-alpha-prod",
+            "team-a-*": "h-team-a-*",
+            "datasets-*": "${name}-data-*"
+        }}
+    }}}});
+    // A host namespace that matches a mapping, made on the host before the virtual one.
+    let hosts: Api<Namespace> = Api::all(cluster.client().await);
+    create(&hosts, json!({"metadata": {"name": "h-team-a-existing"}})).await;
+    create(
+        &Api::<ConfigMap>::namespaced(cluster.client().await, "h-team-a-existing"),
+        json!({"metadata": {"name": "host-own"}, "data": {"k": "v"}}),
+    )
+    .await;
+
+    let running = Running::start(cluster, "ns-sync", "mapping-demo", spec).await;
+    let id = &running.id;
+    let namespaces: Api<Namespace> = Api::all(running.virt.clone());
+    for ns in [
+        "team-a-ns1",
+        "frontend-prod",
+        "some-other-namespace",
+        "team-a-existing",
+    ] {
+        create(&namespaces, json!({"metadata": {"name": ns}})).await;
+    }
+    for (ns, host) in [
+        ("team-a-ns1", "h-team-a-ns1"),
+        ("frontend-prod", "customer-project-alpha-prod"),
+    ] {
+        let created = eventually(&format!("host namespace {host} for {ns}"), || async {
+            hosts.get_opt(host).await.unwrap()
+        })
+        .await;
+        assert!(marks::is_copy_of(id, created.labels()));
+        assert_eq!(
+            created.labels()[keys::NAMESPACE_ORIGIN],
+            keys::ORIGIN_CREATED
+        );
+    }
+    eventually("the existing host namespace to be imported", || async {
+        let ns = hosts.get("h-team-a-existing").await.unwrap();
+        (ns.labels().get(keys::NAMESPACE_ORIGIN).map(String::as_str) == Some(keys::ORIGIN_IMPORTED))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        hosts
+            .get_opt("some-other-namespace")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let pod = |name: &str| {
+        json!({"metadata": {"name": name},
+               "spec": {"containers": [{"name": "nginx", "image": "nginx"}]}})
+    };
+    create(
+        &running.virtual_api::<Pod>("team-a-ns1"),
+        pod("nginx-from-team-a"),
+    )
+    .await;
+    create(
+        &running.virtual_api::<Pod>("some-other-namespace"),
+        pod("nginx-from-other-namespace"),
+    )
+    .await;
+    create(
+        &running.virtual_api::<Pod>("team-a-existing"),
+        pod("nginx-in-imported"),
+    )
+    .await;
+    let on_host = |ns: &str, name: &str| {
+        let api: Api<Pod> = Api::namespaced(running.host.clone(), ns);
+        let name = name.to_owned();
+        async move {
+            eventually_within(&format!("host pod {name} Running"), LONG, || async {
+                let pod = api.get_opt(&name).await.unwrap()?;
+                running_with_ip(&pod).map(|_| pod)
+            })
+            .await
+        }
+    };
+    // Mapped: same name in the mapped namespace. Unmapped: renamed into the instance's.
+    on_host("h-team-a-ns1", "nginx-from-team-a").await;
+    on_host(
+        &id.namespace,
+        &naming::host_name(
+            "nginx-from-other-namespace",
+            "some-other-namespace",
+            &id.name,
+        ),
+    )
+    .await;
+    on_host("h-team-a-existing", "nginx-in-imported").await;
+    eventually_within(
+        "the mapped pod Running in the virtual cluster",
+        LONG,
+        || async {
+            let pod = running
+                .virtual_api::<Pod>("team-a-ns1")
+                .get("nginx-from-team-a")
+                .await
+                .unwrap();
+            running_with_ip(&pod)
+        },
+    )
+    .await;
+
+    // Delete the instance (its syncer stopped as its pod would be).
+    let _ = stop_syncer(&running);
+    Api::<VirtualCluster>::namespaced(running.host.clone(), &id.namespace)
+        .delete(&id.name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually_within("the VirtualCluster, after its cleanup", LONG, || async {
+        Api::<VirtualCluster>::namespaced(running.host.clone(), &id.namespace)
+            .get_opt(&id.name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for created in ["h-team-a-ns1", "customer-project-alpha-prod"] {
+        assert!(
+            hosts.get_opt(created).await.unwrap().is_none(),
+            "created namespace {created} is gone when the finalizer is done"
+        );
+    }
+    let imported = hosts.get("h-team-a-existing").await.unwrap();
+    assert!(
+        !imported
+            .labels()
+            .keys()
+            .any(|k| k.starts_with(keys::RESERVED_PREFIX)),
+        "the imported namespace keeps none of the instance's marks: {:?}",
+        imported.labels()
+    );
+    let own: Api<ConfigMap> = Api::namespaced(running.host.clone(), "h-team-a-existing");
+    assert_eq!(own.get("host-own").await.unwrap().data.unwrap()["k"], "v");
+    eventually("the copy in the imported namespace to go", || async {
+        let pods: Api<Pod> = Api::namespaced(running.host.clone(), "h-team-a-existing");
+        pods.get_opt("nginx-in-imported")
+            .await
+            .unwrap()
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+    hosts
+        .delete("h-team-a-existing", &DeleteParams::default())
+        .await
+        .unwrap();
+}
