@@ -1,6 +1,7 @@
 //! `virtualcluster-syncer`: copies workloads between one virtual cluster and the host. The
 //! binary (`main.rs`) reads its configuration, elects a leader and calls [`run::run`].
 
+pub mod admission;
 pub mod context;
 pub mod copy;
 pub mod dns;

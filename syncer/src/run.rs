@@ -438,6 +438,11 @@ pub async fn run(
             }
         });
     }
+    if ctx.target.mappings_only {
+        // Refused at the virtual API server, where the user sees it; the syncer does not run
+        // until it is in place.
+        crate::admission::install(&ctx.virt, &ctx.target.mapper).await?;
+    }
 
     let mut workers = tokio::task::JoinSet::new();
     macro_rules! work {

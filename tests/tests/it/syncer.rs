@@ -1128,3 +1128,94 @@ async fn namespace_syncing_places_pods_by_mapping_and_cleans_up_selectively() {
         .await
         .unwrap();
 }
+
+/// The documented `mappingsOnly` example: the virtual API server refuses a namespace no mapping
+/// matches, naming it and the allowed names and patterns, and workloads in unmapped namespaces;
+/// a mapped namespace gets its `${name}` host namespace.
+#[tokio::test]
+async fn mappings_only_refuses_unmapped_namespaces_at_the_virtual_api_server() {
+    let cluster = shared_cluster().await;
+    let spec = json!({"sync": {"toHost": {"namespaces": {
+        "enabled": true,
+        "mappingsOnly": true,
+        "mappings": {"byName": {
+            "synced-*": "host-${name}-synced-*",
+            "important-configs": "host-configs-critical"
+        }}
+    }}}});
+    let running = Running::start(cluster, "ns-strict", "strict-vc", spec).await;
+    let namespaces: Api<Namespace> = Api::all(running.virt.clone());
+    let refused = eventually("the namespace to be refused", || async {
+        let ns: Namespace = object(json!({"metadata": {"name": "not-mapped"}}));
+        match namespaces.create(&PostParams::default(), &ns).await {
+            Err(kube::Error::Api(status)) if status.code == 403 || status.code == 422 => {
+                Some(status)
+            }
+            Ok(_) => {
+                // The policy was not in force yet; try again with it.
+                namespaces
+                    .delete("not-mapped", &DeleteParams::default())
+                    .await
+                    .unwrap();
+                wait_gone("not-mapped", &namespaces, "not-mapped").await;
+                None
+            }
+            Err(err) => panic!("creating namespace not-mapped: {err}"),
+        }
+    })
+    .await;
+    assert!(
+        refused.message.contains("namespace not-mapped"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused.message.contains("synced-*, important-configs")
+            || refused.message.contains("important-configs, synced-*"),
+        "{}",
+        refused.message
+    );
+    // Workloads in an unmapped namespace that exists (default) are refused too (once the
+    // namespace's ServiceAccount exists, which admission looks up first).
+    let accounts = running.virtual_api::<k8s_openapi::api::core::v1::ServiceAccount>("default");
+    eventually("the default ServiceAccount", || async {
+        accounts.get_opt("default").await.unwrap()
+    })
+    .await;
+    let err = running
+        .virtual_api::<Pod>("default")
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "p"},
+                           "spec": {"containers": [{"name": "c", "image": "busybox"}]}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.message.contains("namespace default matches no namespace mapping")),
+        "{err}"
+    );
+    // A mapped namespace is created, and gets its host namespace.
+    create(&namespaces, json!({"metadata": {"name": "synced-data"}})).await;
+    let hosts: Api<Namespace> = Api::all(running.host.clone());
+    let host = eventually("host namespace host-strict-vc-synced-data", || async {
+        hosts.get_opt("host-strict-vc-synced-data").await.unwrap()
+    })
+    .await;
+    assert!(marks::is_copy_of(&running.id, host.labels()));
+    // Cleaned up with the instance.
+    let _ = stop_syncer(&running);
+    Api::<VirtualCluster>::namespaced(running.host.clone(), &running.id.namespace)
+        .delete(&running.id.name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually_within("the created host namespace to go", LONG, || async {
+        hosts
+            .get_opt("host-strict-vc-synced-data")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
