@@ -143,6 +143,24 @@ where
     }
 }
 
+/// Writes `status` (what flows back from the host) to the virtual object `name`; an object gone
+/// meanwhile is not an error.
+pub async fn write_virtual_status<K, S>(api: &Api<K>, name: &str, status: &S) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({ "status": status });
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) if is_status(&err, 404) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Deletes `live` if it is still the object with its UID; returns whether it did (false when
 /// it was gone or replaced already).
 pub async fn delete<K>(api: &Api<K>, live: &K, grace_seconds: Option<u32>) -> anyhow::Result<bool>

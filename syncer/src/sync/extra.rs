@@ -10,7 +10,7 @@ use std::sync::Arc;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::api::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -65,10 +65,12 @@ pub async fn reconcile_ingress(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> 
     ) && Ctx::copy_of_uid(copy.as_ref()) == ingress.uid().as_deref()
         && let Some(status) = extra::ingress_status(&copy, ingress.status.as_ref())
     {
-        let patch = serde_json::json!({ "status": status });
-        ctx.virtual_api::<Ingress>(&key.namespace)
-            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        copy::write_virtual_status(
+            &ctx.virtual_api::<Ingress>(&key.namespace),
+            &key.name,
+            &status,
+        )
+        .await?;
     }
     Ok(next)
 }

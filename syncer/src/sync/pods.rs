@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod, ServiceAccount};
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use virtualcluster_crds::keys::SYNCER_FIELD_MANAGER;
 
@@ -269,19 +269,7 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &Pod) -> anyhow::Result<N
     }
 
     if let Some(status) = translate::virtual_status(copy, pod.status.as_ref()) {
-        let patch = serde_json::json!({ "status": status });
-        match virt
-            .patch_status(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(err) if copy::is_status(&err, 404) => {}
-            Err(err) => return Err(err.into()),
-        }
+        copy::write_virtual_status(&virt, &pod.name_any(), &status).await?;
     }
     Ok(Next::Done)
 }

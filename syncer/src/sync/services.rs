@@ -104,15 +104,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         return recreate(&ctx, &service, &copy, ip).await;
     }
     if let Some(status) = virtual_status(&copy, service.status.as_ref()) {
-        let patch = serde_json::json!({ "status": status });
-        match virt
-            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(err) if copy::is_status(&err, 404) => {}
-            Err(err) => return Err(err.into()),
-        }
+        copy::write_virtual_status(&virt, &key.name, &status).await?;
     }
     Ok(next)
 }

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
 
 use crate::context::{Ctx, Key};
 use crate::copy;
@@ -33,15 +32,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         && let Some(status) = virtual_status(&copy, claim.status.as_ref())
     {
         let api = ctx.virtual_api::<PersistentVolumeClaim>(&key.namespace);
-        let patch = serde_json::json!({ "status": status });
-        match api
-            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(err) if copy::is_status(&err, 404) => {}
-            Err(err) => return Err(err.into()),
-        }
+        copy::write_virtual_status(&api, &key.name, &status).await?;
     }
     Ok(next)
 }

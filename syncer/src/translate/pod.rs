@@ -67,62 +67,60 @@ fn projected_sources(pod: &Pod) -> impl Iterator<Item = &VolumeProjection> {
 
 /// The ConfigMaps a pod uses, by virtual name.
 pub fn config_maps(pod: &Pod) -> Vec<String> {
-    let mut names = Vec::new();
-    let Some(spec) = &pod.spec else { return names };
-    for v in spec.volumes.iter().flatten() {
-        names.extend(v.config_map.as_ref().map(|c| c.name.clone()));
-    }
-    for p in projected_sources(pod) {
-        names.extend(p.config_map.as_ref().map(|c| c.name.clone()));
-    }
-    for c in containers(spec) {
-        for e in c.env.iter().flatten() {
-            names.extend(
-                e.value_from
-                    .as_ref()
-                    .and_then(|f| f.config_map_key_ref.as_ref())
-                    .map(|r| r.name.clone()),
-            );
-        }
-        for e in c.env_from.iter().flatten() {
-            names.extend(e.config_map_ref.as_ref().map(|r| r.name.clone()));
-        }
-    }
-    names.retain(|n| !n.is_empty());
-    names.sort();
-    names.dedup();
-    names
+    references(pod, Referenced::ConfigMap)
 }
 
 /// The Secrets a pod uses, by virtual name (image pull secrets included).
 pub fn secrets(pod: &Pod) -> Vec<String> {
+    references(pod, Referenced::Secret)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Referenced {
+    ConfigMap,
+    Secret,
+}
+
+/// The objects of kind `kind` a pod names in its volumes, projections, env and envFrom (and,
+/// for Secrets, image pull secrets), sorted and without duplicates.
+fn references(pod: &Pod, kind: Referenced) -> Vec<String> {
     let mut names = Vec::new();
     let Some(spec) = &pod.spec else { return names };
+    let secret = kind == Referenced::Secret;
     for v in spec.volumes.iter().flatten() {
-        names.extend(v.secret.as_ref().and_then(|s| s.secret_name.clone()));
+        names.extend(match kind {
+            Referenced::ConfigMap => v.config_map.as_ref().map(|c| c.name.clone()),
+            Referenced::Secret => v.secret.as_ref().and_then(|s| s.secret_name.clone()),
+        });
     }
     for p in projected_sources(pod) {
-        names.extend(p.secret.as_ref().map(|s| s.name.clone()));
+        names.extend(match kind {
+            Referenced::ConfigMap => p.config_map.as_ref().map(|c| c.name.clone()),
+            Referenced::Secret => p.secret.as_ref().map(|s| s.name.clone()),
+        });
     }
     for c in containers(spec) {
-        for e in c.env.iter().flatten() {
-            names.extend(
-                e.value_from
-                    .as_ref()
-                    .and_then(|f| f.secret_key_ref.as_ref())
-                    .map(|r| r.name.clone()),
-            );
+        for e in c.env.iter().flatten().filter_map(|e| e.value_from.as_ref()) {
+            names.extend(match kind {
+                Referenced::ConfigMap => e.config_map_key_ref.as_ref().map(|r| r.name.clone()),
+                Referenced::Secret => e.secret_key_ref.as_ref().map(|r| r.name.clone()),
+            });
         }
         for e in c.env_from.iter().flatten() {
-            names.extend(e.secret_ref.as_ref().map(|r| r.name.clone()));
+            names.extend(match kind {
+                Referenced::ConfigMap => e.config_map_ref.as_ref().map(|r| r.name.clone()),
+                Referenced::Secret => e.secret_ref.as_ref().map(|r| r.name.clone()),
+            });
         }
     }
-    names.extend(
-        spec.image_pull_secrets
-            .iter()
-            .flatten()
-            .map(|s| s.name.clone()),
-    );
+    if secret {
+        names.extend(
+            spec.image_pull_secrets
+                .iter()
+                .flatten()
+                .map(|s| s.name.clone()),
+        );
+    }
     names.retain(|n| !n.is_empty());
     names.sort();
     names.dedup();
