@@ -43,6 +43,22 @@ where
         .unwrap_or_else(|err| panic!("creating {}: {err}", obj.name_any()));
 }
 
+/// Creates virtual namespace `name` and waits for its `default` ServiceAccount, which admission
+/// looks up for every pod.
+async fn create_namespace(virt: &Client, name: &str) {
+    create(
+        &Api::<Namespace>::all(virt.clone()),
+        json!({"metadata": {"name": name}}),
+    )
+    .await;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(virt.clone(), name);
+    eventually(&format!("the default ServiceAccount of {name}"), || async {
+        accounts.get_opt("default").await.unwrap()
+    })
+    .await;
+}
+
 /// A VirtualCluster whose control plane and syncer run locally, as rendered by the operator.
 struct Running {
     host: Client,
@@ -242,8 +258,7 @@ fn running_with_ip(pod: &Pod) -> Option<String> {
 /// Creates in virtual namespace `namespace` a Deployment `web` of `replicas` pods that use a
 /// ConfigMap and a Secret, a Service `web` in front of them, and a ConfigMap nobody uses.
 async fn deploy_web(running: &Running, namespace: &str, replicas: i32) {
-    let namespaces: Api<Namespace> = Api::all(running.virt.clone());
-    create(&namespaces, json!({"metadata": {"name": namespace}})).await;
+    create_namespace(&running.virt, namespace).await;
     create(
         &running.virtual_api::<ConfigMap>(namespace),
         json!({"metadata": {"name": "settings"}, "data": {"greeting": format!("hello from {namespace}")}}),
@@ -989,14 +1004,13 @@ async fn namespace_syncing_places_pods_by_mapping_and_cleans_up_selectively() {
 
     let running = Running::start(cluster, "ns-sync", "mapping-demo", spec).await;
     let id = &running.id;
-    let namespaces: Api<Namespace> = Api::all(running.virt.clone());
     for ns in [
         "team-a-ns1",
         "frontend-prod",
         "some-other-namespace",
         "team-a-existing",
     ] {
-        create(&namespaces, json!({"metadata": {"name": ns}})).await;
+        create_namespace(&running.virt, ns).await;
     }
     for (ns, host) in [
         ("team-a-ns1", "h-team-a-ns1"),
