@@ -1,6 +1,7 @@
 //! A local Kubernetes control plane built from pinned upstream sources, for the integration
 //! tests (see [`harness`]) and for `tests/local-cluster`.
 
+pub mod bench;
 pub mod binaries;
 pub mod cluster;
 pub mod crd;

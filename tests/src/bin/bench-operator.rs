@@ -5,7 +5,6 @@
 //!
 //!   cargo run --release -p virtualcluster-tests --bin bench-operator -- [--instances N]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -15,11 +14,12 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::managed_selector;
+use virtualcluster_tests::bench::{self, RequestCounts, rss_kib, watch_metadata};
 use virtualcluster_tests::cluster::{self, UpOptions};
 use virtualcluster_tests::harness::{TestCluster, clusters_root, unique_name};
 use virtualcluster_tests::operator::{self, Operator, Start};
@@ -242,62 +242,15 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
 
 /// Checks `check` (on watch caches) every 100 ms until it is true; gives up after 15 minutes.
 async fn wait_for(what: &str, check: impl Fn() -> bool) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(900);
-    while !check() {
-        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
-/// A cache of the metadata of `api`'s objects, kept by a watch.
-fn watch_metadata<K>(
-    api: Api<PartialObjectMeta<K>>,
-    config: &watcher::Config,
-) -> Store<PartialObjectMeta<K>>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    K: Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    tokio::spawn(
-        watcher(api, config.clone())
-            .default_backoff()
-            .reflect(writer)
-            .for_each(|_| futures::future::ready(())),
-    );
-    store
+    bench::wait_for(what, Duration::from_secs(900), check).await
 }
 
 /// Write requests the API server served for the kinds the operator writes, from its
 /// `apiserver_request_total` counter.
 async fn operator_writes(admin: &Client) -> Result<f64> {
-    let text = admin
-        .request_text(http::Request::get("/metrics").body(Vec::new())?)
-        .await
-        .context("reading the API server's metrics")?;
-    let mut total = 0.0;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let labels: BTreeMap<&str, &str> = labels
-            .split("\",")
-            .filter_map(|kv| kv.split_once("=\""))
-            .map(|(k, v)| (k, v.trim_end_matches('"')))
-            .collect();
-        let verb = labels.get("verb").copied().unwrap_or_default();
-        let resource = labels.get("resource").copied().unwrap_or_default();
-        let subresource = labels.get("subresource").copied().unwrap_or_default();
-        let write = matches!(verb, "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE");
-        if write && OPERATOR_RESOURCES.contains(&(resource, subresource)) {
-            total += value.trim().parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    Ok(total)
+    Ok(RequestCounts::read(admin).await?.writes(|kind| {
+        OPERATOR_RESOURCES.contains(&(kind.resource.as_str(), kind.subresource.as_str()))
+    }))
 }
 
 async fn reconciles(operator: &Operator) -> Result<f64> {
@@ -309,17 +262,4 @@ async fn reconciles(operator: &Operator) -> Result<f64> {
         .trim()
         .parse()
         .context("parsing the reconciles counter")
-}
-
-/// Peak and current resident set size of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmHWM:")?, field("VmRSS:")?))
 }

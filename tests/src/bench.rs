@@ -1,0 +1,188 @@
+//! What the benchmarks (`bench-operator`, `bench-syncer`) share: waiting on watch caches, the
+//! API server's own request counters, and the memory and CPU time of a process.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use futures::StreamExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+
+/// Checks `check` (on watch caches) every 100 ms until it is true; gives up after `timeout`.
+pub async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// A cache of the metadata of `api`'s objects, kept by a watch.
+pub fn watch_metadata<K>(
+    api: Api<PartialObjectMeta<K>>,
+    config: &watcher::Config,
+) -> Store<PartialObjectMeta<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    tokio::spawn(
+        watcher(api, config.clone())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| futures::future::ready(())),
+    );
+    store
+}
+
+/// One series of the API server's `apiserver_request_total`, summed over response codes,
+/// API groups, versions and scopes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestKind {
+    pub resource: String,
+    pub subresource: String,
+    pub verb: String,
+}
+
+impl RequestKind {
+    /// Whether requests of this kind change objects.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.verb.as_str(),
+            "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION"
+        )
+    }
+}
+
+impl std::fmt::Display for RequestKind {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.subresource.as_str() {
+            "" => write!(out, "{} {}", self.verb, self.resource),
+            sub => write!(out, "{} {}/{sub}", self.verb, self.resource),
+        }
+    }
+}
+
+/// Requests an API server has served so far, by kind, from its `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestCounts(pub BTreeMap<RequestKind, f64>);
+
+impl RequestCounts {
+    /// Reads the counters of the API server `client` talks to (which needs access to
+    /// `/metrics`).
+    pub async fn read(client: &Client) -> Result<RequestCounts> {
+        let text = client
+            .request_text(http::Request::get("/metrics").body(Vec::new())?)
+            .await
+            .context("reading the API server's metrics")?;
+        Ok(Self::parse(&text))
+    }
+
+    /// The `apiserver_request_total` series of a `/metrics` text.
+    pub fn parse(text: &str) -> RequestCounts {
+        let mut counts = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once("} ") else {
+                continue;
+            };
+            let labels: BTreeMap<&str, &str> = labels
+                .split("\",")
+                .filter_map(|kv| kv.split_once("=\""))
+                .map(|(k, v)| (k, v.trim_end_matches('"')))
+                .collect();
+            let label = |name: &str| labels.get(name).copied().unwrap_or_default().to_owned();
+            let kind = RequestKind {
+                resource: label("resource"),
+                subresource: label("subresource"),
+                verb: label("verb"),
+            };
+            *counts.entry(kind).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+        }
+        RequestCounts(counts)
+    }
+
+    /// The requests served since `earlier` was read, kinds without any left out.
+    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
+        RequestCounts(
+            self.0
+                .iter()
+                .map(|(kind, n)| (kind, n - earlier.0.get(kind).copied().unwrap_or(0.0)))
+                .filter(|(_, n)| *n > 0.0)
+                .map(|(kind, n)| (kind.clone(), n))
+                .collect(),
+        )
+    }
+
+    /// Write requests of the kinds `filter` selects.
+    pub fn writes(&self, filter: impl Fn(&RequestKind) -> bool) -> f64 {
+        self.0
+            .iter()
+            .filter(|(kind, _)| kind.is_write() && filter(kind))
+            .map(|(_, n)| n)
+            // An empty sum of floats is -0.
+            .fold(0.0, |sum, n| sum + n)
+    }
+
+    /// Write requests of each kind `filter` selects, as `VERB resource[/subresource] N, ...`
+    /// (`none` without any).
+    pub fn describe_writes(&self, filter: impl Fn(&RequestKind) -> bool) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(kind, _)| kind.is_write() && filter(kind))
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Peak and current resident set size of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// CPU time (user and system) process `pid` has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name in parentheses may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .with_context(|| format!("parsing /proc/{pid}/stat"))?
+        .1
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 (utime, stime), counted from 1 with the two before `)`.
+    let ticks = |index: usize| -> Result<f64> {
+        fields
+            .get(index - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("no field {index} in /proc/{pid}/stat"))
+    };
+    // SAFETY: sysconf only reads a constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((ticks(14)? + ticks(15)?) / per_second)
+}
