@@ -1,0 +1,1079 @@
+//! Benchmark of the syncer: runs one VirtualCluster on a fresh local cluster with simulated
+//! nodes (control plane and syncer as local processes, the syncer a release build), creates
+//! pods in it and prints how long each took to get its host copy and to be Running in the
+//! virtual cluster, the syncer's peak RSS, its host writes per created pod and on a restart
+//! with nothing to change (counted by the API servers' own request metrics), and its
+//! throughput next to the rate the host API server takes the same pods directly.
+//!
+//!   cargo run --release -p virtualcluster-tests --bin bench-syncer -- [--pods N] [--rate R]
+//!       [--concurrency C] [--nodes N] [--pod-workers W] [--keep]
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as watch};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use virtualcluster_crds::instance::InstanceRef;
+use virtualcluster_crds::{VirtualCluster, marks, naming};
+use virtualcluster_tests::bench::{self, RequestCounts, RequestKind, cpu_seconds, rss_kib};
+use virtualcluster_tests::cluster::{self, State, UpOptions};
+use virtualcluster_tests::harness::{TestCluster, clusters_root, unique_name};
+use virtualcluster_tests::instance::{self, syncer};
+use virtualcluster_tests::operator::{self, Operator, Start};
+use virtualcluster_tests::process::{self, Lifetime, ProcessRecord, Started};
+use virtualcluster_tests::{binaries, crd, kubeconfig};
+
+#[derive(Parser)]
+struct Args {
+    /// Pods created in each phase (paced, direct, unpaced).
+    #[arg(long, default_value_t = 1000)]
+    pods: usize,
+    /// Creates per second in the paced phase; 0 creates as fast as `--concurrency` allows.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Creates in flight at once, in every phase.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Simulated nodes (110 pods each); by default enough for twice `--pods` and some spare.
+    #[arg(long)]
+    nodes: Option<u32>,
+    /// Run the syncer with this many pod workers instead of what its Deployment says (the
+    /// syncer's default, 16, unless the operator renders one).
+    #[arg(long)]
+    pod_workers: Option<usize>,
+    /// Leave the cluster running afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Name of the VirtualCluster.
+const INSTANCE: &str = "vc";
+/// Virtual namespace of the paced phase.
+const PACED_NAMESPACE: &str = "bench";
+/// Virtual namespace of the unpaced phase.
+const UNPACED_NAMESPACE: &str = "bench-unpaced";
+/// How long the host and virtual pod write counters must stay still before a window ends.
+const STILL: Duration = Duration::from_secs(5);
+/// How long the restarted syncer runs after its caches are ready before the resync window ends.
+const RESYNC_WINDOW: Duration = Duration::from_secs(10);
+
+/// Pod writes that are not a subresource's: the scheduler binds through `pods/binding` and
+/// kwok reports through `pods/status`, so on the host only the syncer makes these in a window
+/// that has no creates or deletes of the benchmark's own.
+fn pod_writes(kind: &RequestKind) -> bool {
+    kind.resource == "pods" && kind.subresource.is_empty()
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(args.pods > 0, "--pods must be at least 1");
+    ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    ensure!(args.rate >= 0.0, "--rate must not be negative");
+    eprintln!("bench: building the operator and the syncer (release)");
+    let operator_binary = tokio::task::spawn_blocking(|| operator::build(true)).await??;
+    let syncer_binary = tokio::task::spawn_blocking(|| syncer::build(true)).await??;
+    let bin_dir = tokio::task::spawn_blocking(binaries::ensure).await??;
+    // At most twice --pods at once (the paced and the unpaced phase's copies, or the paced
+    // phase's and the direct ones), plus the instance's own pods; kwok nodes take 110 each.
+    let node_count = args
+        .nodes
+        .unwrap_or((2 * args.pods).div_ceil(100) as u32 + 2);
+    let dir = clusters_root().join(unique_name("bench-syncer"));
+    eprintln!(
+        "bench: starting a cluster with {node_count} simulated nodes in {}",
+        dir.display()
+    );
+    let lifetime = if args.keep {
+        Lifetime::Detached
+    } else {
+        Lifetime::TiedToThisProcess
+    };
+    let cluster: TestCluster = cluster::up(
+        &dir,
+        &UpOptions {
+            bin_dir,
+            nodes: Some(node_count),
+            lifetime,
+        },
+    )
+    .await?
+    .into();
+    let bench = Bench {
+        args: &args,
+        cluster: &cluster,
+        lifetime,
+        node_count,
+    };
+    let result = bench.run(&operator_binary, &syncer_binary).await;
+    if let Err(err) = &result {
+        eprintln!("bench: failed: {err:#}");
+    }
+    if args.keep {
+        eprintln!(
+            "bench: the cluster keeps running in {0}; stop it with `tests/local-cluster down {0}`",
+            dir.display()
+        );
+    } else {
+        cluster::down(&dir)?;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+struct Bench<'a> {
+    args: &'a Args,
+    cluster: &'a TestCluster,
+    lifetime: Lifetime,
+    node_count: u32,
+}
+
+impl Bench<'_> {
+    async fn run(&self, operator_binary: &Path, syncer_binary: &Path) -> Result<()> {
+        let n = self.args.pods;
+        let cluster = self.cluster;
+        let admin = cluster.client().await;
+        crd::install(&admin).await?;
+        let namespace = cluster.namespace("bench").await;
+        let identity = operator::identity(cluster, &namespace).await?;
+        let _operator = Operator::spawn(
+            cluster,
+            Start {
+                namespaces: &[&namespace],
+                kubeconfig: &identity,
+                args: &[],
+            },
+            operator_binary,
+            self.lifetime,
+        )
+        .await?;
+        let id = self.create_instance(&admin, &namespace).await?;
+        eprintln!("bench: running {namespace}/{INSTANCE} locally");
+        let kubeconfig = instance::run_instance(
+            cluster.dir(),
+            &namespace,
+            INSTANCE,
+            instance::Options::with_syncer(self.lifetime),
+        )
+        .await?;
+        let virt = kubeconfig::client(&kubeconfig).await?;
+
+        // The instance runs the workspace's debug build of the syncer; the same command line
+        // and environment run the release build instead.
+        let mut syncer = Syncer::running(cluster.dir(), &namespace, self.lifetime)?;
+        if let Some(workers) = self.args.pod_workers {
+            syncer
+                .args
+                .retain(|a| a.split('=').next() != Some("--pod-workers"));
+            syncer.args.push(format!("--pod-workers={workers}"));
+        }
+        syncer.restart(Some(syncer_binary))?;
+        eprintln!(
+            "bench: syncer restarted as a release build (pid {}), log {}",
+            syncer.record.pid,
+            syncer.record.log.display()
+        );
+        syncer.wait_caches_ready().await?;
+        self.wait_dns(&admin, &virt, &id).await?;
+        for name in [PACED_NAMESPACE, UNPACED_NAMESPACE] {
+            create_namespace(&virt, name).await?;
+        }
+        let direct_namespace = cluster.namespace("direct").await;
+
+        // Watches on both sides, started before any create.
+        let mut watches = Watches::default();
+        let copies = Tracker::follow(
+            &mut watches,
+            watch(
+                Api::<PartialObjectMeta<Pod>>::namespaced(admin.clone(), &namespace),
+                watcher::Config::default().labels(&marks::copies_selector(&id)),
+            ),
+            |_| true,
+            |p| p.name_any(),
+        );
+        let running = Tracker::follow(
+            &mut watches,
+            watch(Api::<Pod>::all(virt.clone()), watcher::Config::default()),
+            |p: &Pod| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_some_and(|phase| phase == "Running")
+            },
+            |p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
+        );
+        let direct = Tracker::follow(
+            &mut watches,
+            watch(
+                Api::<PartialObjectMeta<Pod>>::namespaced(admin.clone(), &direct_namespace),
+                watcher::Config::default(),
+            ),
+            |_| true,
+            |p| p.name_any(),
+        );
+        let phase_timeout = Duration::from_secs(600 + n as u64 / 5);
+
+        // The virtual cluster's own pods (CoreDNS) run before the first window opens, so that
+        // their copies are not counted in it.
+        let own: Vec<String> = Api::<Pod>::all(virt.clone())
+            .list(&ListParams::default())
+            .await?
+            .iter()
+            .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+            .collect();
+        running
+            .wait_all(
+                "the virtual cluster's own pods Running",
+                &own,
+                phase_timeout,
+            )
+            .await?;
+        wait_still(&admin, &virt).await?;
+
+        // 1. Paced creates in the virtual cluster, inside the write-counting window.
+        let names = pod_names(n);
+        let host_names: Vec<String> = names
+            .iter()
+            .map(|p| naming::host_name(p, PACED_NAMESPACE, INSTANCE))
+            .collect();
+        let virtual_keys: Vec<String> = names
+            .iter()
+            .map(|p| format!("{PACED_NAMESPACE}/{p}"))
+            .collect();
+        let host_before = RequestCounts::read(&admin).await?;
+        let virt_before = RequestCounts::read(&virt).await?;
+        let cpu_before = cpu_seconds(syncer.record.pid)?;
+        eprintln!(
+            "bench: creating {n} pods in the virtual cluster at {}",
+            rate_text(self.args.rate)
+        );
+        let paced = create_pods(
+            Api::namespaced(virt.clone(), PACED_NAMESPACE),
+            &names,
+            self.args.rate,
+            self.args.concurrency,
+        )
+        .await?;
+        eprintln!(
+            "bench: created in {:.1?} ({:.1} creates/s)",
+            paced.duration(),
+            paced.rate()
+        );
+        copies
+            .wait_all(
+                "the host copies of the paced pods",
+                &host_names,
+                phase_timeout,
+            )
+            .await?;
+        running
+            .wait_all("the paced pods Running", &virtual_keys, phase_timeout)
+            .await?;
+        eprintln!(
+            "bench: all copied and Running {:.1?} after the last create",
+            running.last_matched(&virtual_keys)? - paced.last_sent()
+        );
+        wait_still(&admin, &virt).await?;
+        let host_create = RequestCounts::read(&admin).await?.since(&host_before);
+        let virt_create = RequestCounts::read(&virt).await?.since(&virt_before);
+        let cpu_paced = cpu_seconds(syncer.record.pid)? - cpu_before;
+        let paced_responses = paced.response_times();
+        let in_virtual_watch = running.latencies(Seen::Appeared, &virtual_keys, &paced.sent);
+        let to_copy = copies.latencies(Seen::Matched, &host_names, &paced.sent);
+        let to_running = running.latencies(Seen::Matched, &virtual_keys, &paced.sent);
+        let (rss_paced, _) = rss_kib(syncer.record.pid)?;
+
+        // 2. A restart with nothing to change.
+        eprintln!("bench: restarting the syncer with nothing to change");
+        let host_before = RequestCounts::read(&admin).await?;
+        let virt_before = RequestCounts::read(&virt).await?;
+        syncer.restart(None)?;
+        let resync_started = Instant::now();
+        syncer.wait_caches_ready().await?;
+        let caches_ready = resync_started.elapsed();
+        tokio::time::sleep(RESYNC_WINDOW).await;
+        wait_still(&admin, &virt).await?;
+        let host_resync = RequestCounts::read(&admin).await?.since(&host_before);
+        let virt_resync = RequestCounts::read(&virt).await?.since(&virt_before);
+        let resync_window = resync_started.elapsed();
+        let cpu_resync = cpu_seconds(syncer.record.pid)?;
+
+        // 3. The same pods straight to the host, as fast as the same client gets them in.
+        eprintln!("bench: creating {n} pods directly in host namespace {direct_namespace}");
+        let direct_pods = create_pods(
+            Api::namespaced(admin.clone(), &direct_namespace),
+            &names,
+            0.0,
+            self.args.concurrency,
+        )
+        .await?;
+        direct
+            .wait_all("the direct pods", &names, phase_timeout)
+            .await?;
+        let direct_span = direct.last_matched(&names)? - direct_pods.first_sent();
+        eprintln!("bench: deleting the direct pods");
+        Api::<Pod>::namespaced(admin.clone(), &direct_namespace)
+            .delete_collection(
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..DeleteParams::default()
+                },
+                &ListParams::default(),
+            )
+            .await
+            .context("deleting the direct pods")?;
+        bench::wait_for("the direct pods to go", phase_timeout, || {
+            direct.present() == 0
+        })
+        .await?;
+
+        // 4. Unpaced creates in the virtual cluster, for the syncer's throughput.
+        let unpaced_host_names: Vec<String> = names
+            .iter()
+            .map(|p| naming::host_name(p, UNPACED_NAMESPACE, INSTANCE))
+            .collect();
+        let unpaced_keys: Vec<String> = names
+            .iter()
+            .map(|p| format!("{UNPACED_NAMESPACE}/{p}"))
+            .collect();
+        let cpu_before = cpu_seconds(syncer.record.pid)?;
+        eprintln!("bench: creating {n} pods in the virtual cluster, unpaced");
+        let unpaced = create_pods(
+            Api::namespaced(virt.clone(), UNPACED_NAMESPACE),
+            &names,
+            0.0,
+            self.args.concurrency,
+        )
+        .await?;
+        copies
+            .wait_all(
+                "the host copies of the unpaced pods",
+                &unpaced_host_names,
+                phase_timeout,
+            )
+            .await?;
+        let unpaced_span = copies.last_matched(&unpaced_host_names)? - unpaced.first_sent();
+        running
+            .wait_all("the unpaced pods Running", &unpaced_keys, phase_timeout)
+            .await?;
+        let unpaced_running_span = running.last_matched(&unpaced_keys)? - unpaced.first_sent();
+        let cpu_unpaced = cpu_seconds(syncer.record.pid)? - cpu_before;
+        let unpaced_to_copy = copies.latencies(Seen::Matched, &unpaced_host_names, &unpaced.sent);
+        let (rss_end, rss_now) = rss_kib(syncer.record.pid)?;
+        syncer.check_running()?;
+        drop(watches);
+
+        let direct_rate = n as f64 / direct_span.as_secs_f64();
+        let syncer_rate = n as f64 / unpaced_span.as_secs_f64();
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let copy_p99 = percentile(&to_copy, 0.99);
+        let host_create_writes = host_create.writes(pod_writes);
+        let host_resync_writes = host_resync.writes(pod_writes);
+
+        println!(
+            "syncer benchmark: {n} pods per phase, {} simulated nodes, client concurrency {}, \
+             syncer pod workers {}",
+            self.node_count,
+            self.args.concurrency,
+            match self.args.pod_workers {
+                Some(workers) => workers.to_string(),
+                None => "as rendered".to_owned(),
+            }
+        );
+        println!();
+        println!(
+            "  paced phase: {n} creates in virtual namespace {PACED_NAMESPACE} at {} \
+             (achieved {:.1}/s over {:.1} s)",
+            rate_text(self.args.rate),
+            paced.rate(),
+            paced.duration().as_secs_f64()
+        );
+        println!(
+            "    create answered                {}",
+            summary(&paced_responses)
+        );
+        println!(
+            "    create to seen in virtual watch {}",
+            summary(&in_virtual_watch)
+        );
+        println!("    create to host copy seen       {}", summary(&to_copy));
+        println!(
+            "    create to Running in virtual   {}",
+            summary(&to_running)
+        );
+        println!(
+            "    host pod writes {host_create_writes} ({:.2} per pod): {}",
+            host_create_writes / n as f64,
+            host_create.describe_writes(|k| k.resource == "pods")
+        );
+        println!(
+            "    virtual writes of pods and tokens (the benchmark's {n} creates included): {}",
+            virt_create
+                .describe_writes(|k| k.resource == "pods" || k.resource == "serviceaccounts")
+        );
+        println!(
+            "    syncer CPU {cpu_paced:.1} s, peak RSS {:.1} MiB",
+            mib(rss_paced)
+        );
+        println!();
+        println!(
+            "  resync: syncer restarted, caches ready after {:.1} s, window {:.1} s (syncer CPU \
+             {cpu_resync:.1} s since its start)",
+            caches_ready.as_secs_f64(),
+            resync_window.as_secs_f64()
+        );
+        println!(
+            "    host pod writes {host_resync_writes}; host writes of the kinds the syncer \
+             copies: {}",
+            host_resync.describe_writes(|k| SYNCED_KINDS.contains(&k.resource.as_str()))
+        );
+        println!(
+            "    virtual writes: {}",
+            virt_resync.describe_writes(|_| true)
+        );
+        println!();
+        println!(
+            "  direct phase: {n} creates in host namespace {direct_namespace}, unpaced: created in \
+             {:.1} s, all seen after {:.1} s: {direct_rate:.1} pods/s",
+            direct_pods.duration().as_secs_f64(),
+            direct_span.as_secs_f64()
+        );
+        println!(
+            "    create answered                {}",
+            summary(&direct_pods.response_times())
+        );
+        println!(
+            "  unpaced phase: {n} creates in virtual namespace {UNPACED_NAMESPACE}: created in \
+             {:.1} s, last host copy after {:.1} s: {syncer_rate:.1} pods/s; all Running after \
+             {:.1} s",
+            unpaced.duration().as_secs_f64(),
+            unpaced_span.as_secs_f64(),
+            unpaced_running_span.as_secs_f64()
+        );
+        println!(
+            "    create answered                {}",
+            summary(&unpaced.response_times())
+        );
+        println!(
+            "    create to host copy seen       {}",
+            summary(&unpaced_to_copy)
+        );
+        println!("    syncer CPU {cpu_unpaced:.1} s");
+        println!();
+        println!("  {:<44} {:<28} target", "figure", "measured");
+        let row = |figure: &str, measured: String, target: &str, met: Option<bool>| {
+            let verdict = match met {
+                Some(true) => "  met",
+                Some(false) => "  NOT MET",
+                None => "",
+            };
+            println!("  {figure:<44} {measured:<28} {target}{verdict}");
+        };
+        row(
+            &format!("create to host copy, p99 ({})", rate_text(self.args.rate)),
+            format!(
+                "{:.0} ms (p50 {:.0} ms)",
+                copy_p99 * 1e3,
+                percentile(&to_copy, 0.5) * 1e3
+            ),
+            "<= 250 ms at 100 creates/s",
+            (self.args.rate == 100.0).then_some(copy_p99 <= 0.25),
+        );
+        row(
+            "create to Running in virtual, p99",
+            format!(
+                "{:.0} ms (p50 {:.0} ms)",
+                percentile(&to_running, 0.99) * 1e3,
+                percentile(&to_running, 0.5) * 1e3
+            ),
+            "",
+            None,
+        );
+        row(
+            &format!("syncer peak RSS, {n} pods"),
+            format!("{:.1} MiB", mib(rss_paced)),
+            "<= 128 MiB at 10,000 pods",
+            (n >= 10_000).then_some(mib(rss_paced) <= 128.0),
+        );
+        row(
+            &format!("syncer peak RSS, {} pods (end)", 2 * n),
+            format!("{:.1} MiB (now {:.1} MiB)", mib(rss_end), mib(rss_now)),
+            "<= 128 MiB at 10,000 pods",
+            (2 * n >= 10_000).then_some(mib(rss_end) <= 128.0),
+        );
+        row(
+            "host pod writes per created pod",
+            format!("{:.2}", host_create_writes / n as f64),
+            "1",
+            Some(host_create_writes <= n as f64),
+        );
+        row(
+            "host pod writes on a no-change resync",
+            format!("{host_resync_writes}"),
+            "0",
+            Some(host_resync_writes == 0.0),
+        );
+        row(
+            "throughput vs direct creates",
+            format!(
+                "{:.0}% ({syncer_rate:.1} vs {direct_rate:.1}/s)",
+                100.0 * syncer_rate / direct_rate
+            ),
+            ">= 80% of direct",
+            Some(syncer_rate >= 0.8 * direct_rate),
+        );
+        Ok(())
+    }
+
+    /// Creates VirtualCluster [`INSTANCE`] in `namespace` (control plane without a volume
+    /// claim) and waits until the operator rendered what [`instance::run_instance`] reads.
+    async fn create_instance(&self, admin: &Client, namespace: &str) -> Result<InstanceRef> {
+        let vcs: Api<VirtualCluster> = Api::namespaced(admin.clone(), namespace);
+        let vc: VirtualCluster = serde_json::from_value(json!({
+            "apiVersion": "virtualcluster.dev/v1alpha1",
+            "kind": "VirtualCluster",
+            "metadata": {"name": INSTANCE},
+            "spec": {"controlPlane": {"persistence": {"enabled": false}}},
+        }))?;
+        let vc = vcs.create(&PostParams::default(), &vc).await?;
+        let id = InstanceRef::of(&vc);
+        let sets: Api<StatefulSet> = Api::namespaced(admin.clone(), namespace);
+        let deployments: Api<Deployment> = Api::namespaced(admin.clone(), namespace);
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), namespace);
+        let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), namespace);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let rendered = sets.get_opt(&id.control_plane()).await?.is_some()
+                && deployments.get_opt(&id.syncer()).await?.is_some()
+                && secrets.get_opt(&id.kubeconfig_secret()).await?.is_some()
+                && secrets
+                    .get_opt(&id.syncer_kubeconfig_secret())
+                    .await?
+                    .is_some()
+                && config_maps.get_opt(&id.syncer_config()).await?.is_some();
+            if rendered {
+                return Ok(id);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the operator did not render {namespace}/{INSTANCE} within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the virtual kube-dns Service has the address of its host copy: pods that
+    /// use the cluster's DNS (the default) are synced only then.
+    async fn wait_dns(&self, admin: &Client, virt: &Client, id: &InstanceRef) -> Result<()> {
+        let virtual_services: Api<Service> = Api::namespaced(virt.clone(), "kube-system");
+        let host_services: Api<Service> = Api::namespaced(admin.clone(), &id.namespace);
+        let host_name = naming::host_name("kube-dns", "kube-system", &id.name);
+        let cluster_ip = |s: Option<Service>| s.and_then(|s| s.spec).and_then(|s| s.cluster_ip);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let virtual_ip = cluster_ip(virtual_services.get_opt("kube-dns").await?);
+            let host_ip = cluster_ip(host_services.get_opt(&host_name).await?);
+            if virtual_ip.is_some() && virtual_ip == host_ip {
+                eprintln!(
+                    "bench: virtual kube-dns has its host address {}",
+                    host_ip.unwrap_or_default()
+                );
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the virtual kube-dns Service did not get the address of its host copy \
+                 {host_name} within 300 s (virtual {virtual_ip:?}, host {host_ip:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Kinds the syncer writes on the host.
+const SYNCED_KINDS: [&str; 7] = [
+    "pods",
+    "services",
+    "endpoints",
+    "configmaps",
+    "secrets",
+    "persistentvolumeclaims",
+    "events",
+];
+
+fn rate_text(rate: f64) -> String {
+    if rate > 0.0 {
+        format!("{rate} creates/s")
+    } else {
+        "full speed".to_owned()
+    }
+}
+
+fn pod_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("pod-{i:05}")).collect()
+}
+
+/// Creates namespace `name` and waits for its `default` ServiceAccount, whose tokens the
+/// syncer mints for the pods.
+async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .with_context(|| format!("creating virtual namespace {name}"))?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accounts.get_opt("default").await?.is_none() {
+        ensure!(
+            Instant::now() < deadline,
+            "virtual namespace {name} got no default ServiceAccount"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// When each create of a phase was sent and answered.
+struct Created {
+    sent: Vec<Instant>,
+    answered: Vec<Instant>,
+    done: Instant,
+}
+
+impl Created {
+    fn first_sent(&self) -> Instant {
+        self.sent.iter().min().copied().expect("at least one pod")
+    }
+
+    fn last_sent(&self) -> Instant {
+        self.sent.iter().max().copied().expect("at least one pod")
+    }
+
+    /// From the first create sent to the last one answered.
+    fn duration(&self) -> Duration {
+        self.done - self.first_sent()
+    }
+
+    fn rate(&self) -> f64 {
+        self.sent.len() as f64 / self.duration().as_secs_f64()
+    }
+
+    /// Seconds each create took to be answered, ascending.
+    fn response_times(&self) -> Vec<f64> {
+        let mut times: Vec<f64> = self
+            .sent
+            .iter()
+            .zip(&self.answered)
+            .map(|(sent, answered)| answered.duration_since(*sent).as_secs_f64())
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times
+    }
+}
+
+/// Creates a pod of each name through `api`, `concurrency` at once; with a positive `rate`,
+/// create `i` is not sent before `i / rate` seconds. Creates the API server refuses for load
+/// (429, 5xx) or that fail in transport are sent again; the time sent is the first attempt's.
+async fn create_pods(
+    api: Api<Pod>,
+    names: &[String],
+    rate: f64,
+    concurrency: usize,
+) -> Result<Created> {
+    let start = tokio::time::Instant::now();
+    let sent = futures::stream::iter(names.iter().enumerate())
+        .map(|(i, name)| {
+            let api = api.clone();
+            async move {
+                if rate > 0.0 {
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate))
+                        .await;
+                }
+                let pod: Pod = serde_json::from_value(json!({
+                    "metadata": {"name": name, "labels": {"app": "bench"}},
+                    "spec": {"containers": [{"name": "app", "image": "pause"}]},
+                }))?;
+                let sent = Instant::now();
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match api.create(&PostParams::default(), &pod).await {
+                        Ok(_) => break,
+                        // An earlier attempt got through after all.
+                        Err(kube::Error::Api(status)) if attempt > 1 && status.code == 409 => {
+                            break;
+                        }
+                        Err(err) if attempt < 10 && retriable(&err) => {
+                            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                        }
+                        Err(err) => {
+                            return Err(err).with_context(|| format!("creating pod {name}"));
+                        }
+                    }
+                }
+                anyhow::Ok((i, sent, Instant::now()))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let done = Instant::now();
+    let mut created = Created {
+        sent: vec![done; names.len()],
+        answered: vec![done; names.len()],
+        done,
+    };
+    for (i, sent, answered) in sent {
+        created.sent[i] = sent;
+        created.answered[i] = answered;
+    }
+    Ok(created)
+}
+
+fn retriable(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// When each object a watch reports first appeared and first matched a condition, and which
+/// objects exist now.
+#[derive(Clone, Default)]
+struct Tracker(Arc<Mutex<Tracked>>);
+
+#[derive(Default)]
+struct Tracked {
+    appeared: HashMap<String, Instant>,
+    matched: HashMap<String, Instant>,
+    present: HashSet<String>,
+    /// Objects listed since the watch last (re)started.
+    listing: HashSet<String>,
+}
+
+/// Which first time of an object.
+#[derive(Clone, Copy)]
+enum Seen {
+    Appeared,
+    Matched,
+}
+
+impl Tracked {
+    fn times(&self, seen: Seen) -> &HashMap<String, Instant> {
+        match seen {
+            Seen::Appeared => &self.appeared,
+            Seen::Matched => &self.matched,
+        }
+    }
+}
+
+/// Stops the watches of the trackers when dropped.
+#[derive(Default)]
+struct Watches(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|w| w.abort());
+    }
+}
+
+impl Tracker {
+    /// Follows `events` in a task of its own (stopped with `watches`), keying objects by `key`
+    /// and recording the first time each appeared and matched `matches`.
+    fn follow<K, S>(
+        watches: &mut Watches,
+        events: S,
+        matches: impl Fn(&K) -> bool + Send + 'static,
+        key: impl Fn(&K) -> String + Send + 'static,
+    ) -> Tracker
+    where
+        K: Send + 'static,
+        S: Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+    {
+        let tracker = Tracker::default();
+        let tracked = Arc::clone(&tracker.0);
+        let task = tokio::spawn(events.default_backoff().for_each(move |event| {
+            let now = Instant::now();
+            let mut t = tracked.lock().expect("tracker lock");
+            let seen = |t: &mut Tracked, object: &K| -> String {
+                let key = key(object);
+                if matches(object) && !t.matched.contains_key(&key) {
+                    t.matched.insert(key.clone(), now);
+                }
+                t.appeared.entry(key.clone()).or_insert(now);
+                key
+            };
+            match event {
+                Ok(Event::Apply(object)) => {
+                    let key = seen(&mut t, &object);
+                    t.present.insert(key);
+                }
+                Ok(Event::Delete(object)) => {
+                    t.present.remove(&key(&object));
+                }
+                Ok(Event::Init) => t.listing.clear(),
+                Ok(Event::InitApply(object)) => {
+                    let key = seen(&mut t, &object);
+                    t.listing.insert(key);
+                }
+                Ok(Event::InitDone) => t.present = std::mem::take(&mut t.listing),
+                Err(err) => eprintln!("bench: watch error (retrying): {err}"),
+            }
+            futures::future::ready(())
+        }));
+        watches.0.push(task.abort_handle());
+        tracker
+    }
+
+    /// How many of `keys` have matched.
+    fn count(&self, keys: &[String]) -> usize {
+        let t = self.0.lock().expect("tracker lock");
+        keys.iter().filter(|k| t.matched.contains_key(*k)).count()
+    }
+
+    fn present(&self) -> usize {
+        self.0.lock().expect("tracker lock").present.len()
+    }
+
+    /// Waits until every one of `keys` has matched.
+    async fn wait_all(&self, what: &str, keys: &[String], timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last_report = Instant::now();
+        loop {
+            let seen = self.count(keys);
+            if seen == keys.len() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {timeout:?} waiting for {what}: {seen} of {}",
+                    keys.len()
+                );
+            }
+            if last_report.elapsed() > Duration::from_secs(30) {
+                eprintln!("bench: waiting for {what}: {seen} of {}", keys.len());
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// When the last of `keys` matched.
+    fn last_matched(&self, keys: &[String]) -> Result<Instant> {
+        let t = self.0.lock().expect("tracker lock");
+        keys.iter()
+            .map(|k| t.matched.get(k).copied())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|all| all.into_iter().max())
+            .context("not every object matched")
+    }
+
+    /// Seconds from `sent[i]` until `keys[i]` was first `seen`, ascending, for those seen.
+    fn latencies(&self, seen: Seen, keys: &[String], sent: &[Instant]) -> Vec<f64> {
+        let t = self.0.lock().expect("tracker lock");
+        let times = t.times(seen);
+        let mut latencies: Vec<f64> = keys
+            .iter()
+            .zip(sent)
+            .filter_map(|(k, sent)| times.get(k).map(|at| at.duration_since(*sent)))
+            .map(|d| d.as_secs_f64())
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        latencies
+    }
+}
+
+/// The `q` quantile (nearest rank) of ascending `sorted`, in its unit; NaN when empty.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(sorted: &[f64]) -> String {
+    let ms = |q: f64| percentile(sorted, q) * 1e3;
+    format!(
+        "p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(1.0)
+    )
+}
+
+/// Waits until the host's and the virtual cluster's pod write counters have not moved for
+/// [`STILL`].
+async fn wait_still(admin: &Client, virt: &Client) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let counters = || async {
+        let host = RequestCounts::read(admin).await?.writes(pod_writes);
+        let virt = RequestCounts::read(virt)
+            .await?
+            .writes(|k| k.resource == "pods");
+        anyhow::Ok((host, virt))
+    };
+    let mut last = counters().await?;
+    let mut since = Instant::now();
+    while since.elapsed() < STILL {
+        ensure!(
+            Instant::now() < deadline,
+            "pod writes did not stop within 300 s"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = counters().await?;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+    Ok(())
+}
+
+/// The instance's syncer process, as [`instance::run_instance`] started it: its record in
+/// `DIR/state.json` and the command line, environment and working folder to start it again.
+struct Syncer {
+    dir: PathBuf,
+    record: ProcessRecord,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+    lifetime: Lifetime,
+    /// The process this benchmark started, once it has.
+    started: Option<Started>,
+    /// Where in the log the current process's output starts.
+    log_offset: u64,
+}
+
+impl Syncer {
+    fn running(dir: &Path, namespace: &str, lifetime: Lifetime) -> Result<Syncer> {
+        let name = format!("instances/{namespace}/{INSTANCE}/syncer");
+        let record = State::read(dir)?
+            .context("no cluster state")?
+            .running()
+            .find(|p| p.name == name)
+            .cloned()
+            .with_context(|| format!("no running {name} in the cluster state"))?;
+        let pid = record.pid;
+        let split = |file: &str| -> Result<Vec<String>> {
+            let path = format!("/proc/{pid}/{file}");
+            Ok(std::fs::read(&path)
+                .with_context(|| format!("reading {path}"))?
+                .split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect())
+        };
+        let mut args = split("cmdline")?;
+        ensure!(
+            !args.is_empty(),
+            "the syncer (pid {pid}) has no command line"
+        );
+        let program = PathBuf::from(args.remove(0));
+        let env = split("environ")?
+            .into_iter()
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            })
+            .collect();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .with_context(|| format!("reading the working folder of pid {pid}"))?;
+        Ok(Syncer {
+            dir: dir.to_owned(),
+            log_offset: 0,
+            record,
+            program,
+            args,
+            env,
+            cwd,
+            lifetime,
+            started: None,
+        })
+    }
+
+    /// Stops the syncer (SIGTERM: it hands its Lease back) and starts it again with the same
+    /// command line, environment, working folder, record name and log, running `binary`
+    /// instead when given.
+    fn restart(&mut self, binary: Option<&Path>) -> Result<()> {
+        ensure!(
+            process::stop(&self.record, Duration::from_secs(30))?,
+            "the syncer (pid {}) was no longer running\n{}",
+            self.record.pid,
+            process::log_tail(&self.record.log, 40)
+        );
+        if let Some(mut started) = self.started.take() {
+            let _ = started.child.wait();
+        }
+        if let Some(binary) = binary {
+            self.program = binary.to_owned();
+        }
+        self.log_offset = std::fs::metadata(&self.record.log)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.cwd);
+        let started = process::spawn(&self.record.name, cmd, &self.record.log, self.lifetime)?;
+        let previous = std::mem::replace(&mut self.record, started.record.clone());
+        let record = self.record.clone();
+        State::update(&self.dir, |state| {
+            state
+                .processes
+                .retain(|p| *p != previous && p.name != record.name);
+            state.processes.push(record);
+            Ok(())
+        })?;
+        self.started = Some(started);
+        Ok(())
+    }
+
+    /// Fails if the process this benchmark started has exited.
+    fn check_running(&mut self) -> Result<()> {
+        if let Some(started) = &mut self.started
+            && let Some(status) = started.child.try_wait()?
+        {
+            bail!(
+                "the syncer exited ({status})\n{}",
+                process::log_tail(&self.record.log, 40)
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until the current process logs that its caches are ready.
+    async fn wait_caches_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            self.check_running()?;
+            let log = std::fs::read(&self.record.log).unwrap_or_default();
+            let ours = log.get(self.log_offset as usize..).unwrap_or_default();
+            if String::from_utf8_lossy(ours).contains("caches ready") {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the syncer did not get its caches ready within 300 s\n{}",
+                process::log_tail(&self.record.log, 40)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
