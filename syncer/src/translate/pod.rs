@@ -325,6 +325,12 @@ fn rename_field(selector: &mut ObjectFieldSelector) {
     }
 }
 
+fn rename_fields<'a>(items: impl Iterator<Item = &'a mut DownwardAPIVolumeFile>) {
+    for field in items.filter_map(|item| item.field_ref.as_mut()) {
+        rename_field(field);
+    }
+}
+
 fn rename_volume(volume: &mut Volume, rename: &impl Fn(&str) -> String, token_index: &mut usize) {
     if let Some(secret) = volume.secret.as_mut() {
         secret.secret_name = secret.secret_name.as_deref().map(rename);
@@ -336,11 +342,7 @@ fn rename_volume(volume: &mut Volume, rename: &impl Fn(&str) -> String, token_in
         claim.claim_name = rename(&claim.claim_name);
     }
     if let Some(downward) = volume.downward_api.as_mut() {
-        for item in downward.items.iter_mut().flatten() {
-            if let Some(field) = item.field_ref.as_mut() {
-                rename_field(field);
-            }
-        }
+        rename_fields(downward.items.iter_mut().flatten());
     }
     if let Some(projected) = volume.projected.as_mut() {
         for source in projected.sources.iter_mut().flatten() {
@@ -351,11 +353,7 @@ fn rename_volume(volume: &mut Volume, rename: &impl Fn(&str) -> String, token_in
                 config_map.name = rename(&config_map.name);
             }
             if let Some(downward) = source.downward_api.as_mut() {
-                for item in downward.items.iter_mut().flatten() {
-                    if let Some(field) = item.field_ref.as_mut() {
-                        rename_field(field);
-                    }
-                }
+                rename_fields(downward.items.iter_mut().flatten());
             }
             if let Some(token) = source.service_account_token.take() {
                 // The virtual cluster's token, from the annotation the syncer sets; the
