@@ -43,6 +43,15 @@ pub const ORIGIN_CREATED: &str = "created";
 /// instance only imported it.
 pub const ORIGIN_IMPORTED: &str = "imported";
 
+/// Label on a host object the instance imported (a pod made on the host in a namespace its
+/// mappings match): UID of the VirtualCluster. Only ever removed by the cleanup, never a reason
+/// to delete: the object is the host's own.
+pub const IMPORTED_BY_UID: &str = "virtualcluster.dev/imported-by-uid";
+/// Annotation on a virtual object that stands for a host object (an imported namespace or pod):
+/// where it comes from, `namespace` or `namespace/name` on the host. The syncer never makes a
+/// host copy of such an object; it follows the host's.
+pub const IMPORTED_FROM: &str = "virtualcluster.dev/imported-from";
+
 /// `app.kubernetes.io/managed-by` value on everything the operator creates.
 pub const MANAGED_BY_OPERATOR: &str = "virtualcluster-operator";
 

@@ -46,6 +46,21 @@ pub fn copies_selector(instance: &InstanceRef) -> String {
     format!("{}={}", keys::SYNCED_BY_UID, instance.uid)
 }
 
+/// Label selector of every host object `instance` imported (marked, never deleted).
+pub fn imported_selector(instance: &InstanceRef) -> String {
+    format!("{}={}", keys::IMPORTED_BY_UID, instance.uid)
+}
+
+/// Label selector of host objects no instance made: the candidates for import.
+pub fn not_copies_selector() -> String {
+    format!("!{}", keys::SYNCED_BY_UID)
+}
+
+/// Whether virtual object metadata `annotations` say it stands for a host object.
+pub fn is_imported(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.contains_key(keys::IMPORTED_FROM)
+}
+
 /// Whether `labels` mark a host object as a copy `instance` made: name, namespace and UID.
 pub fn is_copy_of(instance: &InstanceRef, labels: &BTreeMap<String, String>) -> bool {
     labels.get(keys::SYNCED_BY) == Some(&instance.name)

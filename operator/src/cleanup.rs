@@ -15,7 +15,11 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use std::collections::BTreeMap;
+
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
+};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -30,56 +34,80 @@ use crate::status;
 
 pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
     let id = InstanceRef::of(vc);
-    write_status(vc, ctx, status::deleting(vc, Time(Timestamp::now()))).await?;
+    let report = |remaining: Vec<String>| async move {
+        write_status(
+            vc,
+            ctx,
+            status::deleting(vc, Time(Timestamp::now()), remaining),
+        )
+        .await
+    };
 
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &id.namespace);
-    if let Some(syncer) = deployments
-        .get_opt(&id.syncer())
-        .await
-        .map_err(Error::kube("reading the syncer Deployment"))?
-    {
-        delete_owned(&deployments, &id, &syncer).await?;
-    }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &id.namespace);
-    let syncer_pods = pods
-        .list(&ListParams::default().labels(&syncer_selector(&id)))
-        .await
-        .map_err(Error::kube("listing the syncer's pods"))?;
-    if !syncer_pods.items.is_empty() {
-        // A syncer still running would make again what is deleted next. An error keeps the
-        // finalizer; the controller comes back after `Error::retry_after`.
+    // 1. Stop the syncer, and wait for its pods: a syncer still running would make again what
+    //    is deleted next. An error keeps the finalizer; the controller comes back after
+    //    `Error::retry_after`.
+    let running = stop_syncer(ctx, &id).await?;
+    if running > 0 {
+        report(vec![format!("the syncer: {running} pods still running")]).await?;
         return Err(Error::CleanupPending(format!(
-            "{} syncer pods still running",
-            syncer_pods.items.len()
+            "{running} syncer pods still running"
         )));
     }
 
-    // The copies the syncer made, wherever they are: the instance's namespace and the host
-    // namespaces it created or imported.
-    let copies = delete_copies::<Pod>(ctx, &id).await?
-        + delete_copies::<Service>(ctx, &id).await?
-        + delete_copies::<Endpoints>(ctx, &id).await?
-        + delete_copies::<ConfigMap>(ctx, &id).await?
-        + delete_copies::<Secret>(ctx, &id).await?
-        + delete_copies::<PersistentVolumeClaim>(ctx, &id).await?
-        + delete_copies::<ServiceAccount>(ctx, &id).await?
-        + delete_copies::<Ingress>(ctx, &id).await?
-        + delete_copies::<NetworkPolicy>(ctx, &id).await?
-        + delete_copies::<PodDisruptionBudget>(ctx, &id).await?;
-
-    // Host namespaces: those the instance created go (and are waited for), those it imported
-    // stay, without its marks.
+    // 2. What is left: the copies the syncer made wherever they are (the instance's namespace,
+    //    the host namespaces it created or imported), the host namespaces it marked, the host
+    //    pods it imported.
+    let mut copies = Vec::new();
+    for kind in copied_kinds() {
+        copies.extend(
+            marked(
+                Api::<DynamicObject>::all_with(ctx.client.clone(), &kind),
+                &id,
+                &kind.kind,
+            )
+            .await?
+            .into_iter()
+            .map(|o| (kind.clone(), o)),
+        );
+    }
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-    let marked = namespaces
+    let marked_namespaces: Vec<Namespace> = namespaces
         .list(&ListParams::default().labels(&marks::copies_selector(&id)))
         .await
-        .map_err(Error::kube("listing the instance's host namespaces"))?;
-    let mut terminating = Vec::new();
-    for namespace in marked
+        .map_err(Error::kube("listing the instance's host namespaces"))?
         .items
-        .iter()
+        .into_iter()
         .filter(|n| marks::is_copy_of(&id, n.labels()))
-    {
+        .collect();
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let imported_pods = pods
+        .list(&ListParams::default().labels(&marks::imported_selector(&id)))
+        .await
+        .map_err(Error::kube("listing the host pods the instance imported"))?
+        .items;
+    report(remaining(&copies, &marked_namespaces, &imported_pods)).await?;
+
+    // 3. Delete the copies, counted by host namespace.
+    let mut removed: BTreeMap<String, usize> = BTreeMap::new();
+    for (kind, object) in &copies {
+        let namespace = object.namespace().unwrap_or_default();
+        let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, kind);
+        if delete_precisely(&api, object, &kind.kind).await? {
+            *removed.entry(namespace).or_default() += 1;
+        }
+    }
+
+    // 4. The host's own pods it imported: only its mark goes.
+    for pod in &imported_pods {
+        let api: Api<Pod> =
+            Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+        strip(&api, pod, &[keys::IMPORTED_BY_UID]).await?;
+    }
+
+    // 5. Host namespaces: those it created go (and are waited for), those it imported stay,
+    //    without its marks.
+    let mut terminating = Vec::new();
+    for namespace in &marked_namespaces {
         let name = namespace.name_any();
         let origin = namespace
             .labels()
@@ -87,7 +115,7 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
             .map(String::as_str);
         if origin == Some(keys::ORIGIN_CREATED) {
             if namespace.metadata.deletion_timestamp.is_none()
-                && delete_precisely(&namespaces, namespace).await?
+                && delete_precisely(&namespaces, namespace, "Namespace").await?
             {
                 publish(
                     ctx,
@@ -100,44 +128,50 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
             }
             terminating.push(name);
         } else {
-            let mut strip = serde_json::Map::new();
-            for key in [
-                keys::SYNCED_BY,
-                keys::SYNCED_BY_NAMESPACE,
-                keys::SYNCED_BY_UID,
-                keys::NAMESPACE_ORIGIN,
-            ] {
-                strip.insert(key.into(), serde_json::Value::Null);
-            }
-            let patch = serde_json::json!({"metadata": {"uid": namespace.uid(), "labels": strip}});
-            namespaces
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(Error::kube(format!(
-                    "removing the instance's marks from namespace {name}"
-                )))?;
-            publish(ctx, vc, EventType::Normal, "NamespaceReleased", &format!("imported namespace {name} cleaned: the instance's objects removed, the namespace and its own objects kept")).await;
+            strip(&namespaces, namespace, NAMESPACE_MARKS).await?;
+            let count = removed.get(&name).copied().unwrap_or(0);
+            publish(
+                ctx,
+                vc,
+                EventType::Normal,
+                "NamespaceReleased",
+                &format!(
+                    "imported namespace {name} cleaned: {count} objects removed; the namespace \
+                     and the host's own objects in it kept, without the instance's marks"
+                ),
+            )
+            .await;
         }
     }
     if !terminating.is_empty() {
+        report(
+            terminating
+                .iter()
+                .map(|n| format!("created namespace {n}: terminating"))
+                .collect(),
+        )
+        .await?;
         return Err(Error::CleanupPending(format!(
             "waiting for the namespaces it created to go: {}",
             terminating.join(", ")
         )));
     }
 
-    let mut removed = 0;
-    removed += delete_labelled::<ClusterRoleBinding>(ctx, &id).await?;
-    removed += delete_labelled::<ClusterRole>(ctx, &id).await?;
-    removed += delete_cluster_copies::<PriorityClass>(ctx, &id).await?;
+    // 6. Cluster-scoped objects, which cannot have a namespaced owner.
+    let mut cluster_removed = 0;
+    cluster_removed += delete_labelled::<ClusterRoleBinding>(ctx, &id).await?;
+    cluster_removed += delete_labelled::<ClusterRole>(ctx, &id).await?;
+    cluster_removed += delete_cluster_copies::<PriorityClass>(ctx, &id).await?;
+    let copies_removed: usize = removed.values().sum();
     publish(
         ctx,
         vc,
         EventType::Normal,
         "CleanedUp",
         &format!(
-            "stopped the syncer, removed {copies} objects it made on the host and {removed} \
-             cluster-scoped objects; the operator's own children go with the VirtualCluster"
+            "stopped the syncer, removed {copies_removed} objects it made on the host and \
+             {cluster_removed} cluster-scoped objects; the operator's own children go with the \
+             VirtualCluster"
         ),
     )
     .await;
@@ -147,6 +181,116 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// The labels the instance puts on a host namespace it created or imported.
+const NAMESPACE_MARKS: &[&str] = &[
+    keys::SYNCED_BY,
+    keys::SYNCED_BY_NAMESPACE,
+    keys::SYNCED_BY_UID,
+    keys::NAMESPACE_ORIGIN,
+];
+
+/// The namespaced kinds a syncer copies to the host.
+fn copied_kinds() -> Vec<ApiResource> {
+    vec![
+        ApiResource::erase::<Pod>(&()),
+        ApiResource::erase::<Service>(&()),
+        ApiResource::erase::<Endpoints>(&()),
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<Secret>(&()),
+        ApiResource::erase::<PersistentVolumeClaim>(&()),
+        ApiResource::erase::<ServiceAccount>(&()),
+        ApiResource::erase::<Ingress>(&()),
+        ApiResource::erase::<NetworkPolicy>(&()),
+        ApiResource::erase::<PodDisruptionBudget>(&()),
+    ]
+}
+
+/// Deletes the syncer's Deployment and returns how many of its pods are still there.
+async fn stop_syncer(ctx: &Context, id: &InstanceRef) -> Result<usize, Error> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &id.namespace);
+    if let Some(syncer) = deployments
+        .get_opt(&id.syncer())
+        .await
+        .map_err(Error::kube("reading the syncer Deployment"))?
+    {
+        delete_owned(&deployments, id, &syncer).await?;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &id.namespace);
+    Ok(pods
+        .list(&ListParams::default().labels(&syncer_selector(id)))
+        .await
+        .map_err(Error::kube("listing the syncer's pods"))?
+        .items
+        .len())
+}
+
+/// What the cleanup has left, for `status.cleanupRemaining`.
+fn remaining(
+    copies: &[(ApiResource, DynamicObject)],
+    namespaces: &[Namespace],
+    imported_pods: &[Pod],
+) -> Vec<String> {
+    let mut by_namespace: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, object) in copies {
+        *by_namespace
+            .entry(object.namespace().unwrap_or_default())
+            .or_default() += 1;
+    }
+    let mut left: Vec<String> = by_namespace
+        .iter()
+        .map(|(ns, n)| format!("namespace {ns}: {n} objects the syncer made"))
+        .collect();
+    if !imported_pods.is_empty() {
+        left.push(format!(
+            "{} imported host pods to release",
+            imported_pods.len()
+        ));
+    }
+    for namespace in namespaces {
+        let created = namespace
+            .labels()
+            .get(keys::NAMESPACE_ORIGIN)
+            .map(String::as_str)
+            == Some(keys::ORIGIN_CREATED);
+        left.push(if created {
+            format!("created namespace {}: to delete", namespace.name_any())
+        } else {
+            format!("imported namespace {}: to release", namespace.name_any())
+        });
+    }
+    left
+}
+
+/// Removes label `keys` from `object` (the very object read: UID precondition); nothing else of
+/// it changes.
+async fn strip<K>(api: &Api<K>, object: &K, keys: &[&str]) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let labels: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|k| ((*k).to_owned(), serde_json::Value::Null))
+        .collect();
+    let patch = serde_json::json!({"metadata": {"uid": object.uid(), "labels": labels}});
+    match api
+        .patch(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone, or replaced by another object of the same name: nothing of ours to strip.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(err) => Err(Error::kube(format!(
+            "removing the instance's marks from {} {}",
+            K::kind(&()),
+            object.name_any()
+        ))(err)),
+    }
+}
+
 /// Selector of the syncer's pods.
 fn syncer_selector(id: &InstanceRef) -> String {
     let mut selector = id.label_selector();
@@ -154,26 +298,6 @@ fn syncer_selector(id: &InstanceRef) -> String {
         selector.push_str(&format!(",{k}={v}"));
     }
     selector
-}
-
-/// Deletes the host copies of kind `K` the instance's syncer made, in any namespace (marked with
-/// the instance's name, namespace and UID). Returns how many it deleted.
-async fn delete_copies<K>(ctx: &Context, id: &InstanceRef) -> Result<usize, Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let mut deleted = 0;
-    for object in marked(Api::<K>::all(ctx.client.clone()), id).await? {
-        // Listed across namespaces, deleted in its own.
-        let api = Api::<K>::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
-        if delete_precisely(&api, &object).await? {
-            deleted += 1;
-        }
-    }
-    Ok(deleted)
 }
 
 async fn delete_cluster_copies<K>(ctx: &Context, id: &InstanceRef) -> Result<usize, Error>
@@ -191,8 +315,9 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let mut deleted = 0;
-    for object in marked(api.clone(), id).await? {
-        if delete_precisely(&api, &object).await? {
+    let kind = K::kind(&());
+    for object in marked(api.clone(), id, &kind).await? {
+        if delete_precisely(&api, &object, &kind).await? {
             deleted += 1;
         }
     }
@@ -201,14 +326,14 @@ where
 
 /// The objects `api` lists that carry the instance's marks (name, namespace and UID) and are
 /// not being deleted already.
-async fn marked<K>(api: Api<K>, id: &InstanceRef) -> Result<Vec<K>, Error>
+async fn marked<K>(api: Api<K>, id: &InstanceRef, kind: &str) -> Result<Vec<K>, Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let found = api
         .list(&ListParams::default().labels(&marks::copies_selector(id)))
         .await
-        .map_err(Error::kube(format!("listing {}s", K::kind(&()))))?;
+        .map_err(Error::kube(format!("listing {}s", kind)))?;
     Ok(found
         .items
         .into_iter()
@@ -216,7 +341,7 @@ where
         .filter(|o| {
             let ours = marks::is_copy_of(id, o.labels());
             if !ours {
-                tracing::warn!(kind = %K::kind(&()), name = %o.name_any(), "not deleting: its marks name another instance");
+                tracing::warn!(%kind, name = %o.name_any(), "not deleting: its marks name another instance");
             }
             ours
         })
@@ -253,14 +378,14 @@ where
         tracing::warn!(kind = %K::kind(&()), name = %object.name_any(), "not deleting: its labels name another instance");
         return Ok(false);
     }
-    delete_precisely(api, object).await
+    delete_precisely(api, object, &K::kind(&())).await
 }
 
 /// Deletes `object`, and only the very object that was read (UID precondition). Returns whether
 /// it deleted it.
-async fn delete_precisely<K>(api: &Api<K>, object: &K) -> Result<bool, Error>
+async fn delete_precisely<K>(api: &Api<K>, object: &K, kind: &str) -> Result<bool, Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let name = object.name_any();
     let params = DeleteParams {
@@ -273,8 +398,6 @@ where
     match api.delete(&name, &params).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(false),
-        Err(err) => Err(Error::kube(format!("deleting {} {name}", K::kind(&())))(
-            err,
-        )),
+        Err(err) => Err(Error::kube(format!("deleting {kind} {name}"))(err)),
     }
 }

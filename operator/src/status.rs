@@ -195,6 +195,7 @@ pub fn compute(vc: &VirtualCluster, observed: Observed<'_>, now: Time) -> Virtua
         phase: Some(phase),
         conditions,
         kube_config_secret: observed.kube_config_secret.map(str::to_owned),
+        cleanup_remaining: Vec::new(),
     }
 }
 
@@ -221,15 +222,25 @@ fn condition(
 }
 
 /// The status `old` with its phase set to Deleting (and Ready false), for the cleanup.
-pub fn deleting(vc: &VirtualCluster, now: Time) -> VirtualClusterStatus {
+/// `remaining` is what the cleanup has left to do, as far as it knows.
+pub fn deleting(vc: &VirtualCluster, now: Time, remaining: Vec<String>) -> VirtualClusterStatus {
     let mut status = vc.status.clone().unwrap_or_default();
     status.phase = Some(Phase::Deleting);
+    let message = if remaining.is_empty() {
+        "the VirtualCluster is being deleted".to_owned()
+    } else {
+        format!(
+            "the VirtualCluster is being deleted; left: {}",
+            remaining.join("; ")
+        )
+    };
+    status.cleanup_remaining = remaining;
     let old = status.conditions.clone();
     status.conditions.retain(|c| c.type_ != condition::READY);
     status.conditions.push(condition(
         &old,
         condition::READY,
-        Verdict::no("Deleting", "the VirtualCluster is being deleted"),
+        Verdict::no("Deleting", &message),
         vc.metadata.generation,
         &now,
     ));

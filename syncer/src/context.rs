@@ -104,11 +104,13 @@ pub struct OptIn {
     pub namespaces: Option<Store<Namespace>>,
 }
 
-/// Virtual and host namespaces, watched with namespace syncing.
+/// Virtual and host namespaces, watched with namespace syncing, and the host's own pods in the
+/// host namespaces the mappings claim (imported into the virtual cluster).
 #[derive(Clone, Default)]
 pub struct Namespaces {
     pub virtual_: Option<Store<Namespace>>,
     pub host: Option<Store<Namespace>>,
+    pub host_pods: Option<Store<Pod>>,
 }
 
 pub struct Queues {
@@ -119,8 +121,8 @@ pub struct Queues {
     pub secrets: Arc<WorkQueue<Key>>,
     pub claims: Arc<WorkQueue<Key>>,
     pub nodes: Arc<WorkQueue<String>>,
-    /// Host events, by name.
-    pub events: Arc<WorkQueue<String>>,
+    /// Host events, by namespace and name.
+    pub events: Arc<WorkQueue<Key>>,
     pub ingresses: Arc<WorkQueue<Key>>,
     pub service_accounts: Arc<WorkQueue<Key>>,
     pub network_policies: Arc<WorkQueue<Key>>,
@@ -130,6 +132,8 @@ pub struct Queues {
     pub ingress_classes: Arc<WorkQueue<String>>,
     /// Virtual namespaces, by name.
     pub namespaces: Arc<WorkQueue<String>>,
+    /// Virtual pods standing for host pods (by their virtual key).
+    pub imports: Arc<WorkQueue<Key>>,
 }
 
 impl Queues {
@@ -151,6 +155,7 @@ impl Queues {
             storage_classes: WorkQueue::new("storageclasses"),
             ingress_classes: WorkQueue::new("ingressclasses"),
             namespaces: WorkQueue::new("namespaces"),
+            imports: WorkQueue::new("imports"),
         }
     }
 }
@@ -172,8 +177,8 @@ pub struct Ctx {
     pub queues: Queues,
     /// Publishes Events on virtual objects (what their owners must know).
     pub recorder: Recorder,
-    /// Host Events already shown in the virtual cluster: name to resourceVersion.
-    pub mirrored_events: Mutex<HashMap<String, String>>,
+    /// Host Events already shown in the virtual cluster: key to resourceVersion.
+    pub mirrored_events: Mutex<HashMap<Key, String>>,
 }
 
 impl Ctx {

@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use futures::stream::BoxStream;
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
     ServiceAccount,
@@ -39,12 +39,33 @@ fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, BoxStream<'sta
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    reflect_where(api, config, |_| true)
+}
+
+/// [`reflect`] keeping only the objects `keep` accepts (it must judge by what cannot change,
+/// such as the namespace), so the cache of a cluster-wide watch holds only what is wanted.
+fn reflect_where<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    keep: impl Fn(&K) -> bool + Send + 'static,
+) -> (Store<K>, BoxStream<'static, K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
         watcher(api, config)
             .default_backoff()
-            .modify(|o: &mut K| o.managed_fields_mut().clear()),
+            .modify(|o: &mut K| o.managed_fields_mut().clear())
+            .try_filter(move |event| {
+                future::ready(match event {
+                    watcher::Event::Apply(o)
+                    | watcher::Event::InitApply(o)
+                    | watcher::Event::Delete(o) => keep(o),
+                    watcher::Event::Init | watcher::Event::InitDone => true,
+                })
+            }),
     )
     .touched_objects()
     .filter_map(|r| {
@@ -111,7 +132,17 @@ pub async fn run(
     let (virtual_claims, vpvc, host_claims, hpvc) = pair!(PersistentVolumeClaim);
     let (virtual_nodes, vnodes) = reflect(Api::<Node>::all(virt.clone()), all());
     let (host_nodes, hnodes) = reflect(Api::<Node>::all(host.clone()), all());
-    let (host_events, hevents) = reflect(Api::<Event>::namespaced(host.clone(), &host_ns), all());
+    // Host Events about copies: in the instance's namespace, and with namespace syncing in the
+    // host namespaces the mappings claim too.
+    let (host_events, hevents) = if namespace_sync {
+        let (own, mapper) = (host_ns.clone(), mapper.clone());
+        reflect_where(Api::<Event>::all(host.clone()), all(), move |e: &Event| {
+            let ns = e.namespace().unwrap_or_default();
+            ns == own || mapper.claims_host(&ns)
+        })
+    } else {
+        reflect(Api::<Event>::namespaced(host.clone(), &host_ns), all())
+    };
     let (api_server_service, apisvc) = reflect(
         Api::<Service>::namespaced(host.clone(), &host_ns),
         watcher::Config::default().fields(&format!("metadata.name={}", config.api_server_service)),
@@ -188,12 +219,20 @@ pub async fn run(
     let (namespaces, namespace_streams) = if namespace_sync {
         let (v, vs) = reflect(Api::<Namespace>::all(virt.clone()), all());
         let (h, hs) = reflect(Api::<Namespace>::all(host.clone()), all());
+        // Pods no instance made, in the host namespaces the mappings claim: what is imported.
+        let mapper = mapper.clone();
+        let (p, ps) = reflect_where(
+            Api::<Pod>::all(host.clone()),
+            watcher::Config::default().labels(&marks::not_copies_selector()),
+            move |p: &Pod| mapper.claims_host(&p.namespace().unwrap_or_default()),
+        );
         (
             Namespaces {
                 virtual_: Some(v),
                 host: Some(h),
+                host_pods: Some(p),
             },
-            Some((vs, hs)),
+            Some((vs, hs, ps)),
         )
     } else {
         (Namespaces::default(), None)
@@ -261,7 +300,12 @@ pub async fn run(
             q.secrets.clone(),
             q.nodes.clone(),
         );
+        let imports = q.imports.clone();
         feed(&mut feeds, vpods, move |p: Pod| {
+            if marks::is_imported(p.annotations()) {
+                imports.extend(Key::of(&p));
+                return;
+            }
             let (used_cms, used_secrets) = sync::config::used_by(&p);
             used_cms.into_iter().for_each(|k| cms.add(k));
             used_secrets.into_iter().for_each(|k| secrets.add(k));
@@ -324,7 +368,7 @@ pub async fn run(
     {
         let events = q.events.clone();
         feed(&mut feeds, hevents, move |e: Event| {
-            events.add(e.name_any())
+            events.extend(Key::of(&e))
         });
     }
     {
@@ -407,12 +451,16 @@ pub async fn run(
         }
     }
 
-    if let Some((vs, hs)) = namespace_streams {
+    if let Some((vs, hs, ps)) = namespace_streams {
         let queue = q.namespaces.clone();
         feed(&mut feeds, vs, move |n: Namespace| queue.add(n.name_any()));
         let (queue, target) = (q.namespaces.clone(), ctx.target.clone());
         feed(&mut feeds, hs, move |n: Namespace| {
             queue.extend(target.mapper.virtual_for(&n.name_any()));
+        });
+        let (queue, target) = (q.imports.clone(), ctx.target.clone());
+        feed(&mut feeds, ps, move |p: Pod| {
+            queue.extend(sync::imports::virtual_key(&target, &p));
         });
     }
 
@@ -423,6 +471,9 @@ pub async fn run(
         .into_iter()
         .flatten()
     {
+        store.wait_until_ready().await?;
+    }
+    if let Some(store) = &namespaces.host_pods {
         store.wait_until_ready().await?;
     }
     tracing::info!(
@@ -499,6 +550,7 @@ pub async fn run(
         sync::extra::reconcile_ingress_class
     );
     work!(namespaces, concurrency.other, sync::namespaces::reconcile);
+    work!(imports, concurrency.other, sync::imports::reconcile);
     tokio::select! {
         _ = workers.join_next() => anyhow::bail!("a worker pool stopped"),
         _ = feeds.join_next() => anyhow::bail!("a watch stopped"),

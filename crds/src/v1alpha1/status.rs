@@ -22,6 +22,10 @@ pub struct VirtualClusterStatus {
     /// Name of the Secret (in the VirtualCluster's namespace) holding the admin kubeconfig.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_config_secret: Option<String>,
+    /// While Deleting: what the cleanup has left to do (the syncer to stop, host objects and
+    /// namespaces to delete, imported namespaces and objects to release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup_remaining: Vec<String>,
 }
 
 /// Where a VirtualCluster is in its life.

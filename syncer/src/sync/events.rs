@@ -9,13 +9,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use virtualcluster_crds::marks::{self, VirtualRef};
 
-use crate::context::Ctx;
+use crate::context::{Ctx, Key};
 use crate::copy;
 use crate::queue::Next;
 
-/// The virtual object a host object named `name` of `kind` is the copy of.
-fn copied_from(ctx: &Ctx, kind: &str, name: &str) -> Option<VirtualRef> {
-    let namespace = ctx.target.instance.namespace.as_str();
+/// The virtual object host object `namespace/name` of `kind` stands for: the one it is a copy
+/// of, or the imported virtual pod of a host pod.
+fn copied_from(ctx: &Ctx, kind: &str, namespace: &str, name: &str) -> Option<VirtualRef> {
     fn of<K: Resource<DynamicType = ()> + Clone>(
         store: &kube::runtime::reflector::Store<K>,
         name: &str,
@@ -26,7 +26,9 @@ fn copied_from(ctx: &Ctx, kind: &str, name: &str) -> Option<VirtualRef> {
     }
     let stores = &ctx.stores;
     match kind {
-        "Pod" => of(&stores.host_pods, name, namespace),
+        "Pod" => {
+            of(&stores.host_pods, name, namespace).or_else(|| imported_pod(ctx, namespace, name))
+        }
         "Service" => of(&stores.host_services, name, namespace),
         "Endpoints" => of(&stores.host_endpoints, name, namespace),
         "ConfigMap" => of(&stores.host_config_maps, name, namespace),
@@ -34,6 +36,18 @@ fn copied_from(ctx: &Ctx, kind: &str, name: &str) -> Option<VirtualRef> {
         "PersistentVolumeClaim" => of(&stores.host_claims, name, namespace),
         _ => None,
     }
+}
+
+/// The imported virtual pod of host pod `namespace/name`.
+fn imported_pod(ctx: &Ctx, namespace: &str, name: &str) -> Option<VirtualRef> {
+    let virtual_namespace = ctx.target.imported_as(namespace)?;
+    let key = Key::new(&virtual_namespace, name);
+    let pod = ctx.stores.virtual_pods.get(&key.object_ref())?;
+    marks::is_imported(pod.annotations()).then(|| VirtualRef {
+        namespace: key.namespace,
+        name: key.name,
+        uid: pod.uid().unwrap_or_default(),
+    })
 }
 
 /// The virtual Event standing for host Event `event` about the copy of `of`.
@@ -82,27 +96,26 @@ pub fn virtual_event(event: &Event, of: &VirtualRef, host_name: &str) -> Event {
     }
 }
 
-pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
+pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     if !ctx.config.sync.from_host.events.enabled {
         return Ok(Next::Done);
     }
-    let key = ObjectRef::new(&name).within(&ctx.target.instance.namespace);
-    let Some(event) = ctx.stores.host_events.get(&key) else {
+    let Some(event) = ctx.stores.host_events.get(&key.object_ref()) else {
         ctx.mirrored_events
             .lock()
             .expect("events lock")
-            .remove(&name);
+            .remove(&key);
         return Ok(Next::Done);
     };
     let involved = &event.involved_object;
     let (Some(kind), Some(host_name)) = (&involved.kind, &involved.name) else {
         return Ok(Next::Done);
     };
-    let Some(of) = copied_from(&ctx, kind, host_name) else {
+    let Some(of) = copied_from(&ctx, kind, &key.namespace, host_name) else {
         return Ok(Next::Done);
     };
     let version = event.resource_version().unwrap_or_default();
-    if ctx.mirrored_events.lock().expect("events lock").get(&name) == Some(&version) {
+    if ctx.mirrored_events.lock().expect("events lock").get(&key) == Some(&version) {
         return Ok(Next::Done);
     }
     let desired = virtual_event(&event, &of, host_name);
@@ -110,7 +123,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
     ctx.mirrored_events
         .lock()
         .expect("events lock")
-        .insert(name, version);
+        .insert(key, version);
     Ok(Next::Done)
 }
 

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod events;
 pub mod extra;
+pub mod imports;
 pub mod namespaces;
 pub mod nodes;
 pub mod pods;

@@ -17,6 +17,7 @@ use virtualcluster_crds::marks;
 use crate::context::Ctx;
 use crate::copy;
 use crate::queue::Next;
+use crate::translate::import;
 
 /// The host namespace the instance creates for virtual namespace `virtual_name`.
 pub fn created_namespace(
@@ -50,12 +51,27 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
         return Ok(Next::Done);
     };
     let api: Api<Namespace> = Api::all(ctx.host.clone());
-    let wanted = virtual_namespaces
-        .get(&ObjectRef::new(&name))
+    let virtual_ns = virtual_namespaces.get(&ObjectRef::new(&name));
+    let wanted = virtual_ns
+        .clone()
         .filter(|ns| ns.metadata.deletion_timestamp.is_none());
     let host = host_namespaces.get(&ObjectRef::new(&place.namespace));
     let instance = &ctx.target.instance;
+    let origin = |ns: &Namespace| {
+        marks::is_copy_of(instance, ns.labels())
+            .then(|| ns.labels().get(keys::NAMESPACE_ORIGIN).cloned())
+            .flatten()
+    };
     match (wanted, host) {
+        (Some(virtual_ns), None) if marks::is_imported(virtual_ns.annotations()) => {
+            // The host namespace it stood for is gone, and with it what was imported.
+            copy::delete(
+                &Api::<Namespace>::all(ctx.virt.clone()),
+                virtual_ns.as_ref(),
+                None,
+            )
+            .await?;
+        }
         (Some(_), None) => {
             let namespace = created_namespace(instance, &place.namespace, &name);
             match api.create(&copy::post_params(), &namespace).await {
@@ -64,50 +80,89 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
                 Err(err) => return Err(err.into()),
             }
         }
+        (Some(_), Some(host)) if origin(&host).is_some() => {}
         (Some(virtual_ns), Some(host)) => {
-            let labels = host.labels();
-            if marks::is_copy_of(instance, labels) {
-                return Ok(Next::Done);
-            }
-            if let Some(other) = labels.get(keys::SYNCED_BY_UID) {
-                let note = format!(
-                    "host namespace {} belongs to another virtual cluster ({}/{}, UID {other}); \
-                     nothing of namespace {name} is synced there",
-                    place.namespace,
-                    labels
-                        .get(keys::SYNCED_BY_NAMESPACE)
-                        .cloned()
-                        .unwrap_or_default(),
-                    labels.get(keys::SYNCED_BY).cloned().unwrap_or_default(),
-                );
+            if let Some(note) = held_by_another(&host, &name) {
                 publish(&ctx, virtual_ns.as_ref(), "HostNamespaceConflict", note).await;
                 return Ok(Next::After(copy::CLASH_RECHECK));
             }
             // It was there before: imported, never deleted by this instance.
-            let mut marks = marks::instance_labels(instance);
-            marks.insert(keys::NAMESPACE_ORIGIN.into(), keys::ORIGIN_IMPORTED.into());
-            let patch = serde_json::json!({"metadata": {"uid": host.uid(), "labels": marks}});
-            let params = PatchParams {
-                field_manager: Some(SYNCER_FIELD_MANAGER.into()),
-                ..Default::default()
-            };
-            api.patch(&place.namespace, &params, &Patch::Merge(&patch))
-                .await?;
+            import(&ctx, &host).await?;
         }
-        (None, Some(host))
-            if marks::is_copy_of(instance, host.labels())
-                && host
-                    .labels()
-                    .get(keys::NAMESPACE_ORIGIN)
-                    .map(String::as_str)
-                    == Some(keys::ORIGIN_CREATED)
-                && host.metadata.deletion_timestamp.is_none() =>
-        {
-            copy::delete(&api, host.as_ref(), None).await?;
-        }
-        (None, _) => {}
+        (None, Some(host)) if host.metadata.deletion_timestamp.is_some() => {}
+        (None, Some(host)) => match origin(&host).as_deref() {
+            Some(keys::ORIGIN_CREATED) => {
+                copy::delete(&api, host.as_ref(), None).await?;
+            }
+            // Held by another instance: its name shows in the host namespace's labels, and
+            // the operator refuses mappings that could claim another's namespaces.
+            None if held_by_another(&host, &name).is_some() => {}
+            // A host namespace a host-side mapping claims: it appears in the virtual cluster.
+            _ => {
+                if origin(&host).is_none() {
+                    import(&ctx, &host).await?;
+                }
+                if virtual_ns.is_none() {
+                    let virtual_ns = import::namespace(&place.namespace, &name);
+                    match Api::<Namespace>::all(ctx.virt.clone())
+                        .create(&copy::post_params(), &virtual_ns)
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(err) if copy::is_status(&err, 409) => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
+        },
+        (None, None) => {}
     }
     Ok(Next::Done)
+}
+
+/// Why host namespace `host` cannot be used for virtual namespace `name`: another instance's
+/// marks are on it.
+fn held_by_another(host: &Namespace, name: &str) -> Option<String> {
+    let labels = host.labels();
+    let other = labels.get(keys::SYNCED_BY_UID)?;
+    Some(format!(
+        "host namespace {} belongs to another virtual cluster ({}/{}, UID {other}); \
+         nothing of namespace {name} is synced there",
+        host.name_any(),
+        labels
+            .get(keys::SYNCED_BY_NAMESPACE)
+            .cloned()
+            .unwrap_or_default(),
+        labels.get(keys::SYNCED_BY).cloned().unwrap_or_default(),
+    ))
+}
+
+/// Marks host namespace `host` as imported by this instance (never to be deleted by it), and
+/// looks at the host's pods in it, which could not be imported before.
+async fn import(ctx: &Ctx, host: &Namespace) -> anyhow::Result<()> {
+    let mut labels = marks::instance_labels(&ctx.target.instance);
+    labels.insert(keys::NAMESPACE_ORIGIN.into(), keys::ORIGIN_IMPORTED.into());
+    let patch = serde_json::json!({"metadata": {"uid": host.uid(), "labels": labels}});
+    let params = PatchParams {
+        field_manager: Some(SYNCER_FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    Api::<Namespace>::all(ctx.host.clone())
+        .patch(&host.name_any(), &params, &Patch::Merge(&patch))
+        .await?;
+    if let Some(pods) = &ctx.namespaces.host_pods {
+        let namespace = host.name_any();
+        for pod in pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+        {
+            ctx.queues
+                .imports
+                .extend(crate::sync::imports::virtual_key(&ctx.target, pod));
+        }
+    }
+    Ok(())
 }
 
 async fn publish<K: Resource<DynamicType = ()>>(ctx: &Ctx, object: &K, reason: &str, note: String) {

@@ -35,6 +35,13 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         return Ok(Next::Done);
     }
     let pod = ctx.stores.virtual_pods.get(&key.object_ref());
+    if pod
+        .as_ref()
+        .is_some_and(|p| virtualcluster_crds::marks::is_imported(p.annotations()))
+    {
+        // It stands for a host pod (see `sync::imports`); there is nothing to copy.
+        return Ok(Next::Done);
+    }
     let copy = ctx.host_copy(&ctx.stores.host_pods, &key);
     let host = ctx.host_api::<Pod>(&key.namespace);
     let virt = ctx.virtual_api::<Pod>(&key.namespace);

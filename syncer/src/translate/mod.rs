@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod extra;
+pub mod import;
 pub mod pod;
 pub mod pvc;
 pub mod service;
@@ -54,6 +55,16 @@ impl Target {
                 keep_names: false,
             }),
         }
+    }
+
+    /// The virtual namespace host namespace `host` is imported as: the one a host-side mapping
+    /// gives, if that virtual namespace maps back to `host` (an exact mapping of the same
+    /// virtual name wins over a pattern).
+    pub fn imported_as(&self, host: &str) -> Option<String> {
+        self.mapper.virtual_for(host).filter(|virtual_ns| {
+            self.place(virtual_ns)
+                .is_some_and(|p| p.keep_names && p.namespace == host)
+        })
     }
 
     /// The host namespace of copies from virtual namespace `namespace` (the instance's own when
