@@ -195,6 +195,12 @@ impl Ctx {
         self.target.place(namespace).is_some()
     }
 
+    /// Whether virtual namespace `namespace` has a host namespace of its own (a mapping), where
+    /// every ConfigMap and Secret is synced.
+    pub fn mapped(&self, namespace: &str) -> bool {
+        self.target.place(namespace).is_some_and(|p| p.keep_names)
+    }
+
     pub fn virtual_api<K>(&self, namespace: &str) -> Api<K>
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,

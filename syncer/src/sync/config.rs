@@ -1,5 +1,5 @@
 //! ConfigMaps and Secrets: synced when a virtual pod in their namespace uses them, or all of
-//! them with `all: true`.
+//! them with `all: true` and in namespaces a mapping gives a host namespace of their own.
 
 use std::sync::Arc;
 
@@ -30,7 +30,9 @@ pub async fn reconcile_config_map(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Nex
         .stores
         .virtual_config_maps
         .get(&key.object_ref())
-        .filter(|_| options.all || used(&ctx, &key, pod::config_maps));
+        .filter(|_| {
+            options.all || ctx.mapped(&key.namespace) || used(&ctx, &key, pod::config_maps)
+        });
     let copy = ctx.host_copy(&ctx.stores.host_config_maps, &key);
     copy::sync(
         &ctx,
@@ -54,7 +56,12 @@ pub async fn reconcile_secret(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         .stores
         .virtual_secrets
         .get(&key.object_ref())
-        .filter(|_| options.all || used(&ctx, &key, pod::secrets) || used_by_ingress(&ctx, &key));
+        .filter(|_| {
+            options.all
+                || ctx.mapped(&key.namespace)
+                || used(&ctx, &key, pod::secrets)
+                || used_by_ingress(&ctx, &key)
+        });
     let copy = ctx.host_copy(&ctx.stores.host_secrets, &key);
     copy::sync(
         &ctx,

@@ -77,6 +77,15 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
                 });
                 copy::patch_apply(&virt, &key.name, &patch).await?;
             }
+            let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+            if let (None, Some(node)) =
+                (bound, host.spec.as_ref().and_then(|s| s.node_name.clone()))
+            {
+                // Imported before the host scheduled it. The status follows once the bound
+                // pod comes back through the watch.
+                crate::sync::pods::bind(&ctx, &virt, &key.name, node).await?;
+                return Ok(Next::Done);
+            }
             if let Some(status) = translate::virtual_status(&host, pod.status.as_ref()) {
                 copy::write_virtual_status(&virt, &key.name, &status).await?;
             }

@@ -57,6 +57,13 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
         .filter(|ns| ns.metadata.deletion_timestamp.is_none());
     let host = host_namespaces.get(&ObjectRef::new(&place.namespace));
     let instance = &ctx.target.instance;
+    if let Some(host) = &host
+        && marks::is_copy_of(instance, host.labels())
+    {
+        // The host's pods in it can be imported now (this runs again once the watch shows the
+        // namespace marked).
+        enqueue_imports(&ctx, &place.namespace);
+    }
     let origin = |ns: &Namespace| {
         marks::is_copy_of(instance, ns.labels())
             .then(|| ns.labels().get(keys::NAMESPACE_ORIGIN).cloned())
@@ -137,8 +144,22 @@ fn held_by_another(host: &Namespace, name: &str) -> Option<String> {
     ))
 }
 
-/// Marks host namespace `host` as imported by this instance (never to be deleted by it), and
-/// looks at the host's pods in it, which could not be imported before.
+/// Looks at the host's pods in host namespace `namespace` for import.
+fn enqueue_imports(ctx: &Ctx, namespace: &str) {
+    if let Some(pods) = &ctx.namespaces.host_pods {
+        for pod in pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+        {
+            ctx.queues
+                .imports
+                .extend(crate::sync::imports::virtual_key(&ctx.target, pod));
+        }
+    }
+}
+
+/// Marks host namespace `host` as imported by this instance (never to be deleted by it).
 async fn import(ctx: &Ctx, host: &Namespace) -> anyhow::Result<()> {
     let mut labels = marks::instance_labels(&ctx.target.instance);
     labels.insert(keys::NAMESPACE_ORIGIN.into(), keys::ORIGIN_IMPORTED.into());
@@ -150,18 +171,6 @@ async fn import(ctx: &Ctx, host: &Namespace) -> anyhow::Result<()> {
     Api::<Namespace>::all(ctx.host.clone())
         .patch(&host.name_any(), &params, &Patch::Merge(&patch))
         .await?;
-    if let Some(pods) = &ctx.namespaces.host_pods {
-        let namespace = host.name_any();
-        for pod in pods
-            .state()
-            .iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-        {
-            ctx.queues
-                .imports
-                .extend(crate::sync::imports::virtual_key(&ctx.target, pod));
-        }
-    }
     Ok(())
 }
 

@@ -238,39 +238,7 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &Pod) -> anyhow::Result<N
             // Not scheduled on the host yet.
             return Ok(Next::Done);
         };
-        // The node first: the virtual cluster deletes pods bound to nodes it does not have.
-        crate::sync::nodes::ensure(ctx, &node).await?;
-        let binding = Binding {
-            metadata: ObjectMeta {
-                name: pod.metadata.name.clone(),
-                annotations: Some([(BOUND_BY_SYNCER.to_owned(), "true".to_owned())].into()),
-                ..Default::default()
-            },
-            target: ObjectReference {
-                kind: Some("Node".into()),
-                api_version: Some("v1".into()),
-                name: Some(node),
-                ..Default::default()
-            },
-        };
-        let pp = PostParams {
-            field_manager: Some(SYNCER_FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        match virt
-            .create_subresource::<Binding, serde_json::Value>(
-                "binding",
-                &pod.name_any(),
-                &pp,
-                &binding,
-            )
-            .await
-        {
-            Ok(_) => {}
-            // Bound meanwhile, or gone: the watch tells.
-            Err(err) if copy::is_status(&err, 409) || copy::is_status(&err, 404) => {}
-            Err(err) => return Err(err.into()),
-        }
+        bind(ctx, &virt, &pod.name_any(), node).await?;
         // The status follows once the bound pod comes back through the watch.
         return Ok(Next::Done);
     }
@@ -279,4 +247,36 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &Pod) -> anyhow::Result<N
         copy::write_virtual_status(&virt, &pod.name_any(), &status).await?;
     }
     Ok(Next::Done)
+}
+
+/// Binds virtual pod `name` to virtual node `node`, which it makes first: the virtual cluster
+/// deletes pods bound to nodes it does not have.
+pub async fn bind(ctx: &Ctx, virt: &Api<Pod>, name: &str, node: String) -> anyhow::Result<()> {
+    crate::sync::nodes::ensure(ctx, &node).await?;
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            annotations: Some([(BOUND_BY_SYNCER.to_owned(), "true".to_owned())].into()),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            kind: Some("Node".into()),
+            api_version: Some("v1".into()),
+            name: Some(node),
+            ..Default::default()
+        },
+    };
+    let pp = PostParams {
+        field_manager: Some(SYNCER_FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match virt
+        .create_subresource::<Binding, serde_json::Value>("binding", name, &pp, &binding)
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Bound meanwhile, or gone: the watch tells.
+        Err(err) if copy::is_status(&err, 409) || copy::is_status(&err, 404) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
 }

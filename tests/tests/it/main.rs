@@ -4,5 +4,6 @@ mod admission;
 mod chart;
 mod control_plane;
 mod local_cluster;
+mod namespace_cleanup;
 mod operator;
 mod syncer;

@@ -26,14 +26,14 @@ use virtualcluster_tests::operator::{self, Operator, Start};
 use virtualcluster_tests::process::{self, Lifetime, ProcessRecord};
 use virtualcluster_tests::{TestCluster, crd, kubeconfig, shared_cluster};
 
-const FIELD_MANAGER: &str = "virtualcluster-tests";
-const LONG: Duration = Duration::from_secs(120);
+pub(crate) const FIELD_MANAGER: &str = "virtualcluster-tests";
+pub(crate) const LONG: Duration = Duration::from_secs(120);
 
-fn object<K: DeserializeOwned>(value: serde_json::Value) -> K {
+pub(crate) fn object<K: DeserializeOwned>(value: serde_json::Value) -> K {
     serde_json::from_value(value).expect("a valid object")
 }
 
-async fn create<K>(api: &Api<K>, value: serde_json::Value)
+pub(crate) async fn create<K>(api: &Api<K>, value: serde_json::Value)
 where
     K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
@@ -45,7 +45,7 @@ where
 
 /// Creates virtual namespace `name` and waits for its `default` ServiceAccount, which admission
 /// looks up for every pod.
-async fn create_namespace(virt: &Client, name: &str) {
+pub(crate) async fn create_namespace(virt: &Client, name: &str) {
     create(
         &Api::<Namespace>::all(virt.clone()),
         json!({"metadata": {"name": name}}),
@@ -60,12 +60,14 @@ async fn create_namespace(virt: &Client, name: &str) {
 }
 
 /// A VirtualCluster whose control plane and syncer run locally, as rendered by the operator.
-struct Running {
-    host: Client,
-    virt: Client,
-    id: InstanceRef,
+pub(crate) struct Running {
+    pub(crate) host: Client,
+    pub(crate) virt: Client,
+    pub(crate) id: InstanceRef,
     dir: PathBuf,
-    _operator: Operator,
+    pub(crate) operator: Operator,
+    /// The operator's kubeconfig (its ServiceAccount's token), to start it again.
+    operator_identity: PathBuf,
 }
 
 impl Drop for Running {
@@ -80,7 +82,7 @@ impl Drop for Running {
 }
 
 impl Running {
-    async fn start(
+    pub(crate) async fn start(
         cluster: &TestCluster,
         prefix: &str,
         name: &str,
@@ -147,18 +149,33 @@ impl Running {
             virt,
             id,
             dir: cluster.dir().to_owned(),
-            _operator: operator,
+            operator,
+            operator_identity: identity,
         }
     }
 
-    fn host_api<K>(&self) -> Api<K>
+    /// Starts the operator again (after it was killed), with the same identity and namespace.
+    pub(crate) async fn restart_operator(&mut self, cluster: &TestCluster) {
+        self.operator = Operator::start(
+            cluster,
+            Start {
+                namespaces: &[&self.id.namespace],
+                kubeconfig: &self.operator_identity,
+                args: &[],
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    pub(crate) fn host_api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.host.clone(), &self.id.namespace)
     }
 
-    fn virtual_api<K>(&self, namespace: &str) -> Api<K>
+    pub(crate) fn virtual_api<K>(&self, namespace: &str) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
@@ -191,13 +208,13 @@ impl Running {
 }
 
 /// The syncer stopped, to be started again with the same command line, environment and log.
-struct StoppedSyncer {
+pub(crate) struct StoppedSyncer {
     args: Vec<String>,
     env: Vec<(String, String)>,
     record: ProcessRecord,
 }
 
-fn stop_syncer(running: &Running) -> StoppedSyncer {
+pub(crate) fn stop_syncer(running: &Running) -> StoppedSyncer {
     let record = running.syncer_record();
     let split = |path: String| -> Vec<String> {
         std::fs::read(path)
@@ -250,7 +267,7 @@ where
         .items
 }
 
-fn running_with_ip(pod: &Pod) -> Option<String> {
+pub(crate) fn running_with_ip(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref()?;
     (status.phase.as_deref() == Some("Running")).then(|| status.pod_ip.clone())?
 }
@@ -1004,14 +1021,17 @@ async fn namespace_syncing_places_pods_by_mapping_and_cleans_up_selectively() {
 
     let running = Running::start(cluster, "ns-sync", "mapping-demo", spec).await;
     let id = &running.id;
-    for ns in [
-        "team-a-ns1",
-        "frontend-prod",
-        "some-other-namespace",
-        "team-a-existing",
-    ] {
+    for ns in ["team-a-ns1", "frontend-prod", "some-other-namespace"] {
         create_namespace(&running.virt, ns).await;
     }
+    // The existing host namespace is imported: it appears in the virtual cluster by itself.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(running.virt.clone(), "team-a-existing");
+    eventually(
+        "team-a-existing imported, with its ServiceAccount",
+        || async { accounts.get_opt("default").await.unwrap() },
+    )
+    .await;
     for (ns, host) in [
         ("team-a-ns1", "h-team-a-ns1"),
         ("frontend-prod", "customer-project-alpha-prod"),
