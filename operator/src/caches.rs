@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{ApiResource, NotUsed, Object};
 use kube::core::PartialObjectMeta;
@@ -53,6 +53,9 @@ pub struct Caches {
     pub cluster_role_bindings: Store<Meta<ClusterRoleBinding>>,
     pub stateful_sets: Store<Lite<StatefulSetStatus>>,
     pub deployments: Store<Lite<DeploymentStatus>>,
+    /// Host namespaces some instance's syncer created or imported (by their marks): a mapping
+    /// of another instance that claims one of them reports the clash.
+    pub held_namespaces: Store<Meta<Namespace>>,
 }
 
 /// A watch of one kind of child and the stream of changed objects it yields.
@@ -74,6 +77,7 @@ pub struct Streams {
     pub cluster_role_bindings: ChildStream<Meta<ClusterRoleBinding>>,
     pub stateful_sets: ChildStream<Lite<StatefulSetStatus>>,
     pub deployments: ChildStream<Lite<DeploymentStatus>>,
+    pub held_namespaces: ChildStream<Meta<Namespace>>,
 }
 
 /// Watches of the children in `namespace` (all namespaces when `None`). Cluster-scoped
@@ -118,6 +122,10 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
         reflect_object::<StatefulSet, NotUsed, StatefulSetStatus>(client, namespace, &selector);
     let (deployments, deployments_stream) =
         reflect_object::<Deployment, NotUsed, DeploymentStatus>(client, namespace, &selector);
+    let (held_namespaces, held_namespaces_stream) = reflect(
+        Api::<Meta<Namespace>>::all(client.clone()),
+        keys::SYNCED_BY_UID,
+    );
     (
         Caches {
             services,
@@ -131,6 +139,7 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
             cluster_role_bindings,
             stateful_sets,
             deployments,
+            held_namespaces,
         },
         Streams {
             services: services_stream,
@@ -144,6 +153,7 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
             cluster_role_bindings: cluster_role_bindings_stream,
             stateful_sets: stateful_sets_stream,
             deployments: deployments_stream,
+            held_namespaces: held_namespaces_stream,
         },
     )
 }

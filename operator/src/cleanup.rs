@@ -28,7 +28,7 @@ use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::{Component, InstanceRef};
 use virtualcluster_crds::{keys, marks};
 
-use crate::controller::{Context, publish, write_status};
+use crate::controller::{Context, publish, publish_about, write_status};
 use crate::error::Error;
 use crate::status;
 
@@ -117,9 +117,10 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
             if namespace.metadata.deletion_timestamp.is_none()
                 && delete_precisely(&namespaces, namespace, "Namespace").await?
             {
-                publish(
+                publish_about(
                     ctx,
                     vc,
+                    Some(namespace.object_ref(&())),
                     EventType::Normal,
                     "NamespaceDeleted",
                     &format!("created namespace {name} deleted"),
@@ -130,9 +131,10 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
         } else {
             strip(&namespaces, namespace, NAMESPACE_MARKS).await?;
             let count = removed.get(&name).copied().unwrap_or(0);
-            publish(
+            publish_about(
                 ctx,
                 vc,
+                Some(namespace.object_ref(&())),
                 EventType::Normal,
                 "NamespaceReleased",
                 &format!(
@@ -162,16 +164,15 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
     cluster_removed += delete_labelled::<ClusterRoleBinding>(ctx, &id).await?;
     cluster_removed += delete_labelled::<ClusterRole>(ctx, &id).await?;
     cluster_removed += delete_cluster_copies::<PriorityClass>(ctx, &id).await?;
-    let copies_removed: usize = removed.values().sum();
     publish(
         ctx,
         vc,
         EventType::Normal,
         "CleanedUp",
         &format!(
-            "stopped the syncer, removed {copies_removed} objects it made on the host and \
-             {cluster_removed} cluster-scoped objects; the operator's own children go with the \
-             VirtualCluster"
+            "stopped the syncer; removed what it made on the host, its marks from what it \
+             imported, and {cluster_removed} cluster-scoped objects; the operator's own \
+             children go with the VirtualCluster"
         ),
     )
     .await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PostParams};
@@ -124,6 +124,10 @@ pub async fn run(
             streams.deployments,
             kube::api::ApiResource::erase::<Deployment>(&()),
         )
+        .watches_stream(streams.held_namespaces, {
+            let instances = context.instances.clone();
+            move |ns| claimants(&instances, ns.metadata.name.as_deref().unwrap_or_default())
+        })
         .watches_stream(streams.cluster_roles, |o| caches::owner_by_labels(&o))
         .watches_stream(streams.cluster_role_bindings, |o| {
             caches::owner_by_labels(&o)
@@ -165,6 +169,30 @@ async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Action,
     result
 }
 
+/// The instances whose namespace mappings claim host namespace `namespace`.
+fn claimants(
+    instances: &reflector::Store<VirtualCluster>,
+    namespace: &str,
+) -> Vec<reflector::ObjectRef<VirtualCluster>> {
+    instances
+        .state()
+        .iter()
+        .filter(|vc| vc.spec.sync.to_host.namespaces.enabled)
+        .filter(|vc| {
+            let id = InstanceRef::of(vc);
+            virtualcluster_crds::mapping::validate(
+                &vc.spec.sync.to_host.namespaces,
+                virtualcluster_crds::mapping::Instance {
+                    name: &id.name,
+                    namespace: &id.namespace,
+                },
+            )
+            .is_ok_and(|mapper| mapper.claims_host(namespace))
+        })
+        .map(|vc| reflector::ObjectRef::from_obj(vc.as_ref()))
+        .collect()
+}
+
 fn error_policy(vc: Arc<VirtualCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(
         vc = %format!("{}/{}", vc.namespace().unwrap_or_default(), vc.name_any()),
@@ -193,7 +221,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     let valid = match validate::validate(vc, running.as_ref(), &ctx.settings.service_cidr) {
         Ok(valid) => valid,
         Err(invalid) => {
-            report(vc, ctx, Err(&invalid), None, None, 0).await?;
+            report(vc, ctx, Err(&invalid), None, None, 0, None).await?;
             // Nothing changes until the user edits the VirtualCluster.
             return Ok(Action::await_change());
         }
@@ -201,7 +229,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     let instances = ctx.instances.state();
     let others: Vec<&VirtualCluster> = instances.iter().map(AsRef::as_ref).collect();
     if let Err(invalid) = validate::conflict(vc, &valid, &others) {
-        report(vc, ctx, Err(&invalid), None, None, 0).await?;
+        report(vc, ctx, Err(&invalid), None, None, 0, None).await?;
         return Ok(Action::requeue(CONFLICT_RECHECK));
     }
     let instance = Instance {
@@ -235,6 +263,12 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     let certs = ensure_certs(&instance, ctx, service_ip.as_deref()).await?;
     let desired = build::desired(&instance, &certs)?;
     let (sts, deployment) = apply_all(ctx, &namespace, desired).await?;
+    let held = vc.spec.sync.to_host.namespaces.enabled.then(|| {
+        validate::held_by_others(
+            &valid,
+            caches.held_namespaces.state().iter().map(|ns| &ns.metadata),
+        )
+    });
     report(
         vc,
         ctx,
@@ -242,6 +276,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         sts.as_ref(),
         deployment.as_ref(),
         vc.spec.syncer.replicas,
+        held.as_deref(),
     )
     .await?;
     Ok(Action::requeue(ctx.resync))
@@ -479,6 +514,7 @@ async fn report(
     stateful_set: Option<&Lite<StatefulSetStatus>>,
     deployment: Option<&Lite<DeploymentStatus>>,
     syncer_replicas: i32,
+    held_namespaces: Option<&[String]>,
 ) -> Result<(), Error> {
     let kube_config_secret = config
         .is_ok()
@@ -491,6 +527,7 @@ async fn report(
             deployment,
             syncer_replicas,
             kube_config_secret: kube_config_secret.as_deref(),
+            held_namespaces,
         },
         Time(Timestamp::now()),
     );
@@ -517,6 +554,26 @@ async fn report(
             EventType::Warning,
             invalid.reason,
             &invalid.message,
+        )
+        .await;
+    }
+    let clash = |status: Option<&VirtualClusterStatus>| {
+        status.and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == condition::NAMESPACES_AVAILABLE && c.status == "False")
+                .map(|c| c.message.clone())
+        })
+    };
+    if let Some(message) = clash(Some(&new))
+        && clash(old).as_ref() != Some(&message)
+    {
+        publish(
+            ctx,
+            vc,
+            EventType::Warning,
+            status::HOST_NAMESPACE_CONFLICT,
+            &message,
         )
         .await;
     }
@@ -569,12 +626,25 @@ pub(crate) async fn publish(
     reason: &str,
     note: &str,
 ) {
+    publish_about(ctx, vc, None, type_, reason, note).await;
+}
+
+/// [`publish`] naming a related object too: Events of one reason about different related
+/// objects stay apart (the recorder merges repeats of the same reason about the same objects).
+pub(crate) async fn publish_about(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    related: Option<ObjectReference>,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note.chars().take(1000).collect()),
         action: "Reconcile".into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(err) = ctx.recorder.publish(&event, &vc.object_ref(&())).await {
         tracing::warn!(%err, reason, "publishing an Event failed");

@@ -19,7 +19,13 @@ pub mod condition {
     pub const RECONCILING: &str = "Reconciling";
     /// Flux's convention: it cannot progress without a change from the user.
     pub const STALLED: &str = "Stalled";
+    /// With namespace syncing: no host namespace the mappings claim is held by another
+    /// instance (those that are stay untouched).
+    pub const NAMESPACES_AVAILABLE: &str = "NamespacesAvailable";
 }
+
+/// Reason of a false [`condition::NAMESPACES_AVAILABLE`], and of its Event.
+pub const HOST_NAMESPACE_CONFLICT: &str = "HostNamespaceConflict";
 
 /// What the status is computed from.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +38,9 @@ pub struct Observed<'a> {
     pub syncer_replicas: i32,
     /// Name of the admin kubeconfig Secret, once it was written.
     pub kube_config_secret: Option<&'a str>,
+    /// With namespace syncing: the host namespaces its mappings claim that another instance
+    /// holds (see [`crate::validate::held_by_others`]).
+    pub held_namespaces: Option<&'a [String]>,
 }
 
 /// One condition's verdict.
@@ -188,6 +197,20 @@ pub fn compute(vc: &VirtualCluster, observed: Observed<'_>, now: Time) -> Virtua
         (STALLED, stalled),
     ]
     .into_iter()
+    .chain(observed.held_namespaces.map(|held| {
+        let verdict = if held.is_empty() {
+            Verdict::yes(
+                "NoConflict",
+                "no host namespace the mappings claim is held by another instance",
+            )
+        } else {
+            Verdict::no(
+                HOST_NAMESPACE_CONFLICT,
+                format!("not imported, left untouched: {}", held.join("; ")),
+            )
+        };
+        (NAMESPACES_AVAILABLE, verdict)
+    }))
     .map(|(type_, v)| condition(&old.conditions, type_, v, generation, &now))
     .collect();
     VirtualClusterStatus {
@@ -326,6 +349,7 @@ mod tests {
                 deployment: Some(&d),
                 syncer_replicas: 1,
                 kube_config_secret: Some("vc-demo"),
+                held_namespaces: None,
             },
             at(100),
         );
@@ -354,6 +378,7 @@ mod tests {
                 deployment: Some(&d),
                 syncer_replicas: 1,
                 kube_config_secret: None,
+                held_namespaces: None,
             },
             at(100),
         );
@@ -378,6 +403,7 @@ mod tests {
                 deployment: None,
                 syncer_replicas: 1,
                 kube_config_secret: None,
+                held_namespaces: None,
             },
             at(100),
         );
@@ -398,6 +424,7 @@ mod tests {
                 deployment: None,
                 syncer_replicas: 1,
                 kube_config_secret: None,
+                held_namespaces: None,
             },
             at(100),
         );
@@ -421,6 +448,7 @@ mod tests {
             deployment: Some(&d),
             syncer_replicas: 1,
             kube_config_secret: None,
+            held_namespaces: None,
         };
         let mut v = vc(1);
         v.status = Some(compute(&v, observed(&s), at(100)));

@@ -4,10 +4,11 @@
 
 use std::net::IpAddr;
 
-use virtualcluster_crds::VirtualCluster;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::mapping::{self, Instance, NamespaceMapper};
 use virtualcluster_crds::v1alpha1::NamespaceSync;
+use virtualcluster_crds::{VirtualCluster, keys};
 
 /// Why a configuration cannot be provisioned: a CamelCase reason for the condition and Event,
 /// and a message naming the field and the rule.
@@ -80,6 +81,44 @@ pub fn validate(
         service_cidr,
         kubernetes_service_ip,
     })
+}
+
+/// The host namespaces `valid`'s mappings claim that another instance holds (its marks are on
+/// them: it created or imported them), each with who holds it. `held` are the host namespaces
+/// that carry some instance's marks. The syncer leaves them alone; the status says why.
+pub fn held_by_others<'a>(
+    valid: &Valid,
+    held: impl IntoIterator<Item = &'a ObjectMeta>,
+) -> Vec<String> {
+    let mut clashes: Vec<String> = held
+        .into_iter()
+        .filter(|ns| {
+            let labels = ns.labels.as_ref();
+            let uid = labels.and_then(|l| l.get(keys::SYNCED_BY_UID));
+            uid.is_some_and(|uid| *uid != valid.instance.uid)
+                && valid
+                    .mapper
+                    .claims_host(ns.name.as_deref().unwrap_or_default())
+        })
+        .map(|ns| {
+            let label = |key: &str| {
+                ns.labels
+                    .as_ref()
+                    .and_then(|l| l.get(key))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            format!(
+                "host namespace {} is held by VirtualCluster {}/{} (UID {})",
+                ns.name.as_deref().unwrap_or_default(),
+                label(keys::SYNCED_BY_NAMESPACE),
+                label(keys::SYNCED_BY),
+                label(keys::SYNCED_BY_UID),
+            )
+        })
+        .collect();
+    clashes.sort();
+    clashes
 }
 
 /// Reason of [`conflict`]'s refusal.
@@ -208,6 +247,33 @@ mod tests {
         let apart = created(vc("c", &[("x", "h-other")]), "third", "u3", 300);
         let valid = validate(&apart, None, "10.96.0.0/12").unwrap();
         assert_eq!(conflict(&apart, &valid, &[&older, &apart]), Ok(()));
+    }
+
+    #[test]
+    fn host_namespaces_another_instance_holds_are_reported() {
+        let mine = created(vc("a", &[("sync-*", "host-*")]), "mine", "u1", 100);
+        let valid = validate(&mine, None, "10.96.0.0/12").unwrap();
+        let ns = |name: &str, uid: &str| ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                [
+                    (keys::SYNCED_BY.to_owned(), "other".to_owned()),
+                    (keys::SYNCED_BY_NAMESPACE.to_owned(), "b".to_owned()),
+                    (keys::SYNCED_BY_UID.to_owned(), uid.to_owned()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let held = [
+            ns("host-taken", "u2"),
+            ns("host-mine", "u1"),
+            ns("elsewhere", "u2"),
+        ];
+        assert_eq!(
+            held_by_others(&valid, &held),
+            ["host namespace host-taken is held by VirtualCluster b/other (UID u2)"]
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub struct VirtualClusterStatus {
     /// Where the instance is in its life: Pending, Provisioning, Ready, Failed or Deleting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Standard conditions: ConfigValid, ControlPlaneReady, SyncerReady and Ready.
+    /// Standard conditions: ConfigValid, ControlPlaneReady, SyncerReady and Ready (and
+    /// Reconciling, Stalled; NamespacesAvailable with namespace syncing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -342,6 +342,28 @@ async fn the_delete_example_imports_host_namespaces_and_leaves_them_as_they_were
     }
     let other = hosts.get("host-of-another-instance").await.unwrap();
     assert_eq!(other.labels()[keys::SYNCED_BY_UID], other_uid);
+    // The clash shows in the instance's status and as an Event.
+    let clash = format!(
+        "host namespace host-of-another-instance is held by VirtualCluster elsewhere/other-vc (UID {other_uid})"
+    );
+    eventually("the NamespacesAvailable condition", || async {
+        let vc = vc_status(&running).await?;
+        vc.status?
+            .conditions
+            .iter()
+            .any(|c| {
+                c.type_ == "NamespacesAvailable"
+                    && c.status == "False"
+                    && c.reason == "HostNamespaceConflict"
+                    && c.message.contains(&clash)
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(
+        has_event(&events(&host, &id).await, "HostNamespaceConflict", &clash),
+        "an Event names the clash"
+    );
 
     // Delete the instance (its syncer stopped, as its Deployment's pods would be) and watch the
     // cleanup report what is left.
