@@ -301,6 +301,8 @@ fn syncer_selector(id: &InstanceRef) -> String {
     selector
 }
 
+/// Deletes the cluster-scoped copies of kind `K` the syncer made (marked with the instance).
+/// Returns how many it deleted.
 async fn delete_cluster_copies<K>(ctx: &Context, id: &InstanceRef) -> Result<usize, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
@@ -308,15 +310,9 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    delete_marked(Api::<K>::all(ctx.client.clone()), id).await
-}
-
-async fn delete_marked<K>(api: Api<K>, id: &InstanceRef) -> Result<usize, Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    let mut deleted = 0;
+    let api = Api::<K>::all(ctx.client.clone());
     let kind = K::kind(&());
+    let mut deleted = 0;
     for object in marked(api.clone(), id, &kind).await? {
         if delete_precisely(&api, &object, &kind).await? {
             deleted += 1;

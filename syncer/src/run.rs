@@ -152,11 +152,7 @@ pub async fn run(
     macro_rules! opt_pair {
         ($on:expr, $kind:ty) => {
             if $on {
-                let (v, vs) = reflect(Api::<$kind>::all(virt.clone()), all());
-                let (h, hs) = reflect(
-                    copies_api::<$kind>(&host, &host_ns, namespace_sync),
-                    copies(),
-                );
+                let (v, vs, h, hs) = pair!($kind);
                 (
                     Some(Pair {
                         virtual_: v,

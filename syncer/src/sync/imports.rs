@@ -64,15 +64,15 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         (Some(host), Some(pod)) if marks::is_imported(pod.annotations()) => {
             mark(&ctx, &host).await?;
             if import::pod_metadata_differs(&host, &pod) {
-                let desired = import::pod(&host, &key.namespace);
+                let (labels, annotations) = import::pod_metadata(&host);
                 let patch = serde_json::json!({
                     "apiVersion": "v1",
                     "kind": "Pod",
                     "metadata": {
                         "name": key.name,
                         "uid": pod.uid(),
-                        "labels": desired.metadata.labels,
-                        "annotations": desired.metadata.annotations,
+                        "labels": labels,
+                        "annotations": annotations,
                     }
                 });
                 copy::patch_apply(&virt, &key.name, &patch).await?;

@@ -40,19 +40,28 @@ pub fn source(host: &impl kube::Resource) -> String {
 pub fn pod(host: &Pod, namespace: &str) -> Pod {
     let mut spec = host.spec.clone().unwrap_or_default();
     strip_host_only(&mut spec);
-    let mut annotations = marks::without_reserved(host.metadata.annotations.as_ref());
-    annotations.insert(keys::IMPORTED_FROM.into(), source(host));
+    let (labels, annotations) = pod_metadata(host);
     Pod {
         metadata: ObjectMeta {
             name: Some(host.name_any()),
             namespace: Some(namespace.to_owned()),
-            labels: Some(marks::without_reserved(host.metadata.labels.as_ref())),
+            labels: Some(labels),
             annotations: Some(annotations),
             ..Default::default()
         },
         spec: Some(spec),
         status: None,
     }
+}
+
+/// Labels and annotations of the virtual pod standing for host pod `host`.
+pub fn pod_metadata(host: &Pod) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut annotations = marks::without_reserved(host.metadata.annotations.as_ref());
+    annotations.insert(keys::IMPORTED_FROM.into(), source(host));
+    (
+        marks::without_reserved(host.metadata.labels.as_ref()),
+        annotations,
+    )
 }
 
 fn strip_host_only(spec: &mut PodSpec) {
@@ -94,14 +103,11 @@ fn strip_host_only(spec: &mut PodSpec) {
 /// Whether imported virtual pod `live` lacks labels or annotations host pod `host` has (what
 /// the syncer applied and the host no longer has, server-side apply removes).
 pub fn pod_metadata_differs(host: &Pod, live: &Pod) -> bool {
-    let desired = pod(host, "");
-    let lacks = |want: Option<BTreeMap<String, String>>, have: &BTreeMap<String, String>| {
-        want.unwrap_or_default()
-            .iter()
-            .any(|(k, v)| have.get(k) != Some(v))
+    let (labels, annotations) = pod_metadata(host);
+    let lacks = |want: BTreeMap<String, String>, have: &BTreeMap<String, String>| {
+        want.iter().any(|(k, v)| have.get(k) != Some(v))
     };
-    lacks(desired.metadata.labels, live.labels())
-        || lacks(desired.metadata.annotations, live.annotations())
+    lacks(labels, live.labels()) || lacks(annotations, live.annotations())
 }
 
 #[cfg(test)]
