@@ -55,8 +55,8 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
     }
 
     // 2. What is left: the copies the syncer made wherever they are (the instance's namespace,
-    //    the host namespaces it created or imported), the host namespaces it marked, the host
-    //    pods it imported.
+    //    the host namespaces it created or imported), the host namespaces it marked, the host's
+    //    objects it imported.
     let mut copies = Vec::new();
     for kind in copied_kinds() {
         copies.extend(
@@ -79,13 +79,22 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
         .into_iter()
         .filter(|n| marks::is_copy_of(&id, n.labels()))
         .collect();
-    let pods: Api<Pod> = Api::all(ctx.client.clone());
-    let imported_pods = pods
-        .list(&ListParams::default().labels(&marks::imported_selector(&id)))
-        .await
-        .map_err(Error::kube("listing the host pods the instance imported"))?
-        .items;
-    report(remaining(&copies, &marked_namespaces, &imported_pods)).await?;
+    let mut imported = Vec::new();
+    for kind in imported_kinds() {
+        let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &kind);
+        imported.extend(
+            api.list(&ListParams::default().labels(&marks::imported_selector(&id)))
+                .await
+                .map_err(Error::kube(format!(
+                    "listing the host {}s the instance imported",
+                    kind.kind
+                )))?
+                .items
+                .into_iter()
+                .map(|o| (kind.clone(), o)),
+        );
+    }
+    report(remaining(&copies, &marked_namespaces, &imported)).await?;
 
     // 3. Delete the copies, counted by host namespace.
     let mut removed: BTreeMap<String, usize> = BTreeMap::new();
@@ -97,11 +106,11 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
         }
     }
 
-    // 4. The host's own pods it imported: only its mark goes.
-    for pod in &imported_pods {
-        let api: Api<Pod> =
-            Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
-        strip(&api, pod, &[keys::IMPORTED_BY_UID]).await?;
+    // 4. The host's own objects it imported: only its mark goes.
+    for (kind, object) in &imported {
+        let namespace = object.namespace().unwrap_or_default();
+        let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, kind);
+        strip(&api, object, &kind.kind, &[keys::IMPORTED_BY_UID]).await?;
     }
 
     // 5. Host namespaces: those it created go (and are waited for), those it imported stay,
@@ -129,7 +138,7 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
             }
             terminating.push(name);
         } else {
-            strip(&namespaces, namespace, NAMESPACE_MARKS).await?;
+            strip(&namespaces, namespace, "Namespace", NAMESPACE_MARKS).await?;
             let count = removed.get(&name).copied().unwrap_or(0);
             publish_about(
                 ctx,
@@ -206,6 +215,16 @@ fn copied_kinds() -> Vec<ApiResource> {
     ]
 }
 
+/// The kinds whose host-made objects a syncer imports (and marks).
+fn imported_kinds() -> Vec<ApiResource> {
+    vec![
+        ApiResource::erase::<Pod>(&()),
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<Secret>(&()),
+        ApiResource::erase::<Service>(&()),
+    ]
+}
+
 /// Deletes the syncer's Deployment and returns how many of its pods are still there.
 async fn stop_syncer(ctx: &Context, id: &InstanceRef) -> Result<usize, Error> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &id.namespace);
@@ -229,7 +248,7 @@ async fn stop_syncer(ctx: &Context, id: &InstanceRef) -> Result<usize, Error> {
 fn remaining(
     copies: &[(ApiResource, DynamicObject)],
     namespaces: &[Namespace],
-    imported_pods: &[Pod],
+    imported: &[(ApiResource, DynamicObject)],
 ) -> Vec<String> {
     let mut by_namespace: BTreeMap<String, usize> = BTreeMap::new();
     for (_, object) in copies {
@@ -241,10 +260,10 @@ fn remaining(
         .iter()
         .map(|(ns, n)| format!("namespace {ns}: {n} objects the syncer made"))
         .collect();
-    if !imported_pods.is_empty() {
+    if !imported.is_empty() {
         left.push(format!(
-            "{} imported host pods to release",
-            imported_pods.len()
+            "{} imported host objects to release",
+            imported.len()
         ));
     }
     for namespace in namespaces {
@@ -264,9 +283,9 @@ fn remaining(
 
 /// Removes label `keys` from `object` (the very object read: UID precondition); nothing else of
 /// it changes.
-async fn strip<K>(api: &Api<K>, object: &K, keys: &[&str]) -> Result<(), Error>
+async fn strip<K>(api: &Api<K>, object: &K, kind: &str, keys: &[&str]) -> Result<(), Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let labels: serde_json::Map<String, serde_json::Value> = keys
         .iter()
@@ -285,8 +304,7 @@ where
         // Gone, or replaced by another object of the same name: nothing of ours to strip.
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
         Err(err) => Err(Error::kube(format!(
-            "removing the instance's marks from {} {}",
-            K::kind(&()),
+            "removing the instance's marks from {kind} {}",
             object.name_any()
         ))(err)),
     }

@@ -58,6 +58,21 @@ impl Key {
     }
 }
 
+/// What the import queue holds: a virtual object standing for a host one, by kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Imported {
+    pub kind: ImportedKind,
+    pub key: Key,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImportedKind {
+    Pod,
+    ConfigMap,
+    Secret,
+    Service,
+}
+
 /// Watch caches, one per kind and side. Host caches hold only this instance's copies (by label),
 /// plus the host objects the syncer reads: nodes, events in its namespace, the API server
 /// Service.
@@ -104,13 +119,16 @@ pub struct OptIn {
     pub namespaces: Option<Store<Namespace>>,
 }
 
-/// Virtual and host namespaces, watched with namespace syncing, and the host's own pods in the
-/// host namespaces the mappings claim (imported into the virtual cluster).
+/// Virtual and host namespaces, watched with namespace syncing, and the host's own objects in
+/// the host namespaces the mappings claim (imported into the virtual cluster).
 #[derive(Clone, Default)]
 pub struct Namespaces {
     pub virtual_: Option<Store<Namespace>>,
     pub host: Option<Store<Namespace>>,
     pub host_pods: Option<Store<Pod>>,
+    pub host_config_maps: Option<Store<ConfigMap>>,
+    pub host_secrets: Option<Store<Secret>>,
+    pub host_services: Option<Store<Service>>,
 }
 
 pub struct Queues {
@@ -132,8 +150,8 @@ pub struct Queues {
     pub ingress_classes: Arc<WorkQueue<String>>,
     /// Virtual namespaces, by name.
     pub namespaces: Arc<WorkQueue<String>>,
-    /// Virtual pods standing for host pods (by their virtual key).
-    pub imports: Arc<WorkQueue<Key>>,
+    /// Virtual objects standing for host ones.
+    pub imports: Arc<WorkQueue<Imported>>,
 }
 
 impl Queues {

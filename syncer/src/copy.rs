@@ -183,7 +183,8 @@ where
 }
 
 /// The level-based sync of one plain kind: the copy exists, and holds the translation, exactly
-/// when the virtual object exists and is `wanted`.
+/// when the virtual object exists and is `wanted`. A virtual object standing for a host one
+/// (imported) has no copy.
 pub async fn sync<K>(
     ctx: &Ctx,
     api: &Api<K>,
@@ -194,6 +195,12 @@ pub async fn sync<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
+    let virtual_object = virtual_object.filter(|o| {
+        !o.meta()
+            .annotations
+            .as_ref()
+            .is_some_and(marks::is_imported)
+    });
     match (virtual_object, copy) {
         (None, None) => Ok(Next::Done),
         (None, Some(copy)) => {

@@ -23,9 +23,10 @@ use serde::de::DeserializeOwned;
 use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::{mapping, marks};
 
-use crate::context::{Ctx, Key, Namespaces, OptIn, Pair, Queues, Stores};
+use crate::context::{Ctx, Imported, ImportedKind, Key, Namespaces, OptIn, Pair, Queues, Stores};
 use crate::sync;
 use crate::translate::Target;
+use crate::translate::import::Importable;
 
 /// Workers per queue; pods get more, they are most of the work.
 pub struct Concurrency {
@@ -215,20 +216,32 @@ pub async fn run(
     let (namespaces, namespace_streams) = if namespace_sync {
         let (v, vs) = reflect(Api::<Namespace>::all(virt.clone()), all());
         let (h, hs) = reflect(Api::<Namespace>::all(host.clone()), all());
-        // Pods no instance made, in the host namespaces the mappings claim: what is imported.
-        let mapper = mapper.clone();
-        let (p, ps) = reflect_where(
-            Api::<Pod>::all(host.clone()),
-            watcher::Config::default().labels(&marks::not_copies_selector()),
-            move |p: &Pod| mapper.claims_host(&p.namespace().unwrap_or_default()),
-        );
+        // What no instance made, in the host namespaces the mappings claim: what is imported.
+        fn own<K: Importable>(
+            host: &Client,
+            mapper: &mapping::NamespaceMapper,
+        ) -> (Store<K>, BoxStream<'static, K>) {
+            let mapper = mapper.clone();
+            reflect_where(
+                Api::<K>::all(host.clone()),
+                watcher::Config::default().labels(&marks::not_copies_selector()),
+                move |o: &K| o.shown() && mapper.claims_host(&o.namespace().unwrap_or_default()),
+            )
+        }
+        let (p, ps) = own::<Pod>(&host, &mapper);
+        let (c, cs) = own::<ConfigMap>(&host, &mapper);
+        let (s, ss) = own::<Secret>(&host, &mapper);
+        let (svc, svcs) = own::<Service>(&host, &mapper);
         (
             Namespaces {
                 virtual_: Some(v),
                 host: Some(h),
                 host_pods: Some(p),
+                host_config_maps: Some(c),
+                host_secrets: Some(s),
+                host_services: Some(svc),
             },
-            Some((vs, hs, ps)),
+            Some((vs, hs, ps, cs, ss, svcs)),
         )
     } else {
         (Namespaces::default(), None)
@@ -299,7 +312,10 @@ pub async fn run(
         let imports = q.imports.clone();
         feed(&mut feeds, vpods, move |p: Pod| {
             if marks::is_imported(p.annotations()) {
-                imports.extend(Key::of(&p));
+                imports.extend(Key::of(&p).map(|key| Imported {
+                    kind: ImportedKind::Pod,
+                    key,
+                }));
                 return;
             }
             let (used_cms, used_secrets) = sync::config::used_by(&p);
@@ -323,22 +339,34 @@ pub async fn run(
             feed(&mut feeds, $stream, move |o| queue.extend(Key::of(&o)));
         }};
     }
-    by_copy!(hpods, q.pods);
-    {
-        let (services, endpoints) = (q.services.clone(), q.endpoints.clone());
-        feed(&mut feeds, vsvc, move |s: Service| {
-            if let Some(k) = Key::of(&s) {
-                endpoints.add(k.clone());
-                services.add(k);
-            }
-        });
+    // Virtual objects standing for host ones go to the import queue.
+    macro_rules! by_key_or_imported {
+        ($stream:expr, $kind:expr, $($queue:expr),+) => {{
+            let queues = ($($queue.clone(),)+);
+            let imports = q.imports.clone();
+            feed(&mut feeds, $stream, move |o| {
+                let Some(key) = Key::of(&o) else { return };
+                if marks::is_imported(o.annotations()) {
+                    imports.add(Imported { kind: $kind, key });
+                } else {
+                    by_key_or_imported!(@add queues, key, $($queue),+);
+                }
+            });
+        }};
+        (@add $queues:ident, $key:ident, $a:expr) => { $queues.0.add($key) };
+        (@add $queues:ident, $key:ident, $a:expr, $b:expr) => {{
+            $queues.0.add($key.clone());
+            $queues.1.add($key);
+        }};
     }
+    by_copy!(hpods, q.pods);
+    by_key_or_imported!(vsvc, ImportedKind::Service, q.services, q.endpoints);
     by_copy!(hsvc, q.services);
     by_key!(vep, q.endpoints);
     by_copy!(hep, q.endpoints);
-    by_key!(vcm, q.config_maps);
+    by_key_or_imported!(vcm, ImportedKind::ConfigMap, q.config_maps);
     by_copy!(hcm, q.config_maps);
-    by_key!(vsec, q.secrets);
+    by_key_or_imported!(vsec, ImportedKind::Secret, q.secrets);
     by_copy!(hsec, q.secrets);
     by_key!(vpvc, q.claims);
     by_copy!(hpvc, q.claims);
@@ -447,17 +475,25 @@ pub async fn run(
         }
     }
 
-    if let Some((vs, hs, ps)) = namespace_streams {
+    if let Some((vs, hs, ps, cs, ss, svcs)) = namespace_streams {
         let queue = q.namespaces.clone();
         feed(&mut feeds, vs, move |n: Namespace| queue.add(n.name_any()));
         let (queue, target) = (q.namespaces.clone(), ctx.target.clone());
         feed(&mut feeds, hs, move |n: Namespace| {
             queue.extend(target.mapper.virtual_for(&n.name_any()));
         });
-        let (queue, target) = (q.imports.clone(), ctx.target.clone());
-        feed(&mut feeds, ps, move |p: Pod| {
-            queue.extend(sync::imports::virtual_key(&target, &p));
-        });
+        macro_rules! imports {
+            ($stream:expr, $kind:expr) => {{
+                let (queue, target) = (q.imports.clone(), ctx.target.clone());
+                feed(&mut feeds, $stream, move |o| {
+                    queue.extend(sync::imports::imported(&target, $kind, &o));
+                });
+            }};
+        }
+        imports!(ps, ImportedKind::Pod);
+        imports!(cs, ImportedKind::ConfigMap);
+        imports!(ss, ImportedKind::Secret);
+        imports!(svcs, ImportedKind::Service);
     }
 
     tracing::info!("listing both sides");
@@ -470,6 +506,15 @@ pub async fn run(
         store.wait_until_ready().await?;
     }
     if let Some(store) = &namespaces.host_pods {
+        store.wait_until_ready().await?;
+    }
+    if let Some(store) = &namespaces.host_config_maps {
+        store.wait_until_ready().await?;
+    }
+    if let Some(store) = &namespaces.host_secrets {
+        store.wait_until_ready().await?;
+    }
+    if let Some(store) = &namespaces.host_services {
         store.wait_until_ready().await?;
     }
     tracing::info!(

@@ -144,19 +144,44 @@ fn held_by_another(host: &Namespace, name: &str) -> Option<String> {
     ))
 }
 
-/// Looks at the host's pods in host namespace `namespace` for import.
+/// Looks at the host's own objects in host namespace `namespace` for import.
 fn enqueue_imports(ctx: &Ctx, namespace: &str) {
-    if let Some(pods) = &ctx.namespaces.host_pods {
-        for pod in pods
-            .state()
-            .iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace))
-        {
-            ctx.queues
-                .imports
-                .extend(crate::sync::imports::virtual_key(&ctx.target, pod));
+    use crate::context::ImportedKind;
+    use crate::sync::imports::imported;
+    fn enqueue<K: Resource<DynamicType = ()> + Clone>(
+        ctx: &Ctx,
+        store: Option<&kube::runtime::reflector::Store<K>>,
+        kind: ImportedKind,
+        namespace: &str,
+    ) {
+        for object in store.into_iter().flat_map(|s| s.state()) {
+            if object.meta().namespace.as_deref() == Some(namespace) {
+                ctx.queues
+                    .imports
+                    .extend(imported(&ctx.target, kind, object.as_ref()));
+            }
         }
     }
+    let n = &ctx.namespaces;
+    enqueue(ctx, n.host_pods.as_ref(), ImportedKind::Pod, namespace);
+    enqueue(
+        ctx,
+        n.host_config_maps.as_ref(),
+        ImportedKind::ConfigMap,
+        namespace,
+    );
+    enqueue(
+        ctx,
+        n.host_secrets.as_ref(),
+        ImportedKind::Secret,
+        namespace,
+    );
+    enqueue(
+        ctx,
+        n.host_services.as_ref(),
+        ImportedKind::Service,
+        namespace,
+    );
 }
 
 /// Marks host namespace `host` as imported by this instance (never to be deleted by it).

@@ -1,13 +1,24 @@
 //! Host objects as the virtual cluster shows them when it imports them: a namespace a host-side
-//! mapping claims, and the pods made on the host in it. They stand for the host's objects; no
-//! copy is ever made of them.
+//! mapping claims, and the pods, ConfigMaps, Secrets and Services made on the host in it. They
+//! stand for the host's objects; no copy is ever made of them.
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
-use kube::ResourceExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, PodSpec, Secret, Service};
 use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use virtualcluster_crds::{keys, marks};
+
+use super::ROOT_CA_CONFIG_MAP;
+
+/// Annotation on an imported virtual object: a fingerprint of what it was last given from the
+/// host, so that a key the host removed is removed too (a live object holding all the host
+/// has cannot tell).
+pub const IMPORTED_FINGERPRINT: &str = "virtualcluster.dev/imported-fingerprint";
 
 /// The virtual namespace `virtual_name` standing for host namespace `host`.
 pub fn namespace(host: &str, virtual_name: &str) -> Namespace {
@@ -34,13 +45,10 @@ pub fn source(host: &impl kube::Resource) -> String {
 }
 
 /// The virtual pod standing for host pod `host`, in virtual namespace `namespace`: its labels,
-/// annotations and spec, bound to the virtual node of the host's node. What the virtual API
-/// server would refuse or reject for lack of the host's objects goes: the host ServiceAccount
-/// and its token volumes, the priority and runtime class, owners.
+/// annotations and spec, bound to the virtual node of the host's node. Its status follows the
+/// host's (see `sync::imports`).
 pub fn pod(host: &Pod, namespace: &str) -> Pod {
-    let mut spec = host.spec.clone().unwrap_or_default();
-    strip_host_only(&mut spec);
-    let (labels, annotations) = pod_metadata(host);
+    let (labels, annotations) = metadata(host);
     Pod {
         metadata: ObjectMeta {
             name: Some(host.name_any()),
@@ -49,19 +57,137 @@ pub fn pod(host: &Pod, namespace: &str) -> Pod {
             annotations: Some(annotations),
             ..Default::default()
         },
-        spec: Some(spec),
-        status: None,
+        ..host.content()
     }
 }
 
-/// Labels and annotations of the virtual pod standing for host pod `host`.
-pub fn pod_metadata(host: &Pod) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let mut annotations = marks::without_reserved(host.metadata.annotations.as_ref());
+/// Labels and annotations of the virtual object standing for host object `host`.
+pub fn metadata(host: &impl Resource) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut annotations = marks::without_reserved(host.meta().annotations.as_ref());
     annotations.insert(keys::IMPORTED_FROM.into(), source(host));
     (
-        marks::without_reserved(host.metadata.labels.as_ref()),
+        marks::without_reserved(host.meta().labels.as_ref()),
         annotations,
     )
+}
+
+/// A kind whose host-made objects are shown in the virtual cluster besides pods: copied whole
+/// but for what the virtual cluster gives itself.
+pub trait Importable:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// Whether host object `self` is shown at all: not what every namespace of each side has
+    /// of its own (the CA bundle, service-account tokens). Judged by what cannot change.
+    fn shown(&self) -> bool {
+        true
+    }
+
+    /// What of `self` the virtual object carries, without metadata.
+    fn content(&self) -> Self;
+}
+
+impl Importable for Pod {
+    /// What the virtual API server would refuse or reject for lack of the host's objects goes:
+    /// the host ServiceAccount and its token volumes, the priority and runtime class.
+    fn content(&self) -> Self {
+        let mut spec = self.spec.clone().unwrap_or_default();
+        strip_host_only(&mut spec);
+        Pod {
+            metadata: ObjectMeta::default(),
+            spec: Some(spec),
+            status: None,
+        }
+    }
+}
+
+impl Importable for ConfigMap {
+    fn shown(&self) -> bool {
+        self.metadata.name.as_deref() != Some(ROOT_CA_CONFIG_MAP)
+    }
+
+    fn content(&self) -> Self {
+        ConfigMap {
+            metadata: ObjectMeta::default(),
+            data: self.data.clone(),
+            binary_data: self.binary_data.clone(),
+            immutable: self.immutable,
+        }
+    }
+}
+
+impl Importable for Secret {
+    fn shown(&self) -> bool {
+        self.type_.as_deref() != Some("kubernetes.io/service-account-token")
+    }
+
+    fn content(&self) -> Self {
+        Secret {
+            metadata: ObjectMeta::default(),
+            data: self.data.clone(),
+            string_data: None,
+            type_: self.type_.clone(),
+            immutable: self.immutable,
+        }
+    }
+}
+
+impl Importable for Service {
+    /// The spec without what the virtual cluster allocates itself: addresses (the host's is
+    /// asked for at create, see `sync::imports`), node ports, IP families.
+    fn content(&self) -> Self {
+        let mut spec = self.spec.clone().unwrap_or_default();
+        if spec.cluster_ip.as_deref() != Some("None") {
+            spec.cluster_ip = None;
+            spec.cluster_ips = None;
+        }
+        spec.ip_families = None;
+        spec.ip_family_policy = None;
+        spec.health_check_node_port = None;
+        for port in spec.ports.iter_mut().flatten() {
+            port.node_port = None;
+        }
+        Service {
+            metadata: ObjectMeta::default(),
+            spec: Some(spec),
+            status: None,
+        }
+    }
+}
+
+/// The virtual object standing for host object `host`, in virtual namespace `namespace`: its
+/// content, labels and annotations, and the fingerprint of all of it.
+pub fn object<K: Importable>(host: &K, namespace: &str) -> K {
+    let mut object = host.content();
+    let (labels, annotations) = metadata(host);
+    *object.meta_mut() = ObjectMeta {
+        name: host.meta().name.clone(),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels),
+        annotations: Some(annotations),
+        ..Default::default()
+    };
+    let print = fingerprint(&object);
+    object
+        .annotations_mut()
+        .insert(IMPORTED_FINGERPRINT.into(), print);
+    object
+}
+
+/// FNV-1a of the object's JSON (stable across builds, unlike the standard library's hasher;
+/// maps serialize in key order).
+fn fingerprint(object: &impl Serialize) -> String {
+    let bytes = serde_json::to_vec(object).unwrap_or_default();
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 fn strip_host_only(spec: &mut PodSpec) {
@@ -103,7 +229,7 @@ fn strip_host_only(spec: &mut PodSpec) {
 /// Whether imported virtual pod `live` lacks labels or annotations host pod `host` has (what
 /// the syncer applied and the host no longer has, server-side apply removes).
 pub fn pod_metadata_differs(host: &Pod, live: &Pod) -> bool {
-    let (labels, annotations) = pod_metadata(host);
+    let (labels, annotations) = metadata(host);
     let lacks = |want: BTreeMap<String, String>, have: &BTreeMap<String, String>| {
         want.iter().any(|(k, v)| have.get(k) != Some(v))
     };
@@ -193,6 +319,83 @@ mod tests {
         let mut live = pod(&host, "v");
         live.annotations_mut().remove("note");
         assert!(pod_metadata_differs(&host, &live));
+    }
+
+    #[test]
+    fn host_config_maps_and_secrets_are_shown_whole_but_for_what_each_side_has() {
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "settings", "namespace": "host-a", "uid": "c1",
+                         "labels": {"app": "web", "virtualcluster.dev/imported-by-uid": "u1"}},
+            "data": {"mode": "fast"}
+        }))
+        .unwrap();
+        assert!(cm.shown());
+        let shown = object(&cm, "sync-a");
+        assert_eq!(shown.metadata.namespace.as_deref(), Some("sync-a"));
+        assert_eq!(shown.metadata.uid, None);
+        assert_eq!(shown.data, cm.data);
+        assert_eq!(
+            shown.labels(),
+            &BTreeMap::from([("app".to_owned(), "web".to_owned())])
+        );
+        assert_eq!(shown.annotations()[keys::IMPORTED_FROM], "host-a/settings");
+        let root: ConfigMap = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "kube-root-ca.crt", "namespace": "host-a"}}),
+        )
+        .unwrap();
+        assert!(!root.shown());
+        let token: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "t", "namespace": "host-a"},
+            "type": "kubernetes.io/service-account-token"
+        }))
+        .unwrap();
+        assert!(!token.shown());
+    }
+
+    #[test]
+    fn a_removed_key_changes_the_fingerprint() {
+        let mut cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("settings".into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("a".to_owned(), "1".to_owned()),
+                ("b".to_owned(), "2".to_owned()),
+            ])),
+            ..Default::default()
+        };
+        let before = object(&cm, "v");
+        assert_eq!(object(&cm, "v"), before);
+        cm.data.as_mut().unwrap().remove("b");
+        let after = object(&cm, "v");
+        assert_ne!(
+            before.annotations()[IMPORTED_FINGERPRINT],
+            after.annotations()[IMPORTED_FINGERPRINT]
+        );
+    }
+
+    #[test]
+    fn a_host_service_is_shown_without_what_the_virtual_cluster_allocates() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "host-a"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7"],
+                     "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                     "selector": {"app": "web"},
+                     "ports": [{"port": 80, "nodePort": 31000}]}
+        }))
+        .unwrap();
+        let spec = object(&svc, "v").spec.unwrap();
+        assert_eq!((spec.cluster_ip, spec.cluster_ips), (None, None));
+        assert_eq!(spec.ip_families, None);
+        assert_eq!(spec.ports.unwrap()[0].node_port, None);
+        assert_eq!(spec.selector, svc.spec.as_ref().unwrap().selector);
+        let mut headless = svc.clone();
+        headless.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        assert_eq!(
+            object(&headless, "v").spec.unwrap().cluster_ip.as_deref(),
+            Some("None")
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use virtualcluster_crds::marks::{self, VirtualRef};
 use virtualcluster_crds::naming;
 
 /// The ConfigMap every namespace has with the cluster's CA bundle.
-const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
+pub(crate) const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
 
 /// Where the copies of one instance go on the host, and how they are named there.
 #[derive(Debug, Clone)]

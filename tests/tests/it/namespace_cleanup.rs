@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -580,4 +580,242 @@ async fn the_cleanup_killed_at_several_points_reaches_the_same_end_state() {
         "{events:#?}"
     );
     let _ = hosts.delete(imported, &DeleteParams::default()).await;
+}
+
+/// Host objects of kinds the syncer copies, made on the host in an imported namespace: shown in
+/// the virtual cluster and kept to the host's content, never copied back; what each side makes
+/// for itself (the CA bundle, service-account tokens) not shown; after delete, the host's
+/// objects are there as they were, without the instance's marks.
+#[tokio::test]
+async fn config_maps_secrets_and_services_made_on_the_host_are_imported_and_released() {
+    let cluster = shared_cluster().await;
+    let host = cluster.client().await;
+    let prefix = unique_name("himp");
+    let host_ns = format!("{prefix}-data");
+    let hosts: Api<Namespace> = Api::all(host.clone());
+    create(&hosts, json!({"metadata": {"name": host_ns}})).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(host.clone(), &host_ns);
+    let secrets: Api<Secret> = Api::namespaced(host.clone(), &host_ns);
+    let services: Api<Service> = Api::namespaced(host.clone(), &host_ns);
+    let settings = create(
+        &config_maps,
+        json!({"metadata": {"name": "settings", "labels": {"app": "web"}},
+               "data": {"a": "1", "b": "2"}}),
+    )
+    .await;
+    let creds = create(
+        &secrets,
+        json!({"metadata": {"name": "creds"}, "type": "Opaque",
+               "stringData": {"password": "host-secret"}}),
+    )
+    .await;
+    // A token Secret the host's token controller fills: the host's identity, never shown.
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(host.clone(), &host_ns)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "builder"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    create(
+        &secrets,
+        json!({"metadata": {"name": "builder-token",
+                            "annotations": {"kubernetes.io/service-account.name": "builder"}},
+               "type": "kubernetes.io/service-account-token"}),
+    )
+    .await;
+    let web = create(
+        &services,
+        json!({"metadata": {"name": "web"},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    let gone_later = create(
+        &services,
+        json!({"metadata": {"name": "gone-later"},
+               "spec": {"selector": {"app": "other"}, "ports": [{"port": 81}]}}),
+    )
+    .await;
+    eventually("the host's CA bundle in the namespace", || async {
+        config_maps.get_opt("kube-root-ca.crt").await.unwrap()
+    })
+    .await;
+
+    let spec = json!({"sync": {"toHost": {"namespaces": {
+        "enabled": true,
+        "mappings": {"byName": {"imp-*": format!("{prefix}-*")}}
+    }}}});
+    let running = Running::start(cluster, "ns-import-kinds", "import-kinds", spec).await;
+    let id = running.id.clone();
+    let source = |name: &str| format!("{host_ns}/{name}");
+
+    // Shown, marked as standing for the host's objects, with their content.
+    let virtual_config_maps = running.virtual_api::<ConfigMap>("imp-data");
+    let shown = eventually("ConfigMap settings imported", || async {
+        virtual_config_maps.get_opt("settings").await.unwrap()
+    })
+    .await;
+    assert_eq!(shown.annotations()[keys::IMPORTED_FROM], source("settings"));
+    assert_eq!(shown.labels().get("app").map(String::as_str), Some("web"));
+    assert_eq!(shown.data, settings.data);
+    let virtual_secrets = running.virtual_api::<Secret>("imp-data");
+    let shown = eventually("Secret creds imported", || async {
+        virtual_secrets.get_opt("creds").await.unwrap()
+    })
+    .await;
+    assert_eq!(shown.annotations()[keys::IMPORTED_FROM], source("creds"));
+    assert_eq!(
+        shown.data.unwrap()["password"].0,
+        creds.data.as_ref().unwrap()["password"].0
+    );
+    let virtual_services = running.virtual_api::<Service>("imp-data");
+    let shown = eventually("Service web imported", || async {
+        virtual_services.get_opt("web").await.unwrap()
+    })
+    .await;
+    assert_eq!(shown.annotations()[keys::IMPORTED_FROM], source("web"));
+    let (host_spec, shown_spec) = (web.spec.clone().unwrap(), shown.spec.unwrap());
+    assert_eq!(shown_spec.selector, host_spec.selector);
+    assert_eq!(shown_spec.ports.unwrap()[0].port, 80);
+    assert_eq!(
+        shown_spec.cluster_ip, host_spec.cluster_ip,
+        "the virtual Service has the host's address"
+    );
+    // The host's objects carry the instance's mark, and nothing was copied back.
+    for (kind, labels) in [
+        (
+            "ConfigMap",
+            config_maps.get("settings").await.unwrap().metadata.labels,
+        ),
+        (
+            "Secret",
+            secrets.get("creds").await.unwrap().metadata.labels,
+        ),
+        (
+            "Service",
+            services.get("web").await.unwrap().metadata.labels,
+        ),
+    ] {
+        assert_eq!(
+            labels.unwrap_or_default().get(keys::IMPORTED_BY_UID),
+            Some(&id.uid),
+            "{kind} marked"
+        );
+    }
+    let copies = ListParams::default().labels(&marks::copies_selector(&id));
+    assert!(config_maps.list(&copies).await.unwrap().items.is_empty());
+    assert!(secrets.list(&copies).await.unwrap().items.is_empty());
+    assert!(services.list(&copies).await.unwrap().items.is_empty());
+    // Not shown: the host's token Secret; the virtual cluster's CA bundle is its own.
+    assert!(
+        virtual_secrets
+            .get_opt("builder-token")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let own_ca = eventually("the virtual cluster's CA bundle", || async {
+        virtual_config_maps
+            .get_opt("kube-root-ca.crt")
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(!marks::is_imported(own_ca.annotations()));
+
+    // The host changes its ConfigMap (a key removed, one changed): the virtual one follows.
+    config_maps
+        .patch(
+            "settings",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"a": "3", "b": null}})),
+        )
+        .await
+        .unwrap();
+    let want = std::collections::BTreeMap::from([("a".to_owned(), "3".to_owned())]);
+    eventually("the virtual ConfigMap follows the host's", || async {
+        let cm = virtual_config_maps.get("settings").await.unwrap();
+        (cm.data.as_ref() == Some(&want)).then_some(())
+    })
+    .await;
+    // Edited or deleted in the virtual cluster: the host's content comes back.
+    virtual_secrets
+        .patch(
+            "creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": "changed"}})),
+        )
+        .await
+        .unwrap();
+    eventually("the virtual Secret put back", || async {
+        let s = virtual_secrets.get("creds").await.unwrap();
+        (s.data?["password"].0 == b"host-secret").then_some(())
+    })
+    .await;
+    let before = virtual_config_maps.get("settings").await.unwrap();
+    virtual_config_maps
+        .delete("settings", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the virtual ConfigMap back", || async {
+        let cm = virtual_config_maps.get_opt("settings").await.unwrap()?;
+        (cm.uid() != before.uid() && cm.data.as_ref() == Some(&want)).then_some(())
+    })
+    .await;
+    // Deleted on the host: gone from the virtual cluster.
+    eventually("Service gone-later imported", || async {
+        virtual_services.get_opt("gone-later").await.unwrap()
+    })
+    .await;
+    services
+        .delete("gone-later", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the virtual Service gone with the host's", || async {
+        virtual_services
+            .get_opt("gone-later")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(gone_later.name_any(), "gone-later");
+
+    // Delete: the host's objects stay, the same ones, without the instance's marks.
+    let _ = stop_syncer(&running);
+    delete_vc(&running).await;
+    eventually_within("the VirtualCluster gone", LONG, || async {
+        vc_status(&running).await.is_none().then_some(())
+    })
+    .await;
+    let settings_now = config_maps.get("settings").await.unwrap();
+    let creds_now = secrets.get("creds").await.unwrap();
+    let web_now = services.get("web").await.unwrap();
+    for (kind, (uid, was), meta) in [
+        (
+            "ConfigMap",
+            (settings_now.uid(), settings.uid()),
+            &settings_now.metadata,
+        ),
+        (
+            "Secret",
+            (creds_now.uid(), creds.uid()),
+            &creds_now.metadata,
+        ),
+        ("Service", (web_now.uid(), web.uid()), &web_now.metadata),
+    ] {
+        assert_eq!(uid, was, "{kind} replaced");
+        assert!(meta.deletion_timestamp.is_none(), "{kind} deleted");
+        let none = Default::default();
+        assert!(
+            reserved(meta.labels.as_ref().unwrap_or(&none)).is_empty()
+                && reserved(meta.annotations.as_ref().unwrap_or(&none)).is_empty(),
+            "{kind} keeps marks: {meta:?}"
+        );
+    }
+    assert_eq!(settings_now.data, Some(want));
+    let ns = hosts.get(&host_ns).await.unwrap();
+    assert!(reserved(ns.labels()).is_empty(), "{:?}", ns.metadata);
+    let _ = hosts.delete(&host_ns, &DeleteParams::default()).await;
 }

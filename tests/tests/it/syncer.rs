@@ -33,14 +33,14 @@ pub(crate) fn object<K: DeserializeOwned>(value: serde_json::Value) -> K {
     serde_json::from_value(value).expect("a valid object")
 }
 
-pub(crate) async fn create<K>(api: &Api<K>, value: serde_json::Value)
+pub(crate) async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
 where
     K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let obj: K = object(value);
     api.create(&PostParams::default(), &obj)
         .await
-        .unwrap_or_else(|err| panic!("creating {}: {err}", obj.name_any()));
+        .unwrap_or_else(|err| panic!("creating {}: {err}", obj.name_any()))
 }
 
 /// Creates virtual namespace `name` and waits for its `default` ServiceAccount, which admission
