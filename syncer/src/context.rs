@@ -20,6 +20,7 @@ use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::keys;
 use virtualcluster_crds::marks;
 
+use crate::cached::CachedPod;
 use crate::queue::WorkQueue;
 use crate::translate::Target;
 use crate::translate::service::cluster_ip;
@@ -78,8 +79,9 @@ pub enum ImportedKind {
 /// Service.
 #[derive(Clone)]
 pub struct Stores {
-    pub virtual_pods: Store<Pod>,
-    pub host_pods: Store<Pod>,
+    /// Pods in compact form (see [`CachedPod`]); the host copies without their spec.
+    pub virtual_pods: Store<CachedPod>,
+    pub host_pods: Store<CachedPod>,
     pub virtual_services: Store<Service>,
     pub host_services: Store<Service>,
     pub virtual_endpoints: Store<Endpoints>,

@@ -163,7 +163,11 @@ where
 
 /// Deletes `live` if it is still the object with its UID; returns whether it did (false when
 /// it was gone or replaced already).
-pub async fn delete<K>(api: &Api<K>, live: &K, grace_seconds: Option<u32>) -> anyhow::Result<bool>
+pub async fn delete<K>(
+    api: &Api<K>,
+    live: &impl Resource,
+    grace_seconds: Option<u32>,
+) -> anyhow::Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {

@@ -2,6 +2,7 @@
 //! binary (`main.rs`) reads its configuration, elects a leader and calls [`run::run`].
 
 pub mod admission;
+pub mod cached;
 pub mod context;
 pub mod copy;
 pub mod dns;

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::{mapping, marks};
 
+use crate::cached::CachedPod;
 use crate::context::{Ctx, Imported, ImportedKind, Key, Namespaces, OptIn, Pair, Queues, Stores};
 use crate::sync;
 use crate::translate::Target;
@@ -53,12 +54,28 @@ fn reflect_where<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    reflect_slim(api, config, keep, |_| {})
+}
+
+/// [`reflect_where`] with what nobody reads dropped by `slim` before it is cached.
+fn reflect_slim<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    keep: impl Fn(&K) -> bool + Send + 'static,
+    slim: fn(&mut K),
+) -> (Store<K>, BoxStream<'static, K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
         watcher(api, config)
             .default_backoff()
-            .modify(|o: &mut K| o.managed_fields_mut().clear())
+            .modify(move |o: &mut K| {
+                o.managed_fields_mut().clear();
+                slim(o);
+            })
             .try_filter(move |event| {
                 future::ready(match event {
                     watcher::Event::Apply(o)
@@ -125,7 +142,13 @@ pub async fn run(
             (v, vs, h, hs)
         }};
     }
-    let (virtual_pods, vpods, host_pods, hpods) = pair!(Pod);
+    let (virtual_pods, vpods) = reflect(Api::<CachedPod>::all(virt.clone()), all());
+    let (host_pods, hpods) = reflect_slim(
+        copies_api::<CachedPod>(&host, &host_ns, namespace_sync),
+        copies(),
+        |_| true,
+        CachedPod::forget_spec,
+    );
     let (virtual_services, vsvc, host_services, hsvc) = pair!(Service);
     let (virtual_endpoints, vep, host_endpoints, hep) = pair!(Endpoints);
     let (virtual_config_maps, vcm, host_config_maps, hcm) = pair!(ConfigMap);
@@ -310,7 +333,7 @@ pub async fn run(
             q.nodes.clone(),
         );
         let imports = q.imports.clone();
-        feed(&mut feeds, vpods, move |p: Pod| {
+        feed(&mut feeds, vpods, move |p: CachedPod| {
             if marks::is_imported(p.annotations()) {
                 imports.extend(Key::of(&p).map(|key| Imported {
                     kind: ImportedKind::Pod,
@@ -321,7 +344,7 @@ pub async fn run(
             let (used_cms, used_secrets) = sync::config::used_by(&p);
             used_cms.into_iter().for_each(|k| cms.add(k));
             used_secrets.into_iter().for_each(|k| secrets.add(k));
-            if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            if let Some(node) = p.node_name.clone() {
                 nodes.add(node);
             }
             pods.extend(Key::of(&p));

@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::cached::CachedPod;
 
 use crate::context::{Ctx, Key};
 use crate::copy;
 use crate::queue::Next;
 use crate::translate::config::{host_config_map, host_secret};
-use crate::translate::{extra, pod};
+use crate::translate::extra;
 
 /// Whether a virtual pod in `key`'s namespace uses the object `key` through `uses`.
-fn used(ctx: &Ctx, key: &Key, uses: fn(&Pod) -> Vec<String>) -> bool {
+fn used(ctx: &Ctx, key: &Key, uses: fn(&CachedPod) -> &[String]) -> bool {
     ctx.stores.virtual_pods.state().iter().any(|p| {
         p.metadata.namespace.as_deref() == Some(&key.namespace) && uses(p).contains(&key.name)
     })
@@ -31,7 +31,7 @@ pub async fn reconcile_config_map(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Nex
         .virtual_config_maps
         .get(&key.object_ref())
         .filter(|_| {
-            options.all || ctx.mapped(&key.namespace) || used(&ctx, &key, pod::config_maps)
+            options.all || ctx.mapped(&key.namespace) || used(&ctx, &key, |p| &p.config_maps)
         });
     let copy = ctx.host_copy(&ctx.stores.host_config_maps, &key);
     copy::sync(
@@ -59,7 +59,7 @@ pub async fn reconcile_secret(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         .filter(|_| {
             options.all
                 || ctx.mapped(&key.namespace)
-                || used(&ctx, &key, pod::secrets)
+                || used(&ctx, &key, |p| &p.secrets)
                 || used_by_ingress(&ctx, &key)
         });
     let copy = ctx.host_copy(&ctx.stores.host_secrets, &key);
@@ -84,8 +84,8 @@ fn used_by_ingress(ctx: &Ctx, key: &Key) -> bool {
 }
 
 /// Keys of what `pod` uses, to sync when it appears (or goes).
-pub fn used_by(pod: &Pod) -> (Vec<Key>, Vec<Key>) {
+pub fn used_by(pod: &CachedPod) -> (Vec<Key>, Vec<Key>) {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let keys = |names: Vec<String>| names.iter().map(|n| Key::new(namespace, n)).collect();
-    (keys(pod::config_maps(pod)), keys(pod::secrets(pod)))
+    let keys = |names: &[String]| names.iter().map(|n| Key::new(namespace, n)).collect();
+    (keys(&pod.config_maps), keys(&pod.secrets))
 }

@@ -87,7 +87,7 @@ async fn reconcile_pod(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         }
         (Some(host), Some(pod)) if marks::is_imported(pod.annotations()) => {
             mark(&ctx, host.as_ref()).await?;
-            if import::pod_metadata_differs(&host, &pod) {
+            if import::pod_metadata_differs(&host, pod.as_ref()) {
                 let (labels, annotations) = import::metadata(host.as_ref());
                 let patch = serde_json::json!({
                     "apiVersion": "v1",
@@ -101,7 +101,7 @@ async fn reconcile_pod(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
                 });
                 copy::patch_apply(&virt, &key.name, &patch).await?;
             }
-            let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+            let bound = pod.node_name.as_deref();
             if let (None, Some(node)) =
                 (bound, host.spec.as_ref().and_then(|s| s.node_name.clone()))
             {
@@ -110,7 +110,7 @@ async fn reconcile_pod(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
                 crate::sync::pods::bind(&ctx, &virt, &key.name, node).await?;
                 return Ok(Next::Done);
             }
-            if let Some(status) = translate::virtual_status(&host, pod.status.as_ref()) {
+            if let Some(status) = translate::virtual_status(host.status.clone(), pod.status().as_ref()) {
                 copy::write_virtual_status(&virt, &key.name, &status).await?;
             }
             Ok(Next::Done)

@@ -87,7 +87,7 @@ fn in_use(ctx: &Ctx, name: &str) -> bool {
         .virtual_pods
         .state()
         .iter()
-        .any(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
+        .any(|p| p.node_name.as_deref() == Some(name))
 }
 
 pub fn real_nodes(ctx: &Ctx) -> bool {

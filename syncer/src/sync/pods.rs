@@ -14,6 +14,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use virtualcluster_crds::keys::SYNCER_FIELD_MANAGER;
 
+use crate::cached::CachedPod;
 use crate::context::{Ctx, Key};
 use crate::copy;
 use crate::queue::Next;
@@ -83,9 +84,9 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
                 copy::delete(&virt, pod.as_ref(), Some(0)).await?;
                 return Ok(Next::Done);
             }
-            create(&ctx, &key, &pod).await
+            create(&ctx, &key, &pod.pod()).await
         }
-        (Some(pod), Some(copy)) => update(&ctx, &key, &pod, &copy).await,
+        (Some(pod), Some(copy)) => update(&ctx, &key, &pod.pod(), &copy).await,
     }
 }
 
@@ -189,7 +190,7 @@ async fn mint_tokens(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Vec<Stri
 
 /// The virtual pod and its running host copy: labels and annotations follow the virtual pod;
 /// the virtual pod is bound where the host scheduled the copy and shows its status.
-async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &Pod) -> anyhow::Result<Next> {
+async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &CachedPod) -> anyhow::Result<Next> {
     // The spec of a pod cannot change; its labels and annotations can. The tokens stay those
     // the copy was made with.
     let tokens: Vec<String> = (0..translate::token_requests(pod).len())
@@ -232,7 +233,7 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &Pod) -> anyhow::Result<N
 
     let virt = ctx.virtual_api::<Pod>(&key.namespace);
     let bound_to = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-    let host_node = copy.spec.as_ref().and_then(|s| s.node_name.clone());
+    let host_node = copy.node_name.clone();
     if bound_to.is_none() {
         let Some(node) = host_node else {
             // Not scheduled on the host yet.
@@ -243,7 +244,7 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &Pod) -> anyhow::Result<N
         return Ok(Next::Done);
     }
 
-    if let Some(status) = translate::virtual_status(copy, pod.status.as_ref()) {
+    if let Some(status) = translate::virtual_status(copy.status(), pod.status.as_ref()) {
         copy::write_virtual_status(&virt, &pod.name_any(), &status).await?;
     }
     Ok(Next::Done)

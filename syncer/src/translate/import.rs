@@ -228,7 +228,7 @@ fn strip_host_only(spec: &mut PodSpec) {
 
 /// Whether imported virtual pod `live` lacks labels or annotations host pod `host` has (what
 /// the syncer applied and the host no longer has, server-side apply removes).
-pub fn pod_metadata_differs(host: &Pod, live: &Pod) -> bool {
+pub fn pod_metadata_differs(host: &Pod, live: &impl Resource) -> bool {
     let (labels, annotations) = metadata(host);
     let lacks = |want: BTreeMap<String, String>, have: &BTreeMap<String, String>| {
         want.iter().any(|(k, v)| have.get(k) != Some(v))

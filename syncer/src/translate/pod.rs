@@ -422,8 +422,8 @@ fn rename_container(container: &mut Container, rename: &impl Fn(&str) -> String,
 }
 
 /// The status the virtual pod should show for host pod `host`: `None` when it already shows it.
-pub fn virtual_status(host: &Pod, current: Option<&PodStatus>) -> Option<PodStatus> {
-    let host = host.status.clone().unwrap_or_default();
+pub fn virtual_status(host: Option<PodStatus>, current: Option<&PodStatus>) -> Option<PodStatus> {
+    let host = host.unwrap_or_default();
     let current = current.cloned().unwrap_or_default();
     let wanted = PodStatus {
         phase: host.phase,
@@ -446,14 +446,14 @@ pub fn virtual_status(host: &Pod, current: Option<&PodStatus>) -> Option<PodStat
 
 /// Labels and annotations of `desired` that `live` lacks or holds differently: what must be
 /// written to a host pod whose spec cannot change.
-pub fn metadata_differs(desired: &Pod, live: &Pod) -> bool {
+pub fn metadata_differs(desired: &Pod, live: &impl kube::Resource) -> bool {
     let differs = |d: &Option<BTreeMap<String, String>>, l: &Option<BTreeMap<String, String>>| {
         d.iter()
             .flatten()
             .any(|(k, v)| l.as_ref().and_then(|l| l.get(k)) != Some(v))
     };
-    differs(&desired.metadata.labels, &live.metadata.labels)
-        || differs(&desired.metadata.annotations, &live.metadata.annotations)
+    differs(&desired.metadata.labels, &live.meta().labels)
+        || differs(&desired.metadata.annotations, &live.meta().annotations)
 }
 
 #[cfg(test)]
