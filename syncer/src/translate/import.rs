@@ -180,14 +180,11 @@ pub fn object<K: Importable>(host: &K, namespace: &str) -> K {
     object
 }
 
-/// FNV-1a of the object's JSON (stable across builds, unlike the standard library's hasher;
-/// maps serialize in key order).
+/// The first 16 hex digits of the SHA-256 of the object's JSON (maps serialize in key order).
 fn fingerprint(object: &impl Serialize) -> String {
-    let bytes = serde_json::to_vec(object).unwrap_or_default();
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(serde_json::to_vec(object).unwrap_or_default());
+    hex::encode(&digest[..8])
 }
 
 fn strip_host_only(spec: &mut PodSpec) {
