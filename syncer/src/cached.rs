@@ -32,8 +32,16 @@ impl From<Pod> for CachedPod {
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             config_maps: translate::config_maps(&pod).into(),
             secrets: translate::secrets(&pod).into(),
-            spec: text(pod.spec.as_ref().and_then(|s| serde_json::to_string(s).ok())),
-            status: text(pod.status.as_ref().and_then(|s| serde_json::to_string(s).ok())),
+            spec: text(
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| serde_json::to_string(s).ok()),
+            ),
+            status: text(
+                pod.status
+                    .as_ref()
+                    .and_then(|s| serde_json::to_string(s).ok()),
+            ),
             metadata: pod.metadata,
         }
     }
@@ -92,7 +100,6 @@ impl k8s_openapi::Metadata for CachedPod {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,8 +124,8 @@ mod tests {
         assert_eq!(cached.node_name.as_deref(), Some("node-1"));
         assert_eq!(&*cached.config_maps, ["settings".to_owned()]);
         assert_eq!(&*cached.secrets, ["creds".to_owned()]);
-        let from_json: CachedPod = serde_json::from_value(serde_json::to_value(pod()).unwrap())
-            .unwrap();
+        let from_json: CachedPod =
+            serde_json::from_value(serde_json::to_value(pod()).unwrap()).unwrap();
         assert_eq!(from_json.pod(), pod());
     }
 

@@ -1,12 +1,11 @@
 //! What every reconcile shares: the two clients, the instance and its options, the watch caches
 //! of both sides, and the queues (a reconcile of one kind may need another kind looked at).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
     ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
@@ -75,8 +74,7 @@ pub enum ImportedKind {
 }
 
 /// Watch caches, one per kind and side. Host caches hold only this instance's copies (by label),
-/// plus the host objects the syncer reads: nodes, events in its namespace, the API server
-/// Service.
+/// plus the host objects the syncer reads: nodes and the API server Service.
 #[derive(Clone)]
 pub struct Stores {
     /// Pods in compact form (see [`CachedPod`]); the host copies without their spec.
@@ -94,7 +92,6 @@ pub struct Stores {
     pub host_claims: Store<PersistentVolumeClaim>,
     pub virtual_nodes: Store<Node>,
     pub host_nodes: Store<Node>,
-    pub host_events: Store<Event>,
     /// The instance's API server Service (made by the operator, not a copy).
     pub api_server_service: Store<Service>,
 }
@@ -197,8 +194,8 @@ pub struct Ctx {
     pub queues: Queues,
     /// Publishes Events on virtual objects (what their owners must know).
     pub recorder: Recorder,
-    /// Host Events already shown in the virtual cluster: key to resourceVersion.
-    pub mirrored_events: Mutex<HashMap<Key, String>>,
+    /// Host Events to show in the virtual cluster, and those shown.
+    pub events: Mutex<crate::sync::events::Mirror>,
 }
 
 impl Ctx {

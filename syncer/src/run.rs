@@ -99,6 +99,35 @@ where
     (reader, stream)
 }
 
+/// A watch without a cache: the changes of the objects `keep` accepts (judged as in
+/// [`reflect_where`]).
+fn watch_where<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    keep: impl Fn(&K) -> bool + Send + 'static,
+) -> BoxStream<'static, watcher::Event<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(move |r| {
+            future::ready(match r {
+                Ok(
+                    watcher::Event::Apply(ref o)
+                    | watcher::Event::InitApply(ref o)
+                    | watcher::Event::Delete(ref o),
+                ) if !keep(o) => None,
+                Ok(event) => Some(event),
+                Err(err) => {
+                    tracing::warn!(%err, kind = %K::kind(&()), "watch");
+                    None
+                }
+            })
+        })
+        .boxed()
+}
+
 /// Runs until the future is dropped (leadership lost, or a signal).
 pub async fn run(
     host: Client,
@@ -157,15 +186,19 @@ pub async fn run(
     let (virtual_nodes, vnodes) = reflect(Api::<Node>::all(virt.clone()), all());
     let (host_nodes, hnodes) = reflect(Api::<Node>::all(host.clone()), all());
     // Host Events about copies: in the instance's namespace, and with namespace syncing in the
-    // host namespaces the mappings claim too.
-    let (host_events, hevents) = if namespace_sync {
+    // host namespaces the mappings claim too. Not cached: each is held until mirrored.
+    let hevents = if namespace_sync {
         let (own, mapper) = (host_ns.clone(), mapper.clone());
-        reflect_where(Api::<Event>::all(host.clone()), all(), move |e: &Event| {
+        watch_where(Api::<Event>::all(host.clone()), all(), move |e: &Event| {
             let ns = e.namespace().unwrap_or_default();
             ns == own || mapper.claims_host(&ns)
         })
     } else {
-        reflect(Api::<Event>::namespaced(host.clone(), &host_ns), all())
+        watch_where(
+            Api::<Event>::namespaced(host.clone(), &host_ns),
+            all(),
+            |_| true,
+        )
     };
     let (api_server_service, apisvc) = reflect(
         Api::<Service>::namespaced(host.clone(), &host_ns),
@@ -285,7 +318,6 @@ pub async fn run(
         host_claims,
         virtual_nodes,
         host_nodes,
-        host_events,
         api_server_service,
     };
     let recorder = Recorder::new(
@@ -309,7 +341,7 @@ pub async fn run(
         namespaces: namespaces.clone(),
         queues: Queues::new(),
         recorder,
-        mirrored_events: Mutex::new(Default::default()),
+        events: Mutex::new(Default::default()),
     });
 
     // Feed the queues from the watches.
@@ -414,8 +446,9 @@ pub async fn run(
     }
     {
         let events = q.events.clone();
-        feed(&mut feeds, hevents, move |e: Event| {
-            events.extend(Key::of(&e))
+        let c = Arc::clone(&ctx);
+        feed(&mut feeds, hevents, move |e: watcher::Event<Event>| {
+            events.extend(sync::events::observe(&c, e))
         });
     }
     {
@@ -661,7 +694,6 @@ async fn wait_ready(stores: &Stores) -> anyhow::Result<()> {
         s.host_claims.wait_until_ready(),
         s.virtual_nodes.wait_until_ready(),
         s.host_nodes.wait_until_ready(),
-        s.host_events.wait_until_ready(),
         s.api_server_service.wait_until_ready(),
     )?;
     Ok(())

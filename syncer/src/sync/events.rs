@@ -1,11 +1,13 @@
 //! Events the host records about this instance's copies appear in the virtual cluster, about
 //! the virtual objects (e.g. a pod that cannot be scheduled, an image that cannot be pulled).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use kube::api::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use virtualcluster_crds::marks::{self, VirtualRef};
 
@@ -96,34 +98,76 @@ pub fn virtual_event(event: &Event, of: &VirtualRef, host_name: &str) -> Event {
     }
 }
 
-pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
-    if !ctx.config.sync.from_host.events.enabled {
-        return Ok(Next::Done);
+/// Host Events not cached but held until shown in the virtual cluster (at one per scheduled
+/// pod, a cache of them would cost as much memory as a third of the pods), and the version of
+/// each one shown, so that one listed again is not written again.
+#[derive(Default)]
+pub struct Mirror {
+    pending: HashMap<Key, Event>,
+    shown: HashMap<Key, String>,
+}
+
+/// Takes in a change seen by the host Events watch; returns the key to look at.
+pub fn observe(ctx: &Ctx, change: watcher::Event<Event>) -> Option<Key> {
+    let mut mirror = ctx.events.lock().expect("events lock");
+    match change {
+        watcher::Event::Apply(event) | watcher::Event::InitApply(event) => {
+            let key = Key::of(&event)?;
+            mirror.pending.insert(key.clone(), event);
+            Some(key)
+        }
+        watcher::Event::Delete(event) => {
+            let key = Key::of(&event)?;
+            mirror.pending.remove(&key);
+            mirror.shown.remove(&key);
+            None
+        }
+        watcher::Event::Init | watcher::Event::InitDone => None,
     }
-    let Some(event) = ctx.stores.host_events.get(&key.object_ref()) else {
-        ctx.mirrored_events
-            .lock()
-            .expect("events lock")
-            .remove(&key);
-        return Ok(Next::Done);
-    };
-    let involved = &event.involved_object;
-    let (Some(kind), Some(host_name)) = (&involved.kind, &involved.name) else {
-        return Ok(Next::Done);
-    };
-    let Some(of) = copied_from(&ctx, kind, &key.namespace, host_name) else {
-        return Ok(Next::Done);
+}
+
+pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
+    let event = {
+        let mut mirror = ctx.events.lock().expect("events lock");
+        let Some(event) = mirror.pending.get(&key) else {
+            return Ok(Next::Done);
+        };
+        let version = event.resource_version().unwrap_or_default();
+        if !ctx.config.sync.from_host.events.enabled || mirror.shown.get(&key) == Some(&version) {
+            mirror.pending.remove(&key);
+            return Ok(Next::Done);
+        }
+        event.clone()
     };
     let version = event.resource_version().unwrap_or_default();
-    if ctx.mirrored_events.lock().expect("events lock").get(&key) == Some(&version) {
-        return Ok(Next::Done);
+    let involved = &event.involved_object;
+    let of = match (&involved.kind, &involved.name) {
+        (Some(kind), Some(host_name)) => {
+            copied_from(&ctx, kind, &key.namespace, host_name).map(|of| (of, host_name.clone()))
+        }
+        _ => None,
+    };
+    let shown = match of {
+        Some((of, host_name)) => {
+            let desired = virtual_event(&event, &of, &host_name);
+            // On failure the Event stays pending and the queue tries again.
+            copy::apply(&ctx.virtual_api::<Event>(&of.namespace), &desired).await?;
+            true
+        }
+        None => false,
+    };
+    let mut mirror = ctx.events.lock().expect("events lock");
+    if shown {
+        mirror.shown.insert(key.clone(), version.clone());
     }
-    let desired = virtual_event(&event, &of, host_name);
-    copy::apply(&ctx.virtual_api::<Event>(&of.namespace), &desired).await?;
-    ctx.mirrored_events
-        .lock()
-        .expect("events lock")
-        .insert(key, version);
+    // Unless a newer version came meanwhile (the queue then looks again).
+    if mirror
+        .pending
+        .get(&key)
+        .is_some_and(|e| e.resource_version().unwrap_or_default() == version)
+    {
+        mirror.pending.remove(&key);
+    }
     Ok(Next::Done)
 }
 
