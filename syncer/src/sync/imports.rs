@@ -147,10 +147,7 @@ pub trait Shown: Importable {
     /// Whether virtual object `live` holds all of `desired` (defaults and allocations of the
     /// virtual cluster aside).
     fn holds(live: &Self, desired: &Self) -> anyhow::Result<bool> {
-        Ok(contains(
-            &serde_json::to_value(live)?,
-            &serde_json::to_value(desired)?,
-        ))
+        holds_all(live, desired)
     }
 
     /// Status of `host` that virtual object `live` lacks.
@@ -164,10 +161,7 @@ impl Shown for ConfigMap {
     fn holds(live: &Self, desired: &Self) -> anyhow::Result<bool> {
         Ok(live.data == desired.data
             && live.binary_data == desired.binary_data
-            && contains(
-                &serde_json::to_value(live)?,
-                &serde_json::to_value(desired)?,
-            ))
+            && holds_all(live, desired)?)
     }
 
     fn host_store(ctx: &Ctx) -> Option<&Store<Self>> {
@@ -182,11 +176,7 @@ impl Shown for ConfigMap {
 impl Shown for Secret {
     /// The data exactly: a key added in the virtual cluster goes too.
     fn holds(live: &Self, desired: &Self) -> anyhow::Result<bool> {
-        Ok(live.data == desired.data
-            && contains(
-                &serde_json::to_value(live)?,
-                &serde_json::to_value(desired)?,
-            ))
+        Ok(live.data == desired.data && holds_all(live, desired)?)
     }
 
     fn host_store(ctx: &Ctx) -> Option<&Store<Self>> {
@@ -215,6 +205,14 @@ impl Shown for Service {
     fn missing_status(host: &Self, live: &Self) -> Option<serde_json::Value> {
         virtual_status(host, live.status.as_ref()).and_then(|s| serde_json::to_value(s).ok())
     }
+}
+
+/// Whether `live` has every field `desired` sets, with the same value.
+fn holds_all<K: serde::Serialize>(live: &K, desired: &K) -> anyhow::Result<bool> {
+    Ok(contains(
+        &serde_json::to_value(live)?,
+        &serde_json::to_value(desired)?,
+    ))
 }
 
 /// A ConfigMap, Secret or Service made on the host: the virtual object exists and holds the

@@ -143,16 +143,7 @@ impl Importable for Service {
     /// asked for at create, see `sync::imports`), node ports, IP families.
     fn content(&self) -> Self {
         let mut spec = self.spec.clone().unwrap_or_default();
-        if spec.cluster_ip.as_deref() != Some("None") {
-            spec.cluster_ip = None;
-            spec.cluster_ips = None;
-        }
-        spec.ip_families = None;
-        spec.ip_family_policy = None;
-        spec.health_check_node_port = None;
-        for port in spec.ports.iter_mut().flatten() {
-            port.node_port = None;
-        }
+        super::service::without_allocations(&mut spec);
         Service {
             metadata: ObjectMeta::default(),
             spec: Some(spec),

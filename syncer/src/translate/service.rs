@@ -2,7 +2,7 @@
 //! virtual Service selects; the host allocates its address, and the virtual Service is given
 //! the same one so that what virtual DNS answers routes on the host.
 
-use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceStatus};
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceSpec, ServiceStatus};
 
 use super::Target;
 
@@ -39,7 +39,18 @@ pub fn host_service(service: &Service, target: &Target) -> Service {
         spec.selector = Some(target.host_selector(namespace, selector));
     }
     // Addresses and ports are the host's to allocate; the virtual Service takes them over.
-    let headless = is_headless(service);
+    without_allocations(&mut spec);
+    Service {
+        metadata: target.copy_meta(&service.metadata),
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// `spec` without what each cluster allocates for itself: addresses (a headless Service keeps
+/// its `None`), IP families, node ports.
+pub fn without_allocations(spec: &mut ServiceSpec) {
+    let headless = spec.cluster_ip.as_deref() == Some("None");
     spec.cluster_ip = headless.then(|| "None".to_owned());
     spec.cluster_ips = headless.then(|| vec!["None".to_owned()]);
     spec.ip_families = None;
@@ -47,11 +58,6 @@ pub fn host_service(service: &Service, target: &Target) -> Service {
     spec.health_check_node_port = None;
     for port in spec.ports.iter_mut().flatten() {
         port.node_port = None;
-    }
-    Service {
-        metadata: target.copy_meta(&service.metadata),
-        spec: Some(spec),
-        status: None,
     }
 }
 

@@ -324,7 +324,10 @@ impl Bench<'_> {
             .await?;
         let direct_span = direct.last_matched(&names)? - direct_pods.first_sent();
         eprintln!("bench: deleting the direct pods");
-        Api::<Pod>::namespaced(admin.clone(), &direct_namespace)
+        // A collection delete of 10,000 pods can outlast the API server's request timeout,
+        // which closes the connection; what it deleted stays deleted, so it goes on.
+        let mut attempt = 1;
+        while let Err(err) = Api::<Pod>::namespaced(admin.clone(), &direct_namespace)
             .delete_collection(
                 &DeleteParams {
                     grace_period_seconds: Some(0),
@@ -333,7 +336,11 @@ impl Bench<'_> {
                 &ListParams::default(),
             )
             .await
-            .context("deleting the direct pods")?;
+        {
+            ensure!(attempt < 5, "deleting the direct pods: {err}");
+            eprintln!("bench: deleting the direct pods again ({err})");
+            attempt += 1;
+        }
         bench::wait_for("the direct pods to go", phase_timeout, || {
             direct.present() == 0
         })
