@@ -1,9 +1,9 @@
 //! Pods as the watch caches hold them. A decoded pod takes several times the memory of its JSON
 //! (every optional field of every container, volume and probe is there, set or not: about
 //! 18 KiB for a one-container pod whose JSON is 2 KiB), and at tens of thousands of pods the
-//! caches are most of the syncer's memory. So a cached pod keeps its metadata decoded, the few
-//! things looked up across all pods precomputed, and its spec and status as JSON text, decoded
-//! when a reconcile needs them.
+//! caches are most of the syncer's memory. So a cached virtual pod keeps its metadata decoded,
+//! the few things looked up across all pods precomputed, and its spec and status as JSON text,
+//! decoded when a reconcile needs them; a cached host copy is read without its spec at all.
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::translate::pod as translate;
 
+/// A virtual pod.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(from = "Pod")]
 pub struct CachedPod {
@@ -20,35 +21,25 @@ pub struct CachedPod {
     /// The ConfigMaps and Secrets it uses, by name.
     pub config_maps: Box<[String]>,
     pub secrets: Box<[String]>,
-    /// JSON; `None` once forgotten (see [`CachedPod::forget_spec`]).
     spec: Option<Box<str>>,
     status: Option<Box<str>>,
 }
 
 impl From<Pod> for CachedPod {
     fn from(pod: Pod) -> Self {
-        let text = |v: Option<String>| v.map(String::into_boxed_str);
         Self {
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             config_maps: translate::config_maps(&pod).into(),
             secrets: translate::secrets(&pod).into(),
-            spec: text(
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| serde_json::to_string(s).ok()),
-            ),
-            status: text(
-                pod.status
-                    .as_ref()
-                    .and_then(|s| serde_json::to_string(s).ok()),
-            ),
+            spec: text(pod.spec.as_ref()),
+            status: text(pod.status.as_ref()),
             metadata: pod.metadata,
         }
     }
 }
 
 impl CachedPod {
-    /// The whole pod, decoded. Only a pod whose spec was kept has its spec.
+    /// The whole pod, decoded.
     pub fn pod(&self) -> Pod {
         Pod {
             metadata: self.metadata.clone(),
@@ -64,14 +55,52 @@ impl CachedPod {
     pub fn status(&self) -> Option<PodStatus> {
         decode(self.status.as_deref())
     }
+}
 
-    /// Drops all of the spec but its node. For caches whose readers need no more (the host
-    /// copies: what the syncer reads back from them is their node, metadata and status).
-    pub fn forget_spec(&mut self) {
-        self.spec = None;
-        self.config_maps = Box::default();
-        self.secrets = Box::default();
+/// A host copy: what the syncer reads back from one is its node, metadata and status; the rest
+/// of its spec is not even decoded.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "HostPodFields")]
+pub struct HostPod {
+    pub metadata: ObjectMeta,
+    /// `spec.nodeName`: where the host scheduled it.
+    pub node_name: Option<String>,
+    status: Option<Box<str>>,
+}
+
+#[derive(Deserialize)]
+struct HostPodFields {
+    metadata: ObjectMeta,
+    spec: Option<NodeOnly>,
+    status: Option<PodStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeOnly {
+    node_name: Option<String>,
+}
+
+impl From<HostPodFields> for HostPod {
+    fn from(pod: HostPodFields) -> Self {
+        Self {
+            metadata: pod.metadata,
+            node_name: pod.spec.and_then(|s| s.node_name),
+            status: text(pod.status.as_ref()),
+        }
     }
+}
+
+impl HostPod {
+    pub fn status(&self) -> Option<PodStatus> {
+        decode(self.status.as_deref())
+    }
+}
+
+fn text<T: serde::Serialize>(value: Option<&T>) -> Option<Box<str>> {
+    value
+        .and_then(|v| serde_json::to_string(v).ok())
+        .map(String::into_boxed_str)
 }
 
 /// Text written by `serde_json` from the same type always reads back.
@@ -79,26 +108,33 @@ fn decode<T: serde::de::DeserializeOwned>(text: Option<&str>) -> Option<T> {
     serde_json::from_str(text?).ok()
 }
 
-impl k8s_openapi::Resource for CachedPod {
-    const API_VERSION: &'static str = <Pod as k8s_openapi::Resource>::API_VERSION;
-    const GROUP: &'static str = <Pod as k8s_openapi::Resource>::GROUP;
-    const KIND: &'static str = <Pod as k8s_openapi::Resource>::KIND;
-    const VERSION: &'static str = <Pod as k8s_openapi::Resource>::VERSION;
-    const URL_PATH_SEGMENT: &'static str = <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT;
-    type Scope = k8s_openapi::NamespaceResourceScope;
+/// Both are read and written through the pods API.
+macro_rules! pod_resource {
+    ($t:ty) => {
+        impl k8s_openapi::Resource for $t {
+            const API_VERSION: &'static str = <Pod as k8s_openapi::Resource>::API_VERSION;
+            const GROUP: &'static str = <Pod as k8s_openapi::Resource>::GROUP;
+            const KIND: &'static str = <Pod as k8s_openapi::Resource>::KIND;
+            const VERSION: &'static str = <Pod as k8s_openapi::Resource>::VERSION;
+            const URL_PATH_SEGMENT: &'static str = <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+            type Scope = k8s_openapi::NamespaceResourceScope;
+        }
+
+        impl k8s_openapi::Metadata for $t {
+            type Ty = ObjectMeta;
+
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
 }
-
-impl k8s_openapi::Metadata for CachedPod {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+pod_resource!(CachedPod);
+pod_resource!(HostPod);
 
 #[cfg(test)]
 mod tests {
@@ -130,13 +166,18 @@ mod tests {
     }
 
     #[test]
-    fn a_forgotten_spec_keeps_node_metadata_and_status() {
-        let mut cached = CachedPod::from(pod());
-        cached.forget_spec();
-        assert_eq!(cached.spec(), None);
-        assert_eq!(cached.node_name.as_deref(), Some("node-1"));
-        assert_eq!(cached.status(), pod().status);
-        assert_eq!(cached.metadata, pod().metadata);
-        assert!(cached.config_maps.is_empty());
+    fn a_host_copy_is_read_as_node_metadata_and_status() {
+        let host: HostPod = serde_json::from_value(serde_json::to_value(pod()).unwrap()).unwrap();
+        assert_eq!(host.node_name.as_deref(), Some("node-1"));
+        assert_eq!(host.status(), pod().status);
+        assert_eq!(host.metadata, pod().metadata);
+        let unscheduled: HostPod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"}, "spec": {"containers": []}
+        }))
+        .unwrap();
+        assert_eq!(
+            (unscheduled.node_name.clone(), unscheduled.status()),
+            (None, None)
+        );
     }
 }

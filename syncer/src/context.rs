@@ -19,7 +19,7 @@ use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::keys;
 use virtualcluster_crds::marks;
 
-use crate::cached::CachedPod;
+use crate::cached::{CachedPod, HostPod};
 use crate::queue::WorkQueue;
 use crate::translate::Target;
 use crate::translate::service::cluster_ip;
@@ -77,9 +77,9 @@ pub enum ImportedKind {
 /// plus the host objects the syncer reads: nodes and the API server Service.
 #[derive(Clone)]
 pub struct Stores {
-    /// Pods in compact form (see [`CachedPod`]); the host copies without their spec.
+    /// Pods in compact form (see [`crate::cached`]).
     pub virtual_pods: Store<CachedPod>,
-    pub host_pods: Store<CachedPod>,
+    pub host_pods: Store<HostPod>,
     pub virtual_services: Store<Service>,
     pub host_services: Store<Service>,
     pub virtual_endpoints: Store<Endpoints>,

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::{mapping, marks};
 
-use crate::cached::CachedPod;
+use crate::cached::{CachedPod, HostPod};
 use crate::context::{Ctx, Imported, ImportedKind, Key, Namespaces, OptIn, Pair, Queues, Stores};
 use crate::sync;
 use crate::translate::Target;
@@ -54,28 +54,12 @@ fn reflect_where<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    reflect_slim(api, config, keep, |_| {})
-}
-
-/// [`reflect_where`] with what nobody reads dropped by `slim` before it is cached.
-fn reflect_slim<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    keep: impl Fn(&K) -> bool + Send + 'static,
-    slim: fn(&mut K),
-) -> (Store<K>, BoxStream<'static, K>)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
         watcher(api, config)
             .default_backoff()
-            .modify(move |o: &mut K| {
-                o.managed_fields_mut().clear();
-                slim(o);
-            })
+            .modify(|o: &mut K| o.managed_fields_mut().clear())
             .try_filter(move |event| {
                 future::ready(match event {
                     watcher::Event::Apply(o)
@@ -172,11 +156,9 @@ pub async fn run(
         }};
     }
     let (virtual_pods, vpods) = reflect(Api::<CachedPod>::all(virt.clone()), all());
-    let (host_pods, hpods) = reflect_slim(
-        copies_api::<CachedPod>(&host, &host_ns, namespace_sync),
+    let (host_pods, hpods) = reflect(
+        copies_api::<HostPod>(&host, &host_ns, namespace_sync),
         copies(),
-        |_| true,
-        CachedPod::forget_spec,
     );
     let (virtual_services, vsvc, host_services, hsvc) = pair!(Service);
     let (virtual_endpoints, vep, host_endpoints, hep) = pair!(Endpoints);

@@ -14,7 +14,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use virtualcluster_crds::keys::SYNCER_FIELD_MANAGER;
 
-use crate::cached::CachedPod;
+use crate::cached::HostPod;
 use crate::context::{Ctx, Key};
 use crate::copy;
 use crate::queue::Next;
@@ -190,7 +190,7 @@ async fn mint_tokens(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Vec<Stri
 
 /// The virtual pod and its running host copy: labels and annotations follow the virtual pod;
 /// the virtual pod is bound where the host scheduled the copy and shows its status.
-async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &CachedPod) -> anyhow::Result<Next> {
+async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Result<Next> {
     // The spec of a pod cannot change; its labels and annotations can. The tokens stay those
     // the copy was made with.
     let tokens: Vec<String> = (0..translate::token_requests(pod).len())
