@@ -68,6 +68,18 @@ pub fn is_copy_of(instance: &InstanceRef, labels: &BTreeMap<String, String>) -> 
         && labels.get(keys::SYNCED_BY_UID) == Some(&instance.uid)
 }
 
+/// The instance whose marks `labels` carry, as messages name it: `VirtualCluster ns/name (UID
+/// uid)`; `None` without marks.
+pub fn holder(labels: &BTreeMap<String, String>) -> Option<String> {
+    let label = |key: &str| labels.get(key).map(String::as_str).unwrap_or_default();
+    let uid = labels.get(keys::SYNCED_BY_UID)?;
+    Some(format!(
+        "VirtualCluster {}/{} (UID {uid})",
+        label(keys::SYNCED_BY_NAMESPACE),
+        label(keys::SYNCED_BY)
+    ))
+}
+
 /// The virtual object a host copy names in its annotations.
 pub fn virtual_ref(annotations: &BTreeMap<String, String>) -> Option<VirtualRef> {
     Some(VirtualRef {
@@ -110,6 +122,15 @@ mod tests {
         assert_eq!(labels.get(&k), Some(&v));
         // No synced workload carries the label the operator's own selectors use.
         assert!(!labels.contains_key(keys::INSTANCE_NAME));
+    }
+
+    #[test]
+    fn the_holder_is_named_by_its_marks() {
+        assert_eq!(
+            holder(&instance_labels(&instance("u1"))).as_deref(),
+            Some("VirtualCluster team/vc (UID u1)")
+        );
+        assert_eq!(holder(&BTreeMap::new()), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::mapping::{self, Instance, NamespaceMapper};
 use virtualcluster_crds::v1alpha1::NamespaceSync;
-use virtualcluster_crds::{VirtualCluster, keys};
+use virtualcluster_crds::{VirtualCluster, keys, marks};
 
 /// Why a configuration cannot be provisioned: a CamelCase reason for the condition and Event,
 /// and a message naming the field and the rule.
@@ -92,29 +92,13 @@ pub fn held_by_others<'a>(
 ) -> Vec<String> {
     let mut clashes: Vec<String> = held
         .into_iter()
-        .filter(|ns| {
-            let labels = ns.labels.as_ref();
-            let uid = labels.and_then(|l| l.get(keys::SYNCED_BY_UID));
-            uid.is_some_and(|uid| *uid != valid.instance.uid)
-                && valid
-                    .mapper
-                    .claims_host(ns.name.as_deref().unwrap_or_default())
-        })
-        .map(|ns| {
-            let label = |key: &str| {
-                ns.labels
-                    .as_ref()
-                    .and_then(|l| l.get(key))
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            format!(
-                "host namespace {} is held by VirtualCluster {}/{} (UID {})",
-                ns.name.as_deref().unwrap_or_default(),
-                label(keys::SYNCED_BY_NAMESPACE),
-                label(keys::SYNCED_BY),
-                label(keys::SYNCED_BY_UID),
-            )
+        .filter_map(|ns| {
+            let labels = ns.labels.as_ref()?;
+            let name = ns.name.as_deref().unwrap_or_default();
+            let theirs = labels.get(keys::SYNCED_BY_UID) != Some(&valid.instance.uid);
+            let holder = marks::holder(labels)?;
+            (theirs && valid.mapper.claims_host(name))
+                .then(|| format!("host namespace {name} is held by {holder}"))
         })
         .collect();
     clashes.sort();

@@ -28,6 +28,14 @@ pub fn post_params() -> PostParams {
     }
 }
 
+/// A merge patch's parameters (the syncer's marks on objects it does not own).
+pub fn merge_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(SYNCER_FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
 /// Server-side apply, forced: the syncer is the only writer of what it applies to its copies,
 /// and a hand edit of a copy is to be put back.
 pub fn apply_params() -> PatchParams {
@@ -143,6 +151,31 @@ where
     }
 }
 
+/// Creates `preferred` in the virtual cluster, or `plain` if the virtual API server refuses
+/// what `preferred` takes from the host (an address it cannot give). One made meanwhile (the
+/// cache lagging behind an earlier create) is left as it is.
+pub async fn create_virtual<K>(api: &Api<K>, preferred: &K, plain: &K) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    match api.create(&post_params(), preferred).await {
+        Ok(_) => return Ok(()),
+        Err(err) if is_status(&err, 409) => return Ok(()),
+        Err(err) if is_status(&err, 422) => {
+            if api.get_opt(&preferred.name_any()).await?.is_some() {
+                return Ok(());
+            }
+            tracing::warn!(%err, name = %preferred.name_any(), "refused with what the host gave, creating it without");
+        }
+        Err(err) => return Err(err.into()),
+    }
+    match api.create(&post_params(), plain).await {
+        Ok(_) => Ok(()),
+        Err(err) if is_status(&err, 409) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Writes `status` (what flows back from the host) to the virtual object `name`; an object gone
 /// meanwhile is not an error.
 pub async fn write_virtual_status<K, S>(api: &Api<K>, name: &str, status: &S) -> anyhow::Result<()>
@@ -199,12 +232,7 @@ pub async fn sync<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let virtual_object = virtual_object.filter(|o| {
-        !o.meta()
-            .annotations
-            .as_ref()
-            .is_some_and(marks::is_imported)
-    });
+    let virtual_object = virtual_object.filter(|o| !marks::is_imported(o.annotations()));
     match (virtual_object, copy) {
         (None, None) => Ok(Next::Done),
         (None, Some(copy)) => {

@@ -112,6 +112,21 @@ where
         .boxed()
 }
 
+/// The key of virtual object `o`, unless it stands for a host object: then it goes to the
+/// import queue `imports` as a `kind`, and `None` comes back.
+fn own_key<K: Resource>(
+    o: &K,
+    kind: ImportedKind,
+    imports: &crate::queue::WorkQueue<Imported>,
+) -> Option<Key> {
+    let key = Key::of(o)?;
+    if marks::is_imported(o.annotations()) {
+        imports.add(Imported { kind, key });
+        return None;
+    }
+    Some(key)
+}
+
 /// Runs until the future is dropped (leadership lost, or a signal).
 pub async fn run(
     host: Client,
@@ -348,20 +363,16 @@ pub async fn run(
         );
         let imports = q.imports.clone();
         feed(&mut feeds, vpods, move |p: CachedPod| {
-            if marks::is_imported(p.annotations()) {
-                imports.extend(Key::of(&p).map(|key| Imported {
-                    kind: ImportedKind::Pod,
-                    key,
-                }));
+            let Some(key) = own_key(&p, ImportedKind::Pod, &imports) else {
                 return;
-            }
+            };
             let (used_cms, used_secrets) = sync::config::used_by(&p);
             used_cms.into_iter().for_each(|k| cms.add(k));
             used_secrets.into_iter().for_each(|k| secrets.add(k));
             if let Some(node) = p.node_name.clone() {
                 nodes.add(node);
             }
-            pods.extend(Key::of(&p));
+            pods.add(key);
         });
     }
     macro_rules! by_copy {
@@ -376,34 +387,32 @@ pub async fn run(
             feed(&mut feeds, $stream, move |o| queue.extend(Key::of(&o)));
         }};
     }
-    // Virtual objects standing for host ones go to the import queue.
-    macro_rules! by_key_or_imported {
-        ($stream:expr, $kind:expr, $($queue:expr),+) => {{
-            let queues = ($($queue.clone(),)+);
-            let imports = q.imports.clone();
+    // Virtual objects standing for host ones go to the import queue instead.
+    macro_rules! own_by_key {
+        ($stream:expr, $kind:expr, $queue:expr) => {{
+            let (queue, imports) = ($queue.clone(), q.imports.clone());
             feed(&mut feeds, $stream, move |o| {
-                let Some(key) = Key::of(&o) else { return };
-                if marks::is_imported(o.annotations()) {
-                    imports.add(Imported { kind: $kind, key });
-                } else {
-                    by_key_or_imported!(@add queues, key, $($queue),+);
-                }
+                queue.extend(own_key(&o, $kind, &imports))
             });
-        }};
-        (@add $queues:ident, $key:ident, $a:expr) => { $queues.0.add($key) };
-        (@add $queues:ident, $key:ident, $a:expr, $b:expr) => {{
-            $queues.0.add($key.clone());
-            $queues.1.add($key);
         }};
     }
     by_copy!(hpods, q.pods);
-    by_key_or_imported!(vsvc, ImportedKind::Service, q.services, q.endpoints);
+    {
+        let (services, endpoints, imports) =
+            (q.services.clone(), q.endpoints.clone(), q.imports.clone());
+        feed(&mut feeds, vsvc, move |s: Service| {
+            if let Some(key) = own_key(&s, ImportedKind::Service, &imports) {
+                endpoints.add(key.clone());
+                services.add(key);
+            }
+        });
+    }
     by_copy!(hsvc, q.services);
     by_key!(vep, q.endpoints);
     by_copy!(hep, q.endpoints);
-    by_key_or_imported!(vcm, ImportedKind::ConfigMap, q.config_maps);
+    own_by_key!(vcm, ImportedKind::ConfigMap, q.config_maps);
     by_copy!(hcm, q.config_maps);
-    by_key_or_imported!(vsec, ImportedKind::Secret, q.secrets);
+    own_by_key!(vsec, ImportedKind::Secret, q.secrets);
     by_copy!(hsec, q.secrets);
     by_key!(vpvc, q.claims);
     by_copy!(hpvc, q.claims);
@@ -516,9 +525,13 @@ pub async fn run(
     if let Some((vs, hs, ps, cs, ss, svcs)) = namespace_streams {
         let queue = q.namespaces.clone();
         feed(&mut feeds, vs, move |n: Namespace| queue.add(n.name_any()));
-        let (queue, target) = (q.namespaces.clone(), ctx.target.clone());
+        let (queue, c) = (q.namespaces.clone(), Arc::clone(&ctx));
         feed(&mut feeds, hs, move |n: Namespace| {
-            queue.extend(target.mapper.virtual_for(&n.name_any()));
+            queue.extend(c.target.mapper.virtual_for(&n.name_any()));
+            if marks::is_copy_of(&c.target.instance, n.labels()) {
+                // Held now (perhaps just marked): what the host made in it can be imported.
+                sync::imports::enqueue_namespace(&c, &n.name_any());
+            }
         });
         macro_rules! imports {
             ($stream:expr, $kind:expr) => {{

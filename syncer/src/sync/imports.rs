@@ -8,11 +8,11 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use virtualcluster_crds::compare::contains;
-use virtualcluster_crds::keys::{self, SYNCER_FIELD_MANAGER};
+use virtualcluster_crds::keys;
 use virtualcluster_crds::marks;
 
 use crate::context::{Ctx, Imported, ImportedKind, Key};
@@ -29,6 +29,45 @@ pub fn imported(target: &Target, kind: ImportedKind, host: &impl Resource) -> Op
         kind,
         key: Key::new(&namespace, host.meta().name.as_deref()?),
     })
+}
+
+/// Looks at the host's own objects in host namespace `namespace` for import (when the
+/// namespace becomes held, they may have been seen before).
+pub fn enqueue_namespace(ctx: &Ctx, namespace: &str) {
+    fn enqueue<K: Resource<DynamicType = ()> + Clone>(
+        ctx: &Ctx,
+        store: Option<&kube::runtime::reflector::Store<K>>,
+        kind: ImportedKind,
+        namespace: &str,
+    ) {
+        for object in store.into_iter().flat_map(|s| s.state()) {
+            if object.meta().namespace.as_deref() == Some(namespace) {
+                ctx.queues
+                    .imports
+                    .extend(imported(&ctx.target, kind, object.as_ref()));
+            }
+        }
+    }
+    let n = &ctx.namespaces;
+    enqueue(ctx, n.host_pods.as_ref(), ImportedKind::Pod, namespace);
+    enqueue(
+        ctx,
+        n.host_config_maps.as_ref(),
+        ImportedKind::ConfigMap,
+        namespace,
+    );
+    enqueue(
+        ctx,
+        n.host_secrets.as_ref(),
+        ImportedKind::Secret,
+        namespace,
+    );
+    enqueue(
+        ctx,
+        n.host_services.as_ref(),
+        ImportedKind::Service,
+        namespace,
+    );
 }
 
 pub async fn reconcile(ctx: Arc<Ctx>, imported: Imported) -> anyhow::Result<Next> {
@@ -228,29 +267,12 @@ async fn reconcile_object<K: Shown>(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<N
         (Some(host), None) if host.meta().deletion_timestamp.is_none() => {
             mark(&ctx, host.as_ref()).await?;
             let desired = import::object(host.as_ref(), &key.namespace);
-            if let Some(first) = K::with_host_allocation(&desired, &host) {
-                match api.create(&copy::post_params(), &first).await {
-                    Ok(_) => return Ok(Next::Done),
-                    Err(err) if copy::is_status(&err, 409) => return Ok(Next::Done),
-                    // Refused for what it takes from the host, unless it was made meanwhile
-                    // (the cache lagging behind an earlier create: the address is its own).
-                    Err(err) if copy::is_status(&err, 422) => {
-                        if api.get_opt(&key.name).await?.is_some() {
-                            return Ok(Next::Done);
-                        }
-                        tracing::warn!(%err, name = %key.name, "host allocation refused, importing without it");
-                    }
-                    Err(err) => return Err(err.into()),
-                }
-            }
-            match api.create(&copy::post_params(), &desired).await {
-                Ok(_) => Ok(Next::Done),
-                // Made meanwhile (by the virtual cluster's user too): the watch tells.
-                Err(err) if copy::is_status(&err, 409) => Ok(Next::Done),
-                Err(err) => Err(err.into()),
-            }
+            let preferred = K::with_host_allocation(&desired, &host);
+            copy::create_virtual(&api, preferred.as_ref().unwrap_or(&desired), &desired).await?;
+            // What was created comes back through the watch.
+            Ok(Next::Done)
         }
-        (Some(host), Some(live)) if is_imported(live.as_ref()) => {
+        (Some(host), Some(live)) if marks::is_imported(live.annotations()) => {
             mark(&ctx, host.as_ref()).await?;
             replace(&api, import::object(host.as_ref(), &key.namespace), &live).await?;
             if let Some(status) = K::missing_status(&host, &live) {
@@ -260,7 +282,8 @@ async fn reconcile_object<K: Shown>(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<N
         }
         // The host object is gone (or its namespace no longer held): so goes what stood for it.
         (None, Some(live))
-            if is_imported(live.as_ref()) && live.meta().deletion_timestamp.is_none() =>
+            if marks::is_imported(live.annotations())
+                && live.meta().deletion_timestamp.is_none() =>
         {
             copy::delete(&api, live.as_ref(), None).await?;
             Ok(Next::Done)
@@ -295,14 +318,6 @@ async fn replace<K: Shown>(api: &Api<K>, mut desired: K, live: &K) -> anyhow::Re
     }
 }
 
-fn is_imported(object: &impl Resource) -> bool {
-    object
-        .meta()
-        .annotations
-        .as_ref()
-        .is_some_and(marks::is_imported)
-}
-
 /// Marks host object `host` as imported by this instance (once), so the cleanup finds it to
 /// unmark.
 async fn mark<K>(ctx: &Ctx, host: &K) -> anyhow::Result<()>
@@ -320,12 +335,12 @@ where
     let patch = serde_json::json!({
         "metadata": {"uid": host.uid(), "labels": {keys::IMPORTED_BY_UID: uid}}
     });
-    let params = PatchParams {
-        field_manager: Some(SYNCER_FIELD_MANAGER.into()),
-        ..Default::default()
-    };
     match api
-        .patch(&host.name_any(), &params, &Patch::Merge(&patch))
+        .patch(
+            &host.name_any(),
+            &copy::merge_params(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => Ok(()),

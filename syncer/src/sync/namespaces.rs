@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::api::{ObjectMeta, Patch};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use virtualcluster_crds::keys::{self, SYNCER_FIELD_MANAGER};
+use virtualcluster_crds::keys;
 use virtualcluster_crds::marks;
 
 use crate::context::Ctx;
@@ -57,13 +57,6 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
         .filter(|ns| ns.metadata.deletion_timestamp.is_none());
     let host = host_namespaces.get(&ObjectRef::new(&place.namespace));
     let instance = &ctx.target.instance;
-    if let Some(host) = &host
-        && marks::is_copy_of(instance, host.labels())
-    {
-        // The host's pods in it can be imported now (this runs again once the watch shows the
-        // namespace marked).
-        enqueue_imports(&ctx, &place.namespace);
-    }
     let origin = |ns: &Namespace| {
         marks::is_copy_of(instance, ns.labels())
             .then(|| ns.labels().get(keys::NAMESPACE_ORIGIN).cloned())
@@ -130,58 +123,11 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
 /// Why host namespace `host` cannot be used for virtual namespace `name`: another instance's
 /// marks are on it.
 fn held_by_another(host: &Namespace, name: &str) -> Option<String> {
-    let labels = host.labels();
-    let other = labels.get(keys::SYNCED_BY_UID)?;
+    let holder = marks::holder(host.labels())?;
     Some(format!(
-        "host namespace {} belongs to another virtual cluster ({}/{}, UID {other}); \
-         nothing of namespace {name} is synced there",
-        host.name_any(),
-        labels
-            .get(keys::SYNCED_BY_NAMESPACE)
-            .cloned()
-            .unwrap_or_default(),
-        labels.get(keys::SYNCED_BY).cloned().unwrap_or_default(),
+        "host namespace {} is held by {holder}; nothing of namespace {name} is synced there",
+        host.name_any()
     ))
-}
-
-/// Looks at the host's own objects in host namespace `namespace` for import.
-fn enqueue_imports(ctx: &Ctx, namespace: &str) {
-    use crate::context::ImportedKind;
-    use crate::sync::imports::imported;
-    fn enqueue<K: Resource<DynamicType = ()> + Clone>(
-        ctx: &Ctx,
-        store: Option<&kube::runtime::reflector::Store<K>>,
-        kind: ImportedKind,
-        namespace: &str,
-    ) {
-        for object in store.into_iter().flat_map(|s| s.state()) {
-            if object.meta().namespace.as_deref() == Some(namespace) {
-                ctx.queues
-                    .imports
-                    .extend(imported(&ctx.target, kind, object.as_ref()));
-            }
-        }
-    }
-    let n = &ctx.namespaces;
-    enqueue(ctx, n.host_pods.as_ref(), ImportedKind::Pod, namespace);
-    enqueue(
-        ctx,
-        n.host_config_maps.as_ref(),
-        ImportedKind::ConfigMap,
-        namespace,
-    );
-    enqueue(
-        ctx,
-        n.host_secrets.as_ref(),
-        ImportedKind::Secret,
-        namespace,
-    );
-    enqueue(
-        ctx,
-        n.host_services.as_ref(),
-        ImportedKind::Service,
-        namespace,
-    );
 }
 
 /// Marks host namespace `host` as imported by this instance (never to be deleted by it).
@@ -189,12 +135,12 @@ async fn import(ctx: &Ctx, host: &Namespace) -> anyhow::Result<()> {
     let mut labels = marks::instance_labels(&ctx.target.instance);
     labels.insert(keys::NAMESPACE_ORIGIN.into(), keys::ORIGIN_IMPORTED.into());
     let patch = serde_json::json!({"metadata": {"uid": host.uid(), "labels": labels}});
-    let params = PatchParams {
-        field_manager: Some(SYNCER_FIELD_MANAGER.into()),
-        ..Default::default()
-    };
     Api::<Namespace>::all(ctx.host.clone())
-        .patch(&host.name_any(), &params, &Patch::Merge(&patch))
+        .patch(
+            &host.name_any(),
+            &copy::merge_params(),
+            &Patch::Merge(&patch),
+        )
         .await?;
     Ok(())
 }

@@ -12,7 +12,6 @@ use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, T
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod, ServiceAccount};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
-use virtualcluster_crds::keys::SYNCER_FIELD_MANAGER;
 
 use crate::cached::HostPod;
 use crate::context::{Ctx, Key};
@@ -267,12 +266,13 @@ pub async fn bind(ctx: &Ctx, virt: &Api<Pod>, name: &str, node: String) -> anyho
             ..Default::default()
         },
     };
-    let pp = PostParams {
-        field_manager: Some(SYNCER_FIELD_MANAGER.into()),
-        ..Default::default()
-    };
     match virt
-        .create_subresource::<Binding, serde_json::Value>("binding", name, &pp, &binding)
+        .create_subresource::<Binding, serde_json::Value>(
+            "binding",
+            name,
+            &copy::post_params(),
+            &binding,
+        )
         .await
     {
         Ok(_) => Ok(()),

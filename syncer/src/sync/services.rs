@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::Patch;
 use kube::{Api, ResourceExt};
-use virtualcluster_crds::keys::{self, SYNCER_FIELD_MANAGER};
+use virtualcluster_crds::keys;
 
 use crate::context::{Ctx, Key};
 use crate::copy;
@@ -74,8 +74,12 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
                     "uid": copy.uid(),
                     "annotations": {keys::VIRTUAL_UID: service.uid(), RECREATE: null},
                 }});
-                host.patch(&copy.name_any(), &merge_params(), &Patch::Merge(&patch))
-                    .await?;
+                host.patch(
+                    &copy.name_any(),
+                    &copy::merge_params(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
                 return Ok(Next::Done);
             }
             Some(_) => {}
@@ -109,13 +113,6 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     Ok(next)
 }
 
-fn merge_params() -> PatchParams {
-    PatchParams {
-        field_manager: Some(SYNCER_FIELD_MANAGER.into()),
-        ..Default::default()
-    }
-}
-
 /// Replaces the virtual Service by one with the copy's address `ip`.
 async fn recreate(ctx: &Ctx, service: &Service, copy: &Service, ip: &str) -> anyhow::Result<Next> {
     let taken = ctx
@@ -138,7 +135,11 @@ async fn recreate(ctx: &Ctx, service: &Service, copy: &Service, ip: &str) -> any
     }});
     let namespace = service.namespace().unwrap_or_default();
     ctx.host_api::<Service>(&namespace)
-        .patch(&copy.name_any(), &merge_params(), &Patch::Merge(&patch))
+        .patch(
+            &copy.name_any(),
+            &copy::merge_params(),
+            &Patch::Merge(&patch),
+        )
         .await?;
     let virt = ctx.virtual_api::<Service>(service.namespace().as_deref().unwrap_or_default());
     if copy::delete(&virt, service, None).await? {
@@ -150,28 +151,12 @@ async fn recreate(ctx: &Ctx, service: &Service, copy: &Service, ip: &str) -> any
 /// Creates `replacement`; if the virtual cluster refuses its address, creates it without one
 /// rather than lose the Service.
 async fn create_virtual(api: &Api<Service>, replacement: &Service) -> anyhow::Result<()> {
-    let pp = PostParams {
-        field_manager: Some(SYNCER_FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    match api.create(&pp, replacement).await {
-        Ok(_) => Ok(()),
-        Err(err) if copy::is_status(&err, 409) => Ok(()),
-        Err(err) if copy::is_status(&err, 422) => {
-            tracing::warn!(%err, service = %replacement.name_any(), "address refused, recreating without it");
-            let mut plain = replacement.clone();
-            if let Some(spec) = plain.spec.as_mut() {
-                spec.cluster_ip = None;
-                spec.cluster_ips = None;
-            }
-            match api.create(&pp, &plain).await {
-                Ok(_) => Ok(()),
-                Err(err) if copy::is_status(&err, 409) => Ok(()),
-                Err(err) => Err(err.into()),
-            }
-        }
-        Err(err) => Err(err.into()),
+    let mut plain = replacement.clone();
+    if let Some(spec) = plain.spec.as_mut() {
+        spec.cluster_ip = None;
+        spec.cluster_ips = None;
     }
+    copy::create_virtual(api, replacement, &plain).await
 }
 
 /// Endpoints of a virtual Service without selector are copied; those of Services with one are
