@@ -1,6 +1,8 @@
 //! A work queue of keys, as client-go's: a key is queued at most once, is never processed by two
 //! workers at a time, and a key added while it is being processed is processed once more after.
-//! Failures are retried with a per-key exponential backoff.
+//! Failures are retried with a per-key exponential backoff. A key can be added as urgent: it is
+//! taken before every key that is not (new pods get their host copy before running pods get
+//! their status).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -29,12 +31,61 @@ pub struct WorkQueue<K> {
 }
 
 struct State<K> {
+    urgent: VecDeque<K>,
+    /// May hold keys since made urgent: `queued` tells which entry counts.
     pending: VecDeque<K>,
-    queued: HashSet<K>,
+    /// Keys waiting, and whether they wait as urgent.
+    queued: HashMap<K, bool>,
     active: HashSet<K>,
-    /// Added while active: queued again when done.
-    dirty: HashSet<K>,
+    /// Added while active, and whether as urgent: queued again when done.
+    dirty: HashMap<K, bool>,
     failures: HashMap<K, u32>,
+}
+
+impl<K: Hash + Eq + Clone> State<K> {
+    /// Queues `key` (urgent or not) unless it waits already; an urgent add moves a waiting key
+    /// ahead. Returns whether a worker has something new to take.
+    fn queue(&mut self, key: K, urgent: bool) -> bool {
+        if self.active.contains(&key) {
+            let dirty = self.dirty.entry(key).or_insert(false);
+            *dirty |= urgent;
+            return false;
+        }
+        match self.queued.get(&key) {
+            Some(true) => false,
+            Some(false) if !urgent => false,
+            _ => {
+                self.queued.insert(key.clone(), urgent);
+                if urgent {
+                    self.urgent.push_back(key);
+                } else {
+                    self.pending.push_back(key);
+                }
+                true
+            }
+        }
+    }
+
+    /// The next key to work on: urgent ones first; entries left behind by a move are skipped.
+    fn take(&mut self) -> Option<K> {
+        while let Some(key) = self.urgent.pop_front() {
+            if self.queued.get(&key) == Some(&true) {
+                return Some(self.start(key));
+            }
+        }
+        while let Some(key) = self.pending.pop_front() {
+            if self.queued.get(&key) == Some(&false) {
+                return Some(self.start(key));
+            }
+        }
+        None
+    }
+
+    fn start(&mut self, key: K) -> K {
+        self.queued.remove(&key);
+        self.active.insert(key.clone());
+        key
+    }
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K> {
@@ -42,10 +93,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
         Arc::new(Self {
             name,
             state: Mutex::new(State {
+                urgent: VecDeque::new(),
                 pending: VecDeque::new(),
-                queued: HashSet::new(),
+                queued: HashMap::new(),
                 active: HashSet::new(),
-                dirty: HashSet::new(),
+                dirty: HashMap::new(),
                 failures: HashMap::new(),
             }),
             notify: Notify::new(),
@@ -53,12 +105,17 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
     }
 
     pub fn add(&self, key: K) {
-        let mut state = self.state.lock().expect("queue lock");
-        if state.active.contains(&key) {
-            state.dirty.insert(key);
-        } else if state.queued.insert(key.clone()) {
-            state.pending.push_back(key);
-            drop(state);
+        self.queue(key, false);
+    }
+
+    /// Adds `key` ahead of every key not added as urgent.
+    pub fn add_urgent(&self, key: K) {
+        self.queue(key, true);
+    }
+
+    fn queue(&self, key: K, urgent: bool) {
+        let new = self.state.lock().expect("queue lock").queue(key, urgent);
+        if new {
             self.notify.notify_one();
         }
     }
@@ -79,7 +136,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
 
     /// Keys waiting, for metrics and tests.
     pub fn len(&self) -> usize {
-        self.state.lock().expect("queue lock").pending.len()
+        self.state.lock().expect("queue lock").queued.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -91,10 +148,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
             let notified = self.notify.notified();
             {
                 let mut state = self.state.lock().expect("queue lock");
-                if let Some(key) = state.pending.pop_front() {
-                    state.queued.remove(&key);
-                    state.active.insert(key.clone());
-                    if !state.pending.is_empty() {
+                if let Some(key) = state.take() {
+                    if !state.queued.is_empty() {
                         // Wake another worker for the rest.
                         self.notify.notify_one();
                     }
@@ -130,9 +185,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
                     Some(delay)
                 }
             };
-            if state.dirty.remove(key) {
+            if let Some(urgent) = state.dirty.remove(key) {
                 drop(state);
-                self.add(key.clone());
+                self.queue(key.clone(), urgent);
             }
             retry
         };
@@ -195,5 +250,27 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(600)).await;
         run.abort();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn urgent_keys_are_taken_first_and_a_key_made_urgent_once() {
+        let queue = WorkQueue::<u32>::new("test");
+        queue.add(1);
+        queue.add(2);
+        queue.add(3);
+        queue.add_urgent(4);
+        // 2 waits already: it moves ahead, and its old place no longer counts.
+        queue.add_urgent(2);
+        // Adding it again, urgent or not, changes nothing.
+        queue.add(2);
+        queue.add_urgent(2);
+        assert_eq!(queue.len(), 4);
+        let mut state = queue.state.lock().unwrap();
+        let order: Vec<u32> = std::iter::from_fn(|| state.take()).collect();
+        assert_eq!(order, vec![4, 2, 1, 3]);
+        // Added while active: queued again when done, as urgent if any add was.
+        assert!(!state.queue(1, false));
+        assert!(!state.queue(1, true));
+        assert_eq!(state.dirty.get(&1), Some(&true));
     }
 }

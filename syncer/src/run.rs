@@ -369,10 +369,17 @@ pub async fn run(
             let (used_cms, used_secrets) = sync::config::used_by(&p);
             used_cms.into_iter().for_each(|k| cms.add(k));
             used_secrets.into_iter().for_each(|k| secrets.add(k));
-            if let Some(node) = p.node_name.clone() {
-                nodes.add(node);
+            match p.node_name.clone() {
+                Some(node) => {
+                    nodes.add(node);
+                    pods.add(key);
+                }
+                // Not bound yet: it waits for its host copy, which comes before the status
+                // of pods already running, so that a burst of creates is not queued behind
+                // the status updates of the burst before.
+                None if p.metadata.deletion_timestamp.is_none() => pods.add_urgent(key),
+                None => pods.add(key),
             }
-            pods.add(key);
         });
     }
     macro_rules! by_copy {
@@ -568,6 +575,7 @@ pub async fn run(
     if let Some(store) = &namespaces.host_services {
         store.wait_until_ready().await?;
     }
+    sync::events::seed(&ctx).await?;
     tracing::info!(
         virtual_pods = stores.virtual_pods.state().len(),
         host_pods = stores.host_pods.state().len(),

@@ -186,3 +186,51 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((ticks(14)? + ticks(15)?) / per_second)
 }
+
+/// CPU seconds each running process of a local cluster (and this one) has used so far, by
+/// process name: where a benchmark's CPU went, since everything shares the machine.
+#[derive(Debug, Clone, Default)]
+pub struct CpuByProcess(BTreeMap<String, f64>);
+
+impl CpuByProcess {
+    /// Reads the processes `DIR/state.json` records (the cluster's and its instances').
+    pub fn read(dir: &std::path::Path) -> Result<CpuByProcess> {
+        let state = crate::cluster::State::read(dir)?
+            .with_context(|| format!("no cluster state in {}", dir.display()))?;
+        let mut cpu = BTreeMap::new();
+        for process in state.running() {
+            if let Ok(seconds) = cpu_seconds(process.pid) {
+                *cpu.entry(process.name.clone()).or_insert(0.0) += seconds;
+            }
+        }
+        cpu.insert("benchmark".to_owned(), cpu_seconds(std::process::id())?);
+        Ok(CpuByProcess(cpu))
+    }
+
+    /// With `pid` (a process the state file does not record) counted as `name`.
+    pub fn with(mut self, name: &str, pid: u32) -> Result<CpuByProcess> {
+        self.0.insert(name.to_owned(), cpu_seconds(pid)?);
+        Ok(self)
+    }
+
+    pub fn since(&self, earlier: &CpuByProcess) -> CpuByProcess {
+        CpuByProcess(
+            self.0
+                .iter()
+                .map(|(name, now)| (name.clone(), now - earlier.0.get(name).unwrap_or(&0.0)))
+                .collect(),
+        )
+    }
+
+    /// `name 12.3 s, ...`, largest first, and the total.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<(&String, &f64)> = self.0.iter().filter(|(_, s)| **s >= 0.05).collect();
+        parts.sort_by(|a, b| b.1.total_cmp(a.1));
+        let total: f64 = self.0.values().sum();
+        let list: Vec<String> = parts
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.1}"))
+            .collect();
+        format!("{total:.1} s in all: {}", list.join(", "))
+    }
+}

@@ -51,6 +51,24 @@ pub fn cargo_build(package: &str, binary: &str, release: bool) -> Result<PathBuf
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workspace)
         .args(["build", "--quiet", "-p", package, "--bin", binary]);
+    // What cargo sets for the package running this (a test, a benchmark) would reach the build
+    // scripts' `rerun-if-env-changed` checks (ring's reads CARGO_PKG_NAME) and rebuild them on
+    // every switch between this build and the workspace's own.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || ["OUT_DIR", "CARGO_PRIMARY_PACKAGE"].contains(&name.as_ref())
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
     if release {
         cmd.arg("--release");
     }

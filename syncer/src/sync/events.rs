@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
-use kube::api::ObjectMeta;
+use kube::Api;
+use kube::api::{ListParams, ObjectMeta};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -14,6 +15,17 @@ use virtualcluster_crds::marks::{self, VirtualRef};
 use crate::context::{Ctx, Key};
 use crate::copy;
 use crate::queue::Next;
+
+/// Annotation on a virtual Event mirroring a host Event: `namespace/name@resourceVersion` of
+/// the host Event it shows, so that a restarted syncer does not write it again.
+pub const MIRRORS: &str = "virtualcluster.dev/mirrors-event";
+
+/// Host Event `namespace/name` at `resourceVersion`, from a [`MIRRORS`] value.
+fn parse_mirrors(value: &str) -> Option<(Key, String)> {
+    let (id, version) = value.rsplit_once('@')?;
+    let (namespace, name) = id.split_once('/')?;
+    Some((Key::new(namespace, name), version.to_owned()))
+}
 
 /// The virtual object host object `namespace/name` of `kind` stands for: the one it is a copy
 /// of, or the imported virtual pod of a host pod.
@@ -56,6 +68,10 @@ fn imported_pod(ctx: &Ctx, namespace: &str, name: &str) -> Option<VirtualRef> {
 pub fn virtual_event(event: &Event, of: &VirtualRef, host_name: &str) -> Event {
     let host_namespace = event.metadata.namespace.as_deref().unwrap_or_default();
     let name = event.name_any();
+    let mirrors = format!(
+        "{host_namespace}/{name}@{}",
+        event.resource_version().unwrap_or_default()
+    );
     let suffix = name
         .strip_prefix(host_name)
         .map(str::to_owned)
@@ -65,6 +81,7 @@ pub fn virtual_event(event: &Event, of: &VirtualRef, host_name: &str) -> Event {
         metadata: ObjectMeta {
             name: Some(format!("{}{suffix}", of.name)),
             namespace: Some(of.namespace.clone()),
+            annotations: Some([(MIRRORS.to_owned(), mirrors)].into()),
             ..Default::default()
         },
         involved_object: ObjectReference {
@@ -105,6 +122,42 @@ pub fn virtual_event(event: &Event, of: &VirtualRef, host_name: &str) -> Event {
 pub struct Mirror {
     pending: HashMap<Key, Event>,
     shown: HashMap<Key, String>,
+}
+
+/// Records which host Events the virtual cluster shows already, from the virtual Events'
+/// [`MIRRORS`] marks: read once at start (page by page, metadata only), so that a restart does
+/// not write every Event again and no cache of virtual Events is kept.
+pub async fn seed(ctx: &Ctx) -> anyhow::Result<()> {
+    if !ctx.config.sync.from_host.events.enabled {
+        return Ok(());
+    }
+    let api: Api<Event> = Api::all(ctx.virt.clone());
+    let mut params = ListParams::default().limit(500);
+    let mut seen = 0usize;
+    loop {
+        let page = api.list_metadata(&params).await?;
+        let mut mirror = ctx.events.lock().expect("events lock");
+        for event in &page.items {
+            if let Some((key, version)) = event
+                .annotations()
+                .get(MIRRORS)
+                .and_then(|v| parse_mirrors(v))
+            {
+                mirror.shown.insert(key, version);
+                seen += 1;
+            }
+        }
+        drop(mirror);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    tracing::info!(
+        events = seen,
+        "host Events the virtual cluster shows already"
+    );
+    Ok(())
 }
 
 /// Takes in a change seen by the host Events watch; returns the key to look at.
@@ -203,5 +256,15 @@ mod tests {
             Some("Successfully assigned shop/web-0 to node-1; pod web-0")
         );
         assert_eq!(mirrored.count, Some(3));
+        // The mark names the host Event and its version (none here), and reads back.
+        let mark = &mirrored.metadata.annotations.as_ref().unwrap()[MIRRORS];
+        assert_eq!(mark, "team-a/web-0-x-shop-x-vc.18a2b3c4d5e6f7a8@");
+        assert_eq!(
+            parse_mirrors(mark),
+            Some((
+                Key::new("team-a", "web-0-x-shop-x-vc.18a2b3c4d5e6f7a8"),
+                String::new()
+            ))
+        );
     }
 }

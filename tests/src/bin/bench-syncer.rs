@@ -27,7 +27,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::{VirtualCluster, marks, naming};
-use virtualcluster_tests::bench::{self, RequestCounts, RequestKind, cpu_seconds, rss_kib};
+use virtualcluster_tests::bench::{
+    self, CpuByProcess, RequestCounts, RequestKind, cpu_seconds, rss_kib,
+};
 use virtualcluster_tests::cluster::{self, State, UpOptions};
 use virtualcluster_tests::harness::{TestCluster, clusters_root, unique_name};
 use virtualcluster_tests::instance::{self, syncer};
@@ -255,6 +257,7 @@ impl Bench<'_> {
         let host_before = RequestCounts::read(&admin).await?;
         let virt_before = RequestCounts::read(&virt).await?;
         let cpu_before = cpu_seconds(syncer.record.pid)?;
+        let machine_before = CpuByProcess::read(cluster.dir())?;
         eprintln!(
             "bench: creating {n} pods in the virtual cluster at {}",
             rate_text(self.args.rate)
@@ -289,6 +292,7 @@ impl Bench<'_> {
         let host_create = RequestCounts::read(&admin).await?.since(&host_before);
         let virt_create = RequestCounts::read(&virt).await?.since(&virt_before);
         let cpu_paced = cpu_seconds(syncer.record.pid)? - cpu_before;
+        let machine_paced = CpuByProcess::read(cluster.dir())?.since(&machine_before);
         let paced_responses = paced.response_times();
         let in_virtual_watch = running.latencies(Seen::Appeared, &virtual_keys, &paced.sent);
         let to_copy = copies.latencies(Seen::Matched, &host_names, &paced.sent);
@@ -311,6 +315,7 @@ impl Bench<'_> {
         let cpu_resync = cpu_seconds(syncer.record.pid)?;
 
         // 3. The same pods straight to the host, as fast as the same client gets them in.
+        let machine_before = CpuByProcess::read(cluster.dir())?;
         eprintln!("bench: creating {n} pods directly in host namespace {direct_namespace}");
         let direct_pods = create_pods(
             Api::namespaced(admin.clone(), &direct_namespace),
@@ -323,6 +328,7 @@ impl Bench<'_> {
             .wait_all("the direct pods", &names, phase_timeout)
             .await?;
         let direct_span = direct.last_matched(&names)? - direct_pods.first_sent();
+        let machine_direct = CpuByProcess::read(cluster.dir())?.since(&machine_before);
         eprintln!("bench: deleting the direct pods");
         // A collection delete of 10,000 pods can outlast the API server's request timeout,
         // which closes the connection; what it deleted stays deleted, so it goes on.
@@ -356,6 +362,7 @@ impl Bench<'_> {
             .map(|p| format!("{UNPACED_NAMESPACE}/{p}"))
             .collect();
         let cpu_before = cpu_seconds(syncer.record.pid)?;
+        let machine_before = CpuByProcess::read(cluster.dir())?;
         eprintln!("bench: creating {n} pods in the virtual cluster, unpaced");
         let unpaced = create_pods(
             Api::namespaced(virt.clone(), UNPACED_NAMESPACE),
@@ -377,6 +384,7 @@ impl Bench<'_> {
             .await?;
         let unpaced_running_span = running.last_matched(&unpaced_keys)? - unpaced.first_sent();
         let cpu_unpaced = cpu_seconds(syncer.record.pid)? - cpu_before;
+        let machine_unpaced = CpuByProcess::read(cluster.dir())?.since(&machine_before);
         let unpaced_to_copy = copies.latencies(Seen::Matched, &unpaced_host_names, &unpaced.sent);
         let (rss_end, rss_now) = rss_kib(syncer.record.pid)?;
         syncer.check_running()?;
@@ -434,6 +442,7 @@ impl Bench<'_> {
             "    syncer CPU {cpu_paced:.1} s, peak RSS {:.1} MiB",
             mib(rss_paced)
         );
+        println!("    CPU by process: {}", machine_paced.describe());
         println!();
         println!(
             "  resync: syncer restarted, caches ready after {:.1} s, window {:.1} s (syncer CPU \
@@ -462,6 +471,10 @@ impl Bench<'_> {
             summary(&direct_pods.response_times())
         );
         println!(
+            "    CPU by process, until all seen: {}",
+            machine_direct.describe()
+        );
+        println!(
             "  unpaced phase: {n} creates in virtual namespace {UNPACED_NAMESPACE}: created in \
              {:.1} s, last host copy after {:.1} s: {syncer_rate:.1} pods/s; all Running after \
              {:.1} s",
@@ -478,6 +491,10 @@ impl Bench<'_> {
             summary(&unpaced_to_copy)
         );
         println!("    syncer CPU {cpu_unpaced:.1} s");
+        println!(
+            "    CPU by process, until all Running: {}",
+            machine_unpaced.describe()
+        );
         println!();
         println!("  {:<44} {:<28} target", "figure", "measured");
         let row = |figure: &str, measured: String, target: &str, met: Option<bool>| {
