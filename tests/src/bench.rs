@@ -89,9 +89,15 @@ impl RequestCounts {
 
     /// The `apiserver_request_total` series of a `/metrics` text.
     pub fn parse(text: &str) -> RequestCounts {
+        Self::parse_series(text, "apiserver_request_total")
+    }
+
+    /// The series of metric `name` of a `/metrics` text, by request kind.
+    fn parse_series(text: &str, name: &str) -> RequestCounts {
+        let prefix = format!("{name}{{");
         let mut counts = BTreeMap::new();
         for line in text.lines() {
-            let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            let Some(rest) = line.strip_prefix(prefix.as_str()) else {
                 continue;
             };
             let Some((labels, value)) = rest.rsplit_once("} ") else {
@@ -143,6 +149,53 @@ impl RequestCounts {
             .iter()
             .filter(|(kind, _)| kind.is_write() && filter(kind))
             .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Time an API server spent serving requests so far, by kind, from its
+/// `apiserver_request_duration_seconds` (sum and count), for the mean latency of a window.
+#[derive(Debug, Clone, Default)]
+pub struct RequestTimes {
+    seconds: RequestCounts,
+    served: RequestCounts,
+}
+
+impl RequestTimes {
+    pub async fn read(client: &Client) -> Result<RequestTimes> {
+        let text = client
+            .request_text(http::Request::get("/metrics").body(Vec::new())?)
+            .await
+            .context("reading the API server's metrics")?;
+        Ok(RequestTimes {
+            seconds: RequestCounts::parse_series(&text, "apiserver_request_duration_seconds_sum"),
+            served: RequestCounts::parse_series(&text, "apiserver_request_duration_seconds_count"),
+        })
+    }
+
+    pub fn since(&self, earlier: &RequestTimes) -> RequestTimes {
+        RequestTimes {
+            seconds: self.seconds.since(&earlier.seconds),
+            served: self.served.since(&earlier.served),
+        }
+    }
+
+    /// Mean time to serve each write kind `filter` selects: `VERB resource 12 ms (N), ...`.
+    pub fn describe_writes(&self, filter: impl Fn(&RequestKind) -> bool) -> String {
+        let parts: Vec<String> = self
+            .served
+            .0
+            .iter()
+            .filter(|(kind, _)| kind.is_write() && filter(kind))
+            .map(|(kind, n)| {
+                let seconds = self.seconds.0.get(kind).copied().unwrap_or(0.0);
+                format!("{kind} {:.0} ms ({n})", 1e3 * seconds / n)
+            })
             .collect();
         if parts.is_empty() {
             "none".to_owned()

@@ -28,7 +28,7 @@ use serde_json::json;
 use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::{VirtualCluster, marks, naming};
 use virtualcluster_tests::bench::{
-    self, CpuByProcess, RequestCounts, RequestKind, cpu_seconds, rss_kib,
+    self, CpuByProcess, RequestCounts, RequestKind, RequestTimes, cpu_seconds, rss_kib,
 };
 use virtualcluster_tests::cluster::{self, State, UpOptions};
 use virtualcluster_tests::harness::{TestCluster, clusters_root, unique_name};
@@ -258,6 +258,8 @@ impl Bench<'_> {
         let virt_before = RequestCounts::read(&virt).await?;
         let cpu_before = cpu_seconds(syncer.record.pid)?;
         let machine_before = CpuByProcess::read(cluster.dir())?;
+        let host_times_before = RequestTimes::read(&admin).await?;
+        let virt_times_before = RequestTimes::read(&virt).await?;
         eprintln!(
             "bench: creating {n} pods in the virtual cluster at {}",
             rate_text(self.args.rate)
@@ -293,6 +295,8 @@ impl Bench<'_> {
         let virt_create = RequestCounts::read(&virt).await?.since(&virt_before);
         let cpu_paced = cpu_seconds(syncer.record.pid)? - cpu_before;
         let machine_paced = CpuByProcess::read(cluster.dir())?.since(&machine_before);
+        let host_times = RequestTimes::read(&admin).await?.since(&host_times_before);
+        let virt_times = RequestTimes::read(&virt).await?.since(&virt_times_before);
         let paced_responses = paced.response_times();
         let in_virtual_watch = running.latencies(Seen::Appeared, &virtual_keys, &paced.sent);
         let to_copy = copies.latencies(Seen::Matched, &host_names, &paced.sent);
@@ -443,6 +447,16 @@ impl Bench<'_> {
             mib(rss_paced)
         );
         println!("    CPU by process: {}", machine_paced.describe());
+        let pod_work =
+            |k: &RequestKind| ["pods", "serviceaccounts", "events"].contains(&k.resource.as_str());
+        println!(
+            "    mean time to serve, host: {}",
+            host_times.describe_writes(pod_work)
+        );
+        println!(
+            "    mean time to serve, virtual: {}",
+            virt_times.describe_writes(pod_work)
+        );
         println!();
         println!(
             "  resync: syncer restarted, caches ready after {:.1} s, window {:.1} s (syncer CPU \
