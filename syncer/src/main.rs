@@ -39,8 +39,8 @@ struct Args {
     /// CoreDNS image installed into the virtual cluster.
     #[arg(long, env = "VC_DNS_IMAGE", default_value = dns::DEFAULT_IMAGE)]
     dns_image: String,
-    /// Pods reconciled at once.
-    #[arg(long, env = "VC_POD_WORKERS", default_value_t = 16)]
+    /// Pods reconciled at once (new pods, waiting for their host copy, first).
+    #[arg(long, env = "VC_POD_WORKERS", default_value_t = 32)]
     pod_workers: usize,
     /// Objects of each other kind reconciled at once.
     #[arg(long, env = "VC_WORKERS", default_value_t = 4)]
