@@ -40,7 +40,12 @@ struct State<K> {
     /// Added while active, and whether as urgent: queued again when done.
     dirty: HashMap<K, bool>,
     failures: HashMap<K, u32>,
+    /// Keys taken so far, for [`REST_EVERY`].
+    taken: u64,
 }
+
+/// One key in this many is taken from the keys not urgent, when some wait.
+const REST_EVERY: u64 = 8;
 
 impl<K: Hash + Eq + Clone> State<K> {
     /// Queues `key` (urgent or not) unless it waits already; an urgent add moves a waiting key
@@ -66,15 +71,28 @@ impl<K: Hash + Eq + Clone> State<K> {
         }
     }
 
-    /// The next key to work on: urgent ones first; entries left behind by a move are skipped.
+    /// The next key to work on: urgent ones first, except that every [`REST_EVERY`]th key is
+    /// taken from the others while any wait, so that a steady stream of urgent keys does not
+    /// starve them.
     fn take(&mut self) -> Option<K> {
-        while let Some(key) = self.urgent.pop_front() {
-            if self.queued.get(&key) == Some(&true) {
-                return Some(self.start(key));
-            }
+        self.taken = self.taken.wrapping_add(1);
+        if self.taken % REST_EVERY == 0
+            && let Some(key) = self.take_from(false)
+        {
+            return Some(key);
         }
-        while let Some(key) = self.pending.pop_front() {
-            if self.queued.get(&key) == Some(&false) {
+        self.take_from(true).or_else(|| self.take_from(false))
+    }
+
+    /// The first key waiting as `urgent` (or not); entries left behind by a move are skipped.
+    fn take_from(&mut self, urgent: bool) -> Option<K> {
+        let deque = if urgent {
+            &mut self.urgent
+        } else {
+            &mut self.pending
+        };
+        while let Some(key) = deque.pop_front() {
+            if self.queued.get(&key) == Some(&urgent) {
                 return Some(self.start(key));
             }
         }
@@ -99,6 +117,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
                 active: HashSet::new(),
                 dirty: HashMap::new(),
                 failures: HashMap::new(),
+                taken: 0,
             }),
             notify: Notify::new(),
         })
@@ -272,5 +291,17 @@ mod tests {
         assert!(!state.queue(1, false));
         assert!(!state.queue(1, true));
         assert_eq!(state.dirty.get(&1), Some(&true));
+    }
+
+    #[test]
+    fn a_stream_of_urgent_keys_does_not_starve_the_others() {
+        let queue = WorkQueue::<u32>::new("test");
+        queue.add(0);
+        for key in 1..=10 {
+            queue.add_urgent(key);
+        }
+        let mut state = queue.state.lock().unwrap();
+        let order: Vec<u32> = std::iter::from_fn(|| state.take()).collect();
+        assert_eq!(order, vec![1, 2, 3, 4, 5, 6, 7, 0, 8, 9, 10]);
     }
 }

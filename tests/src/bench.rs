@@ -72,6 +72,14 @@ impl std::fmt::Display for RequestKind {
     }
 }
 
+/// The `/metrics` text of the API server `client` talks to.
+async fn metrics(client: &Client) -> Result<String> {
+    client
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await
+        .context("reading the API server's metrics")
+}
+
 /// Requests an API server has served so far, by kind, from its `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestCounts(pub BTreeMap<RequestKind, f64>);
@@ -80,11 +88,7 @@ impl RequestCounts {
     /// Reads the counters of the API server `client` talks to (which needs access to
     /// `/metrics`).
     pub async fn read(client: &Client) -> Result<RequestCounts> {
-        let text = client
-            .request_text(http::Request::get("/metrics").body(Vec::new())?)
-            .await
-            .context("reading the API server's metrics")?;
-        Ok(Self::parse(&text))
+        Ok(Self::parse(&metrics(client).await?))
     }
 
     /// The `apiserver_request_total` series of a `/metrics` text.
@@ -168,10 +172,7 @@ pub struct RequestTimes {
 
 impl RequestTimes {
     pub async fn read(client: &Client) -> Result<RequestTimes> {
-        let text = client
-            .request_text(http::Request::get("/metrics").body(Vec::new())?)
-            .await
-            .context("reading the API server's metrics")?;
+        let text = metrics(client).await?;
         Ok(RequestTimes {
             seconds: RequestCounts::parse_series(&text, "apiserver_request_duration_seconds_sum"),
             served: RequestCounts::parse_series(&text, "apiserver_request_duration_seconds_count"),
