@@ -9,8 +9,7 @@ use anyhow::Context as _;
 use clap::{ArgAction, Parser};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
-use tokio::signal::unix::{SignalKind, signal};
-use virtualcluster_crds::runtime::leader::{Elector, Timing};
+use virtualcluster_crds::runtime::leader::{self, Elector, Ended, Timing};
 use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
 use virtualcluster_operator::controller::{self, Options};
 use virtualcluster_operator::http::{self, Health};
@@ -95,10 +94,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|_| "operator".into());
         format!("{host}-{}", std::process::id())
     });
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-
-    let mut elector = if args.leader_elect {
+    let elector = args.leader_elect.then(|| {
         let namespace = args
             .lease_namespace
             .clone()
@@ -108,16 +104,8 @@ async fn main() -> anyhow::Result<()> {
             })
             .unwrap_or_else(|| client.default_namespace().to_owned());
         let api: Api<Lease> = Api::namespaced(client.clone(), namespace.trim());
-        let mut elector = Elector::new(api, &args.lease_name, &identity, Timing::default());
-        tokio::select! {
-            () = elector.acquire() => {}
-            _ = terminate.recv() => return Ok(()),
-            _ = interrupt.recv() => return Ok(()),
-        }
-        Some(elector)
-    } else {
-        None
-    };
+        Elector::new(api, &args.lease_name, &identity, Timing::default())
+    });
 
     let options = Options {
         settings: Settings {
@@ -142,30 +130,20 @@ async fn main() -> anyhow::Result<()> {
     } else {
         namespaces.into_iter().map(Some).collect()
     };
-    let controllers = futures::future::join_all(
-        scopes
-            .into_iter()
-            .map(|scope| controller::run(client.clone(), scope, options.clone(), metrics.clone())),
-    );
-    let lost = async {
-        match elector.as_mut() {
-            Some(elector) => Some(elector.hold().await),
-            None => std::future::pending().await,
+    let controllers =
+        || {
+            futures::future::join_all(scopes.into_iter().map(|scope| {
+                controller::run(client.clone(), scope, options.clone(), metrics.clone())
+            }))
+        };
+    match leader::lead(elector, controllers).await? {
+        Ended::Finished(_) => anyhow::bail!("the controllers stopped"),
+        // Another replica leads now; exit so nothing reconciles twice (the pod restarts as a
+        // standby).
+        Ended::Lost(err) => anyhow::bail!("lost leadership: {err}"),
+        Ended::Stopped => {
+            tracing::info!("shutting down");
+            Ok(())
         }
-    };
-    tokio::select! {
-        _ = controllers => anyhow::bail!("the controllers stopped"),
-        Some(err) = lost => {
-            // Another replica leads now; exit so nothing reconciles twice (the pod restarts
-            // as a standby).
-            anyhow::bail!("lost leadership: {err}");
-        }
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
     }
-    tracing::info!("shutting down");
-    if let Some(elector) = elector.as_mut() {
-        elector.release().await;
-    }
-    Ok(())
 }

@@ -8,10 +8,9 @@ use clap::{Parser, Subcommand};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-use tokio::signal::unix::{SignalKind, signal};
 use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::naming;
-use virtualcluster_crds::runtime::leader::{Elector, Timing};
+use virtualcluster_crds::runtime::leader::{self, Elector, Ended, Timing};
 use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
 use virtualcluster_syncer::{dns, run};
 
@@ -40,7 +39,7 @@ struct Args {
     #[arg(long, env = "VC_DNS_IMAGE", default_value = dns::DEFAULT_IMAGE)]
     dns_image: String,
     /// Pods reconciled at once (new pods, waiting for their host copy, first).
-    #[arg(long, env = "VC_POD_WORKERS", default_value_t = 32)]
+    #[arg(long, env = "VC_POD_WORKERS", default_value_t = 16)]
     pod_workers: usize,
     /// Objects of each other kind reconciled at once.
     #[arg(long, env = "VC_WORKERS", default_value_t = 4)]
@@ -128,41 +127,18 @@ async fn sync(args: Args) -> anyhow::Result<()> {
         "starting"
     );
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut elector = if args.leader_elect {
+    let elector = args.leader_elect.then(|| {
         let api: Api<Lease> = Api::namespaced(host.clone(), &config.instance.namespace);
-        let lease = config.instance.syncer();
-        let mut elector = Elector::new(api, &lease, &identity, Timing::default());
-        tokio::select! {
-            () = elector.acquire() => {}
-            _ = terminate.recv() => return Ok(()),
-            _ = interrupt.recv() => return Ok(()),
-        }
-        Some(elector)
-    } else {
-        None
-    };
-
+        Elector::new(api, &config.instance.syncer(), &identity, Timing::default())
+    });
     let concurrency = run::Concurrency {
         pods: args.pod_workers,
         other: args.workers,
     };
-    let work = run::run(host, virt, config, identity, args.dns_image, concurrency);
-    let lost = async {
-        match elector.as_mut() {
-            Some(elector) => Some(elector.hold().await),
-            None => std::future::pending().await,
-        }
-    };
-    let result = tokio::select! {
-        result = work => result,
-        lost = lost => Err(anyhow::anyhow!("leadership lost: {}", lost.map(|e| e.to_string()).unwrap_or_default())),
-        _ = terminate.recv() => Ok(()),
-        _ = interrupt.recv() => Ok(()),
-    };
-    if let Some(elector) = elector.as_mut() {
-        elector.release().await;
+    let work = || run::run(host, virt, config, identity, args.dns_image, concurrency);
+    match leader::lead(elector, work).await? {
+        Ended::Finished(result) => result,
+        Ended::Stopped => Ok(()),
+        Ended::Lost(err) => Err(anyhow::anyhow!("leadership lost: {err}")),
     }
-    result
 }

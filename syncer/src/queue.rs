@@ -76,7 +76,7 @@ impl<K: Hash + Eq + Clone> State<K> {
     /// starve them.
     fn take(&mut self) -> Option<K> {
         self.taken = self.taken.wrapping_add(1);
-        if self.taken % REST_EVERY == 0
+        if self.taken.is_multiple_of(REST_EVERY)
             && let Some(key) = self.take_from(false)
         {
             return Some(key);

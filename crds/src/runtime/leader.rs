@@ -3,6 +3,7 @@
 //! candidates can never both take the Lease; expiry is judged by this process's own clock from
 //! when it last saw the Lease change, never by comparing clocks of different machines.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -10,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Timing of the election. A standby takes over at most `lease_duration + retry_period` after
 /// the leader's last renewal.
@@ -37,6 +39,51 @@ pub enum Error {
     RenewFailed(Duration),
     #[error("{0} took the lease")]
     Lost(String),
+}
+
+/// How [`lead`] ended.
+#[derive(Debug)]
+pub enum Ended<T> {
+    /// The work returned.
+    Finished(T),
+    /// A SIGTERM or SIGINT came, before or while leading.
+    Stopped,
+    /// Another replica leads now, or the Lease could not be renewed.
+    Lost(Error),
+}
+
+/// Runs `work` once this process leads (at once without an elector) until it returns,
+/// leadership is lost or a SIGTERM or SIGINT comes; then gives the Lease up so that a standby
+/// takes over at once.
+pub async fn lead<F: Future>(
+    mut elector: Option<Elector>,
+    work: impl FnOnce() -> F,
+) -> std::io::Result<Ended<F::Output>> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    if let Some(elector) = elector.as_mut() {
+        tokio::select! {
+            () = elector.acquire() => {}
+            _ = terminate.recv() => return Ok(Ended::Stopped),
+            _ = interrupt.recv() => return Ok(Ended::Stopped),
+        }
+    }
+    let lost = async {
+        match elector.as_mut() {
+            Some(elector) => elector.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let ended = tokio::select! {
+        output = work() => Ended::Finished(output),
+        err = lost => Ended::Lost(err),
+        _ = terminate.recv() => Ended::Stopped,
+        _ = interrupt.recv() => Ended::Stopped,
+    };
+    if let Some(elector) = elector.as_mut() {
+        elector.release().await;
+    }
+    Ok(ended)
 }
 
 pub struct Elector {

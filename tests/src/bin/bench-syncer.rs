@@ -52,7 +52,7 @@ struct Args {
     #[arg(long)]
     nodes: Option<u32>,
     /// Run the syncer with this many pod workers instead of what its Deployment says (the
-    /// syncer's default, 32, unless the operator renders one).
+    /// syncer's default, 16, unless the operator renders one).
     #[arg(long)]
     pod_workers: Option<usize>,
     /// Leave the cluster running afterwards.
