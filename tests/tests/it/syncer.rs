@@ -19,6 +19,7 @@ use serde_json::json;
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::{keys, marks, naming};
+use virtualcluster_tests::bench::RequestCounts;
 use virtualcluster_tests::cluster::State;
 use virtualcluster_tests::harness::{eventually, eventually_within, wait_gone};
 use virtualcluster_tests::instance::{self, Options};
@@ -728,6 +729,68 @@ async fn workloads_created_in_the_virtual_cluster_run_on_the_host() {
         },
     )
     .await;
+
+    // A restart with nothing to change shows no host Event again: each mirrored Event names
+    // the host Event and version it shows, and the restarted syncer reads that back.
+    let mirrored = running
+        .virtual_api::<Event>("shop")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        mirrored.items.iter().any(|e| e
+            .annotations()
+            .contains_key("virtualcluster.dev/mirrors-event")),
+        "mirrored Events carry their mark: {:?}",
+        mirrored
+            .items
+            .iter()
+            .map(|e| e.annotations())
+            .collect::<Vec<_>>()
+    );
+    // Mirrored Events are applied; the syncer's own Events (such as the clash above, told
+    // again by the restarted syncer) are created or patched, so they do not count here.
+    let event_writes = || async {
+        RequestCounts::read(&running.virt)
+            .await
+            .unwrap()
+            .writes(|k| k.resource == "events" && k.verb == "APPLY")
+    };
+    // Still until every Event so far is shown.
+    let mut before = event_writes().await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = event_writes().await;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let stopped = stop_syncer(&running);
+    start_syncer(&running, stopped);
+    // The restarted syncer is at work (a new Service gets its copy) and has had time to go
+    // through the host Events it listed.
+    create::<Service>(
+        &running.virtual_api("shop"),
+        json!({"metadata": {"name": "after-restart"},
+               "spec": {"ports": [{"port": 80}], "selector": {"app": "none"}}}),
+    )
+    .await;
+    let after_restart = running.host_name("shop", "after-restart");
+    eventually("the copy of a Service made after the restart", || async {
+        running
+            .host_api::<Service>()
+            .get_opt(&after_restart)
+            .await
+            .unwrap()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        event_writes().await - before,
+        0.0,
+        "Event applies to the virtual cluster after a restart with nothing new"
+    );
 
     // Deleting the VirtualCluster removes every copy its syncer made, and nothing else. (The
     // syncer runs here as a local process, which the operator's deleting its Deployment does
