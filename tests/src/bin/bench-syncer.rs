@@ -6,7 +6,7 @@
 //! throughput next to the rate the host API server takes the same pods directly.
 //!
 //!   cargo run --release -p virtualcluster-tests --bin bench-syncer -- [--pods N] [--rate R]
-//!       [--concurrency C] [--nodes N] [--pod-workers W] [--keep]
+//!       [--concurrency C] [--nodes N] [--pod-workers W] [--syncer-env NAME=VALUE] [--keep]
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -55,6 +55,9 @@ struct Args {
     /// syncer's default, 16, unless the operator renders one).
     #[arg(long)]
     pod_workers: Option<usize>,
+    /// Run the syncer with this environment variable (`NAME=VALUE`) added; repeatable.
+    #[arg(long = "syncer-env", value_parser = parse_env)]
+    syncer_env: Vec<(String, String)>,
     /// Leave the cluster running afterwards.
     #[arg(long)]
     keep: bool,
@@ -180,6 +183,10 @@ impl Bench<'_> {
                 .args
                 .retain(|a| a.split('=').next() != Some("--pod-workers"));
             syncer.args.push(format!("--pod-workers={workers}"));
+        }
+        for (name, value) in &self.args.syncer_env {
+            syncer.env.retain(|(k, _)| k != name);
+            syncer.env.push((name.clone(), value.clone()));
         }
         syncer.restart(Some(syncer_binary))?;
         eprintln!(
@@ -411,6 +418,9 @@ impl Bench<'_> {
                 None => "as rendered".to_owned(),
             }
         );
+        for (name, value) in &self.args.syncer_env {
+            println!("  syncer environment: {name}={value}");
+        }
         println!();
         println!(
             "  paced phase: {n} creates in virtual namespace {PACED_NAMESPACE} at {} \
@@ -650,6 +660,12 @@ const SYNCED_KINDS: [&str; 7] = [
     "persistentvolumeclaims",
     "events",
 ];
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))
+}
 
 fn rate_text(rate: f64) -> String {
     if rate > 0.0 {
