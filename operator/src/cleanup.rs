@@ -57,19 +57,12 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
     // 2. What is left: the copies the syncer made wherever they are (the instance's namespace,
     //    the host namespaces it created or imported), the host namespaces it marked, the host's
     //    objects it imported.
-    let mut copies = Vec::new();
-    for kind in copied_kinds() {
-        copies.extend(
-            marked(
-                Api::<DynamicObject>::all_with(ctx.client.clone(), &kind),
-                &id,
-                &kind.kind,
-            )
-            .await?
-            .into_iter()
-            .map(|o| (kind.clone(), o)),
-        );
-    }
+    let copies = each_kind(copied_kinds(), |kind| {
+        let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &kind);
+        let id = &id;
+        async move { marked(api, id, &kind.kind).await }
+    })
+    .await?;
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let marked_namespaces: Vec<Namespace> = namespaces
         .list(&ListParams::default().labels(&marks::copies_selector(&id)))
@@ -79,21 +72,21 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
         .into_iter()
         .filter(|n| marks::is_copy_of(&id, n.labels()))
         .collect();
-    let mut imported = Vec::new();
-    for kind in imported_kinds() {
+    let imported = each_kind(imported_kinds(), |kind| {
         let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &kind);
-        imported.extend(
-            api.list(&ListParams::default().labels(&marks::imported_selector(&id)))
+        let selector = marks::imported_selector(&id);
+        async move {
+            Ok(api
+                .list(&ListParams::default().labels(&selector))
                 .await
                 .map_err(Error::kube(format!(
                     "listing the host {}s the instance imported",
                     kind.kind
                 )))?
-                .items
-                .into_iter()
-                .map(|o| (kind.clone(), o)),
-        );
-    }
+                .items)
+        }
+    })
+    .await?;
     report(remaining(&copies, &marked_namespaces, &imported)).await?;
 
     // 3. Delete the copies, counted by host namespace.
@@ -223,6 +216,23 @@ fn imported_kinds() -> Vec<ApiResource> {
         ApiResource::erase::<Secret>(&()),
         ApiResource::erase::<Service>(&()),
     ]
+}
+
+/// What `list` finds for each of `kinds`, each object with its kind.
+async fn each_kind<F, Fut>(
+    kinds: Vec<ApiResource>,
+    list: F,
+) -> Result<Vec<(ApiResource, DynamicObject)>, Error>
+where
+    F: Fn(ApiResource) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<DynamicObject>, Error>>,
+{
+    let mut found = Vec::new();
+    for kind in kinds {
+        let objects = list(kind.clone()).await?;
+        found.extend(objects.into_iter().map(|o| (kind.clone(), o)));
+    }
+    Ok(found)
 }
 
 /// Deletes the syncer's Deployment and returns how many of its pods are still there.
