@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt, future};
+use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
     ServiceAccount,
@@ -55,31 +55,10 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, config)
-            .default_backoff()
-            .modify(|o: &mut K| o.managed_fields_mut().clear())
-            .try_filter(move |event| {
-                future::ready(match event {
-                    watcher::Event::Apply(o)
-                    | watcher::Event::InitApply(o)
-                    | watcher::Event::Delete(o) => keep(o),
-                    watcher::Event::Init | watcher::Event::InitDone => true,
-                })
-            }),
-    )
-    .touched_objects()
-    .filter_map(|r| {
-        future::ready(match r {
-            Ok(o) => Some(o),
-            Err(err) => {
-                tracing::warn!(%err, kind = %K::kind(&()), "watch");
-                None
-            }
-        })
-    })
-    .boxed();
+    let stream = reflector::reflector(writer, kept_changes(api, config, keep))
+        .touched_objects()
+        .filter_map(|r| future::ready(logged::<_, K>(r)))
+        .boxed();
     (reader, stream)
 }
 
@@ -93,23 +72,39 @@ fn watch_where<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    kept_changes(api, config, keep)
+        .filter_map(|r| future::ready(logged::<_, K>(r)))
+        .boxed()
+}
+
+/// The changes a watch of `api` sees to the objects `keep` accepts, managed fields dropped
+/// (nothing reads them and they are a large part of every object).
+fn kept_changes<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    keep: impl Fn(&K) -> bool + Send + 'static,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     watcher(api, config)
         .default_backoff()
-        .filter_map(move |r| {
-            future::ready(match r {
-                Ok(
-                    watcher::Event::Apply(ref o)
-                    | watcher::Event::InitApply(ref o)
-                    | watcher::Event::Delete(ref o),
-                ) if !keep(o) => None,
-                Ok(event) => Some(event),
-                Err(err) => {
-                    tracing::warn!(%err, kind = %K::kind(&()), "watch");
-                    None
-                }
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .try_filter(move |event| {
+            future::ready(match event {
+                watcher::Event::Apply(o)
+                | watcher::Event::InitApply(o)
+                | watcher::Event::Delete(o) => keep(o),
+                watcher::Event::Init | watcher::Event::InitDone => true,
             })
         })
-        .boxed()
+}
+
+/// The item of a watch stream, or `None` with the error logged (the watch goes on: it
+/// relists after backing off).
+fn logged<T, K: Resource<DynamicType = ()>>(item: Result<T, watcher::Error>) -> Option<T> {
+    item.map_err(|err| tracing::warn!(%err, kind = %K::kind(&()), "watch"))
+        .ok()
 }
 
 /// The key of virtual object `o`, unless it stands for a host object: then it goes to the

@@ -267,6 +267,11 @@ impl CpuByProcess {
         Ok(self)
     }
 
+    /// Seconds of process `name` (0 if it was not running).
+    pub fn of(&self, name: &str) -> f64 {
+        self.0.get(name).copied().unwrap_or(0.0)
+    }
+
     pub fn since(&self, earlier: &CpuByProcess) -> CpuByProcess {
         CpuByProcess(
             self.0

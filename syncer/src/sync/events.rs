@@ -164,11 +164,8 @@ pub async fn seed(ctx: &Ctx) -> anyhow::Result<()> {
 pub fn observe(ctx: &Ctx, change: watcher::Event<Event>) -> Option<Key> {
     let mut mirror = ctx.events.lock().expect("events lock");
     match change {
-        watcher::Event::Apply(mut event) | watcher::Event::InitApply(mut event) => {
+        watcher::Event::Apply(event) | watcher::Event::InitApply(event) => {
             let key = Key::of(&event)?;
-            // Nothing reads them, and decoded they outweigh the rest of an Event while it
-            // waits to be shown.
-            event.metadata.managed_fields = None;
             mirror.pending.insert(key.clone(), event);
             Some(key)
         }

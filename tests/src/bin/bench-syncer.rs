@@ -263,7 +263,6 @@ impl Bench<'_> {
             .collect();
         let host_before = RequestCounts::read(&admin).await?;
         let virt_before = RequestCounts::read(&virt).await?;
-        let cpu_before = cpu_seconds(syncer.record.pid)?;
         let machine_before = CpuByProcess::read(cluster.dir())?;
         let host_times_before = RequestTimes::read(&admin).await?;
         let virt_times_before = RequestTimes::read(&virt).await?;
@@ -300,8 +299,8 @@ impl Bench<'_> {
         wait_still(&admin, &virt).await?;
         let host_create = RequestCounts::read(&admin).await?.since(&host_before);
         let virt_create = RequestCounts::read(&virt).await?.since(&virt_before);
-        let cpu_paced = cpu_seconds(syncer.record.pid)? - cpu_before;
         let machine_paced = CpuByProcess::read(cluster.dir())?.since(&machine_before);
+        let cpu_paced = machine_paced.of(&syncer.record.name);
         let host_times = RequestTimes::read(&admin).await?.since(&host_times_before);
         let virt_times = RequestTimes::read(&virt).await?.since(&virt_times_before);
         let paced_responses = paced.response_times();
@@ -372,7 +371,6 @@ impl Bench<'_> {
             .iter()
             .map(|p| format!("{UNPACED_NAMESPACE}/{p}"))
             .collect();
-        let cpu_before = cpu_seconds(syncer.record.pid)?;
         let machine_before = CpuByProcess::read(cluster.dir())?;
         eprintln!("bench: creating {n} pods in the virtual cluster, unpaced");
         let unpaced = create_pods(
@@ -394,8 +392,8 @@ impl Bench<'_> {
             .wait_all("the unpaced pods Running", &unpaced_keys, phase_timeout)
             .await?;
         let unpaced_running_span = running.last_matched(&unpaced_keys)? - unpaced.first_sent();
-        let cpu_unpaced = cpu_seconds(syncer.record.pid)? - cpu_before;
         let machine_unpaced = CpuByProcess::read(cluster.dir())?.since(&machine_before);
+        let cpu_unpaced = machine_unpaced.of(&syncer.record.name);
         let unpaced_to_copy = copies.latencies(Seen::Matched, &unpaced_host_names, &unpaced.sent);
         let (rss_end, rss_now) = rss_kib(syncer.record.pid)?;
         syncer.check_running()?;

@@ -187,6 +187,25 @@ impl Running {
         naming::host_name(name, namespace, &self.id.name)
     }
 
+    /// Waits for the host copy of virtual object `namespace/name` in the instance's namespace.
+    async fn host_copy<K>(&self, namespace: &str, name: &str) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let host_name = self.host_name(namespace, name);
+        let what = format!(
+            "the host copy {host_name} of {} {namespace}/{name}",
+            K::kind(&())
+        );
+        eventually(&what, || async {
+            self.host_api::<K>().get_opt(&host_name).await.unwrap()
+        })
+        .await
+    }
+
     /// The syncer's log, for failure messages.
     fn syncer_log(&self) -> String {
         let log = instance::instance_dir(&self.dir, &self.id.namespace, &self.id.name)
@@ -672,14 +691,7 @@ async fn workloads_created_in_the_virtual_cluster_run_on_the_host() {
         .await
         .unwrap();
     let old_copy = running.host_name("shop", "old");
-    eventually("the copy of Service old", || async {
-        running
-            .host_api::<Service>()
-            .get_opt(&old_copy)
-            .await
-            .unwrap()
-    })
-    .await;
+    running.host_copy::<Service>("shop", "old").await;
     let stopped = stop_syncer(&running);
     running
         .virtual_api::<Service>("shop")
@@ -718,17 +730,8 @@ async fn workloads_created_in_the_virtual_cluster_run_on_the_host() {
         &old_copy,
     )
     .await;
-    eventually(
-        "the copy deleted on the host while the syncer was stopped",
-        || async {
-            running
-                .host_api::<ConfigMap>()
-                .get_opt(&copy_name)
-                .await
-                .unwrap()
-        },
-    )
-    .await;
+    // The copy deleted on the host while the syncer was stopped is made again.
+    running.host_copy::<ConfigMap>("shop", "settings").await;
 
     // A restart with nothing to change shows no host Event again: each mirrored Event names
     // the host Event and version it shows, and the restarted syncer reads that back.
@@ -776,15 +779,7 @@ async fn workloads_created_in_the_virtual_cluster_run_on_the_host() {
                "spec": {"ports": [{"port": 80}], "selector": {"app": "none"}}}),
     )
     .await;
-    let after_restart = running.host_name("shop", "after-restart");
-    eventually("the copy of a Service made after the restart", || async {
-        running
-            .host_api::<Service>()
-            .get_opt(&after_restart)
-            .await
-            .unwrap()
-    })
-    .await;
+    running.host_copy::<Service>("shop", "after-restart").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         event_writes().await - before,
