@@ -238,27 +238,34 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         settings: &ctx.settings,
     };
 
-    // Services first: the API server's serving certificate names its ClusterIP.
+    // Services first (both at once): the API server's serving certificate names its ClusterIP.
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let mut service_ip = None;
-    for service in build::services(&instance) {
-        let name = service.name_any();
-        let live = caches::get_lite::<Service, _, _>(&caches.services, &namespace, &name);
-        let applied = apply::apply_verified(
-            &services,
-            service,
-            live.as_ref().map(|l| &l.metadata),
-            &ctx.verified,
-        )
-        .await
-        .map_err(Error::kube(format!("applying Service {name}")))?;
-        if name == names.api_server_service() {
-            service_ip = match applied {
-                Some(full) => full.spec.and_then(|s| s.cluster_ip),
-                None => live.and_then(|l| l.spec.cluster_ip.clone()),
-            };
-        }
-    }
+    let addresses =
+        futures::future::try_join_all(build::services(&instance).into_iter().map(|service| {
+            let (services, namespace) = (&services, &namespace);
+            async move {
+                let name = service.name_any();
+                let live = caches::get_lite::<Service, _, _>(&caches.services, namespace, &name);
+                let applied = apply::apply_verified(
+                    services,
+                    service,
+                    live.as_ref().map(|l| &l.metadata),
+                    &ctx.verified,
+                )
+                .await
+                .map_err(Error::kube(format!("applying Service {name}")))?;
+                let address = match applied {
+                    Some(full) => full.spec.and_then(|s| s.cluster_ip),
+                    None => live.and_then(|l| l.spec.cluster_ip.clone()),
+                };
+                Ok::<_, Error>((name, address))
+            }
+        }))
+        .await?;
+    let service_ip = addresses
+        .into_iter()
+        .find(|(name, _)| *name == names.api_server_service())
+        .and_then(|(_, address)| address);
 
     let certs = ensure_certs(&instance, ctx, service_ip.as_deref()).await?;
     let desired = build::desired(&instance, &certs)?;
@@ -362,8 +369,11 @@ async fn ensure_certs(
     Ok(data)
 }
 
-/// Applies every desired child whose cached copy differs, in dependency order. Returns the
-/// StatefulSet and the Deployment as they are now (metadata and status).
+/// Applies every desired child whose cached copy differs, in two waves of concurrent applies:
+/// first what others refer to (Secrets, the ConfigMap, the ServiceAccount, the Role and the
+/// ClusterRole), then what refers to them: the bindings (the API server refuses to bind a role
+/// it cannot read yet) and the StatefulSet and the Deployment, whose pods mount and run as
+/// those. Returns the StatefulSet and the Deployment as they are now (metadata and status).
 async fn apply_all(
     ctx: &Context,
     namespace: &str,
@@ -378,88 +388,118 @@ async fn apply_all(
     let c = &ctx.client;
     let caches = &ctx.caches;
     let ns = Some(namespace);
-    macro_rules! apply_each {
-        ($objects:expr, $store:expr, $api:expr, $scope:expr) => {
-            for object in $objects {
-                let name = object.name_any();
-                let live = caches::get(&$store, $scope, &name);
-                let kind = kind_of(&object);
-                apply::apply_verified(
-                    &$api,
-                    object,
-                    live.as_ref().map(|l| &l.metadata),
-                    &ctx.verified,
-                )
-                .await
-                .map_err(Error::kube(format!("applying {kind} {name}")))?;
-            }
-        };
-    }
-    apply_each!(
-        desired.secrets,
-        caches.secrets,
+    futures::try_join!(
+        apply_each(
+            ctx,
+            Api::namespaced(c.clone(), namespace),
+            desired.secrets,
+            &caches.secrets,
+            ns
+        ),
+        apply_each(
+            ctx,
+            Api::namespaced(c.clone(), namespace),
+            desired.config_maps,
+            &caches.config_maps,
+            ns
+        ),
+        apply_each(
+            ctx,
+            Api::namespaced(c.clone(), namespace),
+            desired.service_accounts,
+            &caches.service_accounts,
+            ns
+        ),
+        apply_each(
+            ctx,
+            Api::namespaced(c.clone(), namespace),
+            desired.roles,
+            &caches.roles,
+            ns
+        ),
+        apply_each(
+            ctx,
+            Api::all(c.clone()),
+            desired.cluster_roles,
+            &caches.cluster_roles,
+            None
+        ),
+    )?;
+    let role_bindings = apply_each(
+        ctx,
         Api::namespaced(c.clone(), namespace),
-        ns
-    );
-    apply_each!(
-        desired.config_maps,
-        caches.config_maps,
-        Api::namespaced(c.clone(), namespace),
-        ns
-    );
-    apply_each!(
-        desired.service_accounts,
-        caches.service_accounts,
-        Api::namespaced(c.clone(), namespace),
-        ns
-    );
-    apply_each!(
-        desired.roles,
-        caches.roles,
-        Api::namespaced(c.clone(), namespace),
-        ns
-    );
-    apply_each!(
         desired.role_bindings,
-        caches.role_bindings,
-        Api::namespaced(c.clone(), namespace),
-        ns
+        &caches.role_bindings,
+        ns,
     );
-    apply_each!(
-        desired.cluster_roles,
-        caches.cluster_roles,
+    let cluster_role_bindings = apply_each(
+        ctx,
         Api::all(c.clone()),
-        None
-    );
-    apply_each!(
         desired.cluster_role_bindings,
-        caches.cluster_role_bindings,
-        Api::all(c.clone()),
-        None
+        &caches.cluster_role_bindings,
+        None,
     );
-    let mut stateful_set = None;
-    for sts in desired.stateful_sets {
-        stateful_set = apply_stateful_set(ctx, namespace, sts).await?;
-    }
-    let mut deployment = None;
-    let deployments: Api<Deployment> = Api::namespaced(c.clone(), namespace);
-    for object in desired.deployments {
-        let name = object.name_any();
-        let live = caches::get_lite::<Deployment, _, _>(&caches.deployments, namespace, &name);
-        let applied = apply::apply_verified(
-            &deployments,
-            object,
-            live.as_ref().map(|l| &l.metadata),
-            &ctx.verified,
-        )
-        .await
-        .map_err(Error::kube(format!("applying Deployment {name}")))?;
-        deployment = match applied {
-            Some(full) => Some(caches::lite(&full, full.status.clone())),
-            None => live.map(|l| (*l).clone()),
-        };
-    }
+    let stateful_set = async {
+        let mut applied = None;
+        for sts in desired.stateful_sets {
+            applied = apply_stateful_set(ctx, namespace, sts).await?;
+        }
+        Ok::<_, Error>(applied)
+    };
+    let deployment = async {
+        let mut applied = None;
+        let deployments: Api<Deployment> = Api::namespaced(c.clone(), namespace);
+        for object in desired.deployments {
+            let name = object.name_any();
+            let live = caches::get_lite::<Deployment, _, _>(&caches.deployments, namespace, &name);
+            let full = apply::apply_verified(
+                &deployments,
+                object,
+                live.as_ref().map(|l| &l.metadata),
+                &ctx.verified,
+            )
+            .await
+            .map_err(Error::kube(format!("applying Deployment {name}")))?;
+            applied = match full {
+                Some(full) => Some(caches::lite(&full, full.status.clone())),
+                None => live.map(|l| (*l).clone()),
+            };
+        }
+        Ok::<_, Error>(applied)
+    };
+    let (_, _, stateful_set, deployment) = futures::try_join!(
+        role_bindings,
+        cluster_role_bindings,
+        stateful_set,
+        deployment
+    )?;
     Ok((stateful_set, deployment))
+}
+
+/// Applies each of `objects` (of one kind) unless its cached copy in `store` shows it in place.
+async fn apply_each<K, C>(
+    ctx: &Context,
+    api: Api<K>,
+    objects: Vec<K>,
+    store: &reflector::Store<C>,
+    namespace: Option<&str>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+    C: Resource<DynamicType = ()> + Clone,
+{
+    for object in objects {
+        let name = object.name_any();
+        let live = caches::get(store, namespace, &name);
+        apply::apply_verified(&api, object, live.as_ref().map(|l| l.meta()), &ctx.verified)
+            .await
+            .map_err(Error::kube(format!("applying {} {name}", K::kind(&()))))?;
+    }
+    Ok(())
 }
 
 /// Applies the control plane StatefulSet. Some of its fields cannot change (the volume claim
@@ -499,10 +539,6 @@ async fn apply_stateful_set(
         }
         Err(err) => Err(Error::kube(format!("applying StatefulSet {name}"))(err)),
     }
-}
-
-fn kind_of<K: Resource<DynamicType = ()>>(_: &K) -> std::borrow::Cow<'static, str> {
-    K::kind(&())
 }
 
 /// Computes the status and writes it if it changed; publishes Events for transitions a user

@@ -19,7 +19,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::managed_selector;
-use virtualcluster_tests::bench::{self, RequestCounts, rss_kib, watch_metadata};
+use virtualcluster_tests::bench::{
+    self, CpuByProcess, RequestCounts, RequestTimes, rss_kib, watch_metadata,
+};
 use virtualcluster_tests::cluster::{self, UpOptions};
 use virtualcluster_tests::harness::{TestCluster, clusters_root, unique_name};
 use virtualcluster_tests::operator::{self, Operator, Start};
@@ -121,6 +123,9 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     .await?;
 
     let before = operator_writes(&admin).await?;
+    let all_before = RequestCounts::read(&admin).await?;
+    let times_before = RequestTimes::read(&admin).await?;
+    let cpu_before = CpuByProcess::read(cluster.dir())?.with("operator", operator.pid())?;
     let started = Instant::now();
     let vcs: Api<VirtualCluster> = Api::all(admin.clone());
     futures::stream::iter(0..n)
@@ -172,6 +177,11 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     .await?;
     let children_at = started.elapsed();
     eprintln!("bench: children of all instances exist after {children_at:.1?}");
+    let cpu_children = CpuByProcess::read(cluster.dir())?
+        .with("operator", operator.pid())?
+        .since(&cpu_before);
+    let all_children = RequestCounts::read(&admin).await?.since(&all_before);
+    let times_children = RequestTimes::read(&admin).await?.since(&times_before);
     wait_for(&format!("{n} Ready VirtualClusters"), || {
         let ready = vc_store
             .state()
@@ -232,6 +242,19 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
         "  API writes per instance on resync     {:>8.2}  ({resync_reconciles} reconciles in {:.0} s, no change)",
         resync_writes / n as f64,
         window.as_secs_f64()
+    );
+    println!(
+        "  CPU until the children exist          {}",
+        cpu_children.describe()
+    );
+    println!(
+        "  every API write until then            {:.0}: {}",
+        all_children.writes(|_| true),
+        all_children.describe_writes(|_| true)
+    );
+    println!(
+        "  mean time to serve them               {}",
+        times_children.describe_writes(|_| true)
     );
     ensure!(
         resync_reconciles >= n as f64,
