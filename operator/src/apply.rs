@@ -4,8 +4,10 @@
 //! An object needs applying when its `applied-hash` annotation differs from the hash of the
 //! desired object (the spec asks for something else, or a field was dropped) or when the live
 //! object no longer contains the desired fields (someone edited or removed them). The caches
-//! keep only metadata, so the second is judged from the object's version: unchanged since the
-//! operator last applied or compared it ([`Verified`]), or else read and compared.
+//! keep neither the content nor the annotation (a map per child, a large share of a cached
+//! object's memory), so both are judged from the object's version: unchanged since the operator
+//! last applied or compared it, with the hash it had then ([`Verified`]), or else read and
+//! compared.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -54,15 +56,32 @@ pub fn needs_apply<K: Resource + Serialize>(desired: &K, live: Option<&K>) -> bo
 
 /// What each child looked like when the operator last applied it or read and compared it:
 /// its UID and its generation (workloads, whose status moves on its own) or resourceVersion
-/// (every other kind). While these hold, the object still is what the operator wants, which
-/// lets the caches keep only metadata. Kept in memory: after a restart each child is read once.
+/// (every other kind), and its [`APPLIED_HASH`]. While the version holds, the object still is
+/// what the operator wants for that hash, which lets the caches keep only slim metadata. Kept
+/// in memory: after a restart each child is read once.
 #[derive(Default)]
-pub struct Verified(Mutex<HashMap<ChildKey, ChildVersion>>);
+pub struct Verified(Mutex<HashMap<ChildKey, Seen>>);
 
 /// Kind, namespace (empty for cluster-scoped kinds) and name of a child.
 type ChildKey = (String, String, String);
-/// UID, and generation or resourceVersion, of a child.
-type ChildVersion = (String, String);
+
+/// A child as last applied or compared.
+#[derive(PartialEq)]
+struct Seen {
+    /// UID, and generation or resourceVersion.
+    version: (String, String),
+    /// Its [`APPLIED_HASH`] then.
+    hash: Option<String>,
+}
+
+/// What [`Verified`] knows of a child at its current version.
+#[derive(Debug, PartialEq)]
+enum Known {
+    /// Not applied or compared at this version (changed since, or never seen).
+    Unknown,
+    /// As applied or compared, with this hash.
+    Hash(Option<String>),
+}
 
 impl Verified {
     fn key(kind: &str, meta: &ObjectMeta) -> ChildKey {
@@ -73,7 +92,7 @@ impl Verified {
         )
     }
 
-    fn version(meta: &ObjectMeta) -> ChildVersion {
+    fn version(meta: &ObjectMeta) -> (String, String) {
         let version = match meta.generation {
             Some(generation) => format!("generation {generation}"),
             None => meta.resource_version.clone().unwrap_or_default(),
@@ -81,16 +100,29 @@ impl Verified {
         (meta.uid.clone().unwrap_or_default(), version)
     }
 
-    fn holds(&self, kind: &str, meta: &ObjectMeta) -> bool {
+    fn known(&self, kind: &str, meta: &ObjectMeta) -> Known {
         let known = self.0.lock().expect("verified lock");
-        known.get(&Self::key(kind, meta)) == Some(&Self::version(meta))
+        match known.get(&Self::key(kind, meta)) {
+            Some(seen) if seen.version == Self::version(meta) => Known::Hash(seen.hash.clone()),
+            _ => Known::Unknown,
+        }
     }
 
+    /// Records `meta` (of a full object, with its annotations) as applied or compared.
     fn record(&self, kind: &str, meta: &ObjectMeta) {
+        let hash = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APPLIED_HASH))
+            .cloned();
+        let seen = Seen {
+            version: Self::version(meta),
+            hash,
+        };
         self.0
             .lock()
             .expect("verified lock")
-            .insert(Self::key(kind, meta), Self::version(meta));
+            .insert(Self::key(kind, meta), seen);
     }
 
     /// Forgets the objects named `names` in `namespace` (and cluster-scoped ones of those
@@ -105,9 +137,10 @@ impl Verified {
     }
 }
 
-/// Applies `desired` unless it is known to be in place: the cached metadata `live` carries the
-/// desired hash and [`Verified`] holds its version (else the object is read once and
-/// compared). Returns the full object when it read or wrote one.
+/// Applies `desired` unless it is known to be in place: [`Verified`] holds the cached version
+/// `live` with the desired hash (else the object is read once and compared, or, when the
+/// version is known with another hash, applied at once). Returns the full object when it read
+/// or wrote one.
 pub async fn apply_verified<K>(
     api: &Api<K>,
     desired: K,
@@ -122,20 +155,20 @@ where
     let name = desired.name_any();
     let mut why = "missing";
     if let Some(live) = live {
-        why = "changed";
-        let same_hash = live.annotations.as_ref().and_then(|a| a.get(APPLIED_HASH))
-            == desired.annotations().get(APPLIED_HASH);
-        if same_hash {
-            if verified.holds(&kind, live) {
+        match verified.known(&kind, live) {
+            Known::Hash(hash) if hash.as_ref() == desired.annotations().get(APPLIED_HASH) => {
                 return Ok(None);
             }
-            if let Some(full) = api.get_opt(&name).await?
-                && !needs_apply(&desired, Some(&full))
-            {
-                verified.record(&kind, full.meta());
-                return Ok(Some(full));
+            Known::Hash(_) => why = "changed",
+            Known::Unknown => {
+                if let Some(full) = api.get_opt(&name).await?
+                    && !needs_apply(&desired, Some(&full))
+                {
+                    verified.record(&kind, full.meta());
+                    return Ok(Some(full));
+                }
+                why = "changed or edited";
             }
-            why = "content differs";
         }
     }
     tracing::debug!(%kind, %name, why, "applying");
@@ -174,5 +207,36 @@ mod tests {
         fewer.data = None;
         let fewer = with_hash(fewer);
         assert!(needs_apply(&fewer, Some(&a)));
+    }
+
+    #[test]
+    fn a_child_is_known_at_the_version_and_with_the_hash_it_was_recorded() {
+        let verified = Verified::default();
+        let mut meta = with_hash(ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some("c".into()),
+                namespace: Some("n".into()),
+                uid: Some("u".into()),
+                resource_version: Some("1".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .metadata;
+        assert_eq!(verified.known("ConfigMap", &meta), Known::Unknown);
+        verified.record("ConfigMap", &meta);
+        let hash = meta.annotations.as_ref().unwrap()[APPLIED_HASH].clone();
+        // The cache's slim copy has no annotations: the hash comes from the record.
+        let mut slim = meta.clone();
+        slim.annotations = None;
+        assert_eq!(verified.known("ConfigMap", &slim), Known::Hash(Some(hash)));
+        // Written since (a new version), or recreated (a new UID): unknown again.
+        slim.resource_version = Some("2".into());
+        assert_eq!(verified.known("ConfigMap", &slim), Known::Unknown);
+        meta.uid = Some("v".into());
+        assert_eq!(verified.known("ConfigMap", &meta), Known::Unknown);
+        verified.forget("n", &["c".to_owned()]);
+        meta.uid = Some("u".into());
+        assert_eq!(verified.known("ConfigMap", &meta), Known::Unknown);
     }
 }

@@ -202,18 +202,18 @@ fn reflect_certs(api: Api<Secret>, selector: &str) -> Reflected<Secret> {
     (reader, stream)
 }
 
-/// Annotations the operator reads from cached metadata; the others are dropped.
-const KEPT_ANNOTATIONS: [&str; 2] = [crate::apply::APPLIED_HASH, keys::NAMESPACE_SYNC];
-
 /// Drops from cached metadata what the operator never reads from the cache: labels (owner
-/// references tie namespaced children to their instance) and most annotations. Whether a child
-/// is as wanted is known from its version (see [`crate::apply::Verified`]), not from comparing
-/// the cached copy.
+/// references tie namespaced children to their instance) and the annotations but the
+/// namespace-sync record of the syncer ConfigMap. Whether a child is as wanted is known from
+/// its version (see [`crate::apply::Verified`]), not from the cached copy.
 fn slim(meta: &mut kube::api::ObjectMeta) {
     meta.managed_fields = None;
     meta.labels = None;
     if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|k, _| KEPT_ANNOTATIONS.contains(&k.as_str()));
+        annotations.retain(|k, _| k == keys::NAMESPACE_SYNC);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
     }
 }
 
