@@ -66,7 +66,6 @@ pub struct Verified(Mutex<HashMap<ChildKey, Seen>>);
 type ChildKey = (String, String, String);
 
 /// A child as last applied or compared.
-#[derive(PartialEq)]
 struct Seen {
     /// UID, and generation or resourceVersion.
     version: (String, String),

@@ -379,13 +379,11 @@ async fn apply_all(
 > {
     let c = &ctx.client;
     let caches = &ctx.caches;
-    let ns = Some(namespace);
     apply_each(
         ctx,
         Api::namespaced(c.clone(), namespace),
         desired.secrets,
         &caches.secrets,
-        ns,
     )
     .await?;
     apply_each(
@@ -393,7 +391,6 @@ async fn apply_all(
         Api::namespaced(c.clone(), namespace),
         desired.config_maps,
         &caches.config_maps,
-        ns,
     )
     .await?;
     apply_each(
@@ -401,7 +398,6 @@ async fn apply_all(
         Api::namespaced(c.clone(), namespace),
         desired.service_accounts,
         &caches.service_accounts,
-        ns,
     )
     .await?;
     // Roles before their bindings: the API server refuses to bind a role it cannot read.
@@ -410,7 +406,6 @@ async fn apply_all(
         Api::namespaced(c.clone(), namespace),
         desired.roles,
         &caches.roles,
-        ns,
     )
     .await?;
     apply_each(
@@ -418,7 +413,6 @@ async fn apply_all(
         Api::namespaced(c.clone(), namespace),
         desired.role_bindings,
         &caches.role_bindings,
-        ns,
     )
     .await?;
     apply_each(
@@ -426,7 +420,6 @@ async fn apply_all(
         Api::all(c.clone()),
         desired.cluster_roles,
         &caches.cluster_roles,
-        None,
     )
     .await?;
     apply_each(
@@ -434,7 +427,6 @@ async fn apply_all(
         Api::all(c.clone()),
         desired.cluster_role_bindings,
         &caches.cluster_role_bindings,
-        None,
     )
     .await?;
     let mut stateful_set = None;
@@ -468,7 +460,6 @@ async fn apply_each<K, C>(
     api: Api<K>,
     objects: Vec<K>,
     store: &reflector::Store<C>,
-    namespace: Option<&str>,
 ) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()>
@@ -480,7 +471,7 @@ where
 {
     for object in objects {
         let name = object.name_any();
-        let live = caches::get(store, namespace, &name);
+        let live = caches::get(store, object.namespace().as_deref(), &name);
         apply::apply_verified(&api, object, live.as_ref().map(|l| l.meta()), &ctx.verified)
             .await
             .map_err(Error::kube(format!("applying {} {name}", K::kind(&()))))?;

@@ -12,15 +12,15 @@ use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use kube::api::PostParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::managed_selector;
 use virtualcluster_tests::bench::{
-    self, CpuByProcess, RequestCounts, RequestTimes, rss_kib, watch_metadata,
+    self, CpuByProcess, RequestCounts, RequestKind, RequestTimes, rss_kib, watch_metadata,
 };
 use virtualcluster_tests::cluster::{self, UpOptions};
 use virtualcluster_tests::harness::{TestCluster, clusters_root, unique_name};
@@ -122,8 +122,8 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     )
     .await?;
 
-    let before = operator_writes(&admin).await?;
     let all_before = RequestCounts::read(&admin).await?;
+    let before = all_before.writes(is_operators);
     let times_before = RequestTimes::read(&admin).await?;
     let cpu_before = CpuByProcess::read(cluster.dir())?.with("operator", operator.pid())?;
     let started = Instant::now();
@@ -199,13 +199,13 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     .await?;
     let ready_at = started.elapsed();
     eprintln!("bench: all Ready after {ready_at:.1?}");
-    let after_create = operator_writes(&admin).await?;
+    let after_create = RequestCounts::read(&admin).await?.writes(is_operators);
     let reconciles_before = reconciles(&operator).await?;
 
     let window = Duration::from_secs(args.resync_seconds * 3 / 2);
     eprintln!("bench: measuring a resync with no change over {window:?}");
     tokio::time::sleep(window).await;
-    let after_resync = operator_writes(&admin).await?;
+    let after_resync = RequestCounts::read(&admin).await?.writes(is_operators);
     let resync_reconciles = reconciles(&operator).await? - reconciles_before;
     let (rss, rss_now) = rss_kib(operator.pid())?;
     // The benchmark's own creates are not the operator's.
@@ -268,12 +268,9 @@ async fn wait_for(what: &str, check: impl Fn() -> bool) -> Result<()> {
     bench::wait_for(what, Duration::from_secs(900), check).await
 }
 
-/// Write requests the API server served for the kinds the operator writes, from its
-/// `apiserver_request_total` counter.
-async fn operator_writes(admin: &Client) -> Result<f64> {
-    Ok(RequestCounts::read(admin).await?.writes(|kind| {
-        OPERATOR_RESOURCES.contains(&(kind.resource.as_str(), kind.subresource.as_str()))
-    }))
+/// Whether a request kind is one of those the operator writes.
+fn is_operators(kind: &RequestKind) -> bool {
+    OPERATOR_RESOURCES.contains(&(kind.resource.as_str(), kind.subresource.as_str()))
 }
 
 async fn reconciles(operator: &Operator) -> Result<f64> {

@@ -906,14 +906,9 @@ async fn kinds_turned_on_are_synced_and_narrowed_to_the_instance() {
     .await;
 
     let copy = |name: &str| running.host_name(ns, name);
-    let ingress = eventually("the Ingress copy", || async {
-        running
-            .host_api::<k8s_openapi::api::networking::v1::Ingress>()
-            .get_opt(&copy("shop"))
-            .await
-            .unwrap()
-    })
-    .await;
+    let ingress = running
+        .host_copy::<k8s_openapi::api::networking::v1::Ingress>(ns, "shop")
+        .await;
     let spec = ingress.spec.unwrap();
     assert_eq!(spec.tls.unwrap()[0].secret_name, Some(copy("shop-tls")));
     assert_eq!(
@@ -925,22 +920,10 @@ async fn kinds_turned_on_are_synced_and_narrowed_to_the_instance() {
             .name,
         copy("web")
     );
-    eventually("the Ingress's TLS Secret copy", || async {
-        running
-            .host_api::<Secret>()
-            .get_opt(&copy("shop-tls"))
-            .await
-            .unwrap()
-    })
-    .await;
-    let policy = eventually("the NetworkPolicy copy", || async {
-        running
-            .host_api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
-            .get_opt(&copy("db"))
-            .await
-            .unwrap()
-    })
-    .await;
+    running.host_copy::<Secret>(ns, "shop-tls").await;
+    let policy = running
+        .host_copy::<k8s_openapi::api::networking::v1::NetworkPolicy>(ns, "db")
+        .await;
     let policy = policy.spec.unwrap();
     let selected = policy.pod_selector.unwrap().match_labels.unwrap();
     assert_eq!(selected[keys::SYNCED_BY_UID], id.uid);
@@ -960,14 +943,9 @@ async fn kinds_turned_on_are_synced_and_narrowed_to_the_instance() {
         ns,
         "the namespace selector resolved to the virtual namespaces it selects"
     );
-    let budget = eventually("the PodDisruptionBudget copy", || async {
-        running
-            .host_api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>()
-            .get_opt(&copy("web"))
-            .await
-            .unwrap()
-    })
-    .await;
+    let budget = running
+        .host_copy::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(ns, "web")
+        .await;
     let selector = budget.spec.unwrap().selector.unwrap().match_labels.unwrap();
     assert_eq!(selector[keys::OBJECT_NAMESPACE_LABEL], ns);
     let class_name = naming::host_name("tenant-high", &id.namespace, &id.name);
@@ -983,14 +961,7 @@ async fn kinds_turned_on_are_synced_and_narrowed_to_the_instance() {
 
     // The pod runs as the copy of its ServiceAccount, with the copy of its PriorityClass and
     // the tolerations the instance enforces.
-    let pod = eventually("the pod's copy", || async {
-        running
-            .host_api::<Pod>()
-            .get_opt(&copy("build"))
-            .await
-            .unwrap()
-    })
-    .await;
+    let pod = running.host_copy::<Pod>(ns, "build").await;
     let spec = pod.spec.unwrap();
     assert_eq!(spec.service_account_name, Some(copy("builder")));
     assert_eq!(spec.priority_class_name, Some(class_name.clone()));
@@ -1002,14 +973,9 @@ async fn kinds_turned_on_are_synced_and_narrowed_to_the_instance() {
                 && t.value.as_deref() == Some("tenants")
                 && t.effect.as_deref() == Some("NoSchedule")),
     );
-    eventually("the ServiceAccount copy", || async {
-        running
-            .host_api::<k8s_openapi::api::core::v1::ServiceAccount>()
-            .get_opt(&copy("builder"))
-            .await
-            .unwrap()
-    })
-    .await;
+    running
+        .host_copy::<k8s_openapi::api::core::v1::ServiceAccount>(ns, "builder")
+        .await;
 
     // Host StorageClasses show in the virtual cluster.
     let storage_class = unique_storage_class();
