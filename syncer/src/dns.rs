@@ -13,7 +13,11 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
-use kube::{Api, Client};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use virtualcluster_crds::compare::contains;
 
 use crate::copy;
 
@@ -203,18 +207,35 @@ fn service_port(name: &str, port: i32, protocol: &str) -> ServicePort {
     }
 }
 
-/// Applies CoreDNS to the virtual cluster (idempotent).
+/// Applies CoreDNS to the virtual cluster (idempotent): each object is read first and applied
+/// only when it lacks something desired, so a restarted syncer writes nothing.
 pub async fn install(virt: &Client, image: &str) -> anyhow::Result<()> {
     let o = objects(image);
-    copy::apply(
+    ensure(
         &Api::namespaced(virt.clone(), NAMESPACE),
         &o.service_account,
     )
     .await?;
-    copy::apply(&Api::all(virt.clone()), &o.cluster_role).await?;
-    copy::apply(&Api::all(virt.clone()), &o.cluster_role_binding).await?;
-    copy::apply(&Api::namespaced(virt.clone(), NAMESPACE), &o.config_map).await?;
-    copy::apply(&Api::namespaced(virt.clone(), NAMESPACE), &o.deployment).await?;
-    copy::apply(&Api::namespaced(virt.clone(), NAMESPACE), &o.service).await?;
+    ensure(&Api::all(virt.clone()), &o.cluster_role).await?;
+    ensure(&Api::all(virt.clone()), &o.cluster_role_binding).await?;
+    ensure(&Api::namespaced(virt.clone(), NAMESPACE), &o.config_map).await?;
+    ensure(&Api::namespaced(virt.clone(), NAMESPACE), &o.deployment).await?;
+    ensure(&Api::namespaced(virt.clone(), NAMESPACE), &o.service).await?;
     Ok(())
+}
+
+async fn ensure<K>(api: &Api<K>, desired: &K) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let live = api.get_opt(&desired.name_any()).await?;
+    if let Some(live) = live
+        && contains(
+            &serde_json::to_value(&live)?,
+            &serde_json::to_value(desired)?,
+        )
+    {
+        return Ok(());
+    }
+    copy::apply(api, desired).await
 }

@@ -438,13 +438,6 @@ pub async fn run(
         });
     }
     {
-        let events = q.events.clone();
-        let c = Arc::clone(&ctx);
-        feed(&mut feeds, hevents, move |e: watcher::Event<Event>| {
-            events.extend(sync::events::observe(&c, e))
-        });
-    }
-    {
         let services = q.services.clone();
         feed(&mut feeds, apisvc, move |_: Service| {
             let (namespace, name) = crate::translate::service::API_SERVICE;
@@ -570,7 +563,16 @@ pub async fn run(
     if let Some(store) = &namespaces.host_services {
         store.wait_until_ready().await?;
     }
+    // What the virtual cluster shows already is read before the host Events are listed, so
+    // that the end of that list can tell which of them are gone.
     sync::events::seed(&ctx).await?;
+    {
+        let events = ctx.queues.events.clone();
+        let c = Arc::clone(&ctx);
+        feed(&mut feeds, hevents, move |e: watcher::Event<Event>| {
+            events.extend(sync::events::observe(&c, e))
+        });
+    }
     tracing::info!(
         virtual_pods = stores.virtual_pods.state().len(),
         host_pods = stores.host_pods.state().len(),

@@ -1,7 +1,7 @@
 //! Events the host records about this instance's copies appear in the virtual cluster, about
 //! the virtual objects (e.g. a pod that cannot be scheduled, an image that cannot be pulled).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
@@ -122,6 +122,44 @@ pub fn virtual_event(event: &Event, of: &VirtualRef, host_name: &str) -> Event {
 pub struct Mirror {
     pending: HashMap<Key, Event>,
     shown: HashMap<Key, String>,
+    /// Keys of the host Events a (re)list in progress has returned so far.
+    listing: Option<HashSet<Key>>,
+}
+
+impl Mirror {
+    /// Takes in a change seen by the host Events watch; returns the key to look at. A host
+    /// Event deleted while nobody watched (the syncer stopped, a watch that expired) sends no
+    /// delete: what the virtual cluster shows of it is forgotten when a list no longer has it,
+    /// so that the record stays as large as the host's Events.
+    fn observe(&mut self, change: watcher::Event<Event>) -> Option<Key> {
+        match change {
+            watcher::Event::Apply(event) | watcher::Event::InitApply(event) => {
+                let key = Key::of(&event)?;
+                if let Some(listed) = &mut self.listing {
+                    listed.insert(key.clone());
+                }
+                self.pending.insert(key.clone(), event);
+                Some(key)
+            }
+            watcher::Event::Delete(event) => {
+                let key = Key::of(&event)?;
+                self.pending.remove(&key);
+                self.shown.remove(&key);
+                None
+            }
+            watcher::Event::Init => {
+                self.listing = Some(HashSet::new());
+                None
+            }
+            watcher::Event::InitDone => {
+                if let Some(listed) = self.listing.take() {
+                    self.shown.retain(|key, _| listed.contains(key));
+                    self.pending.retain(|key, _| listed.contains(key));
+                }
+                None
+            }
+        }
+    }
 }
 
 /// Records which host Events the virtual cluster shows already, from the virtual Events'
@@ -162,21 +200,7 @@ pub async fn seed(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// Takes in a change seen by the host Events watch; returns the key to look at.
 pub fn observe(ctx: &Ctx, change: watcher::Event<Event>) -> Option<Key> {
-    let mut mirror = ctx.events.lock().expect("events lock");
-    match change {
-        watcher::Event::Apply(event) | watcher::Event::InitApply(event) => {
-            let key = Key::of(&event)?;
-            mirror.pending.insert(key.clone(), event);
-            Some(key)
-        }
-        watcher::Event::Delete(event) => {
-            let key = Key::of(&event)?;
-            mirror.pending.remove(&key);
-            mirror.shown.remove(&key);
-            None
-        }
-        watcher::Event::Init | watcher::Event::InitDone => None,
-    }
+    ctx.events.lock().expect("events lock").observe(change)
 }
 
 pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
@@ -266,5 +290,46 @@ mod tests {
                 String::new()
             ))
         );
+    }
+
+    fn host_event(name: &str, version: &str) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "team-a", "resourceVersion": version},
+            "involvedObject": {"kind": "Pod", "name": "web-0-x-shop-x-vc", "namespace": "team-a"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_list_forgets_what_it_no_longer_has() {
+        let mut mirror = Mirror::default();
+        // Seeded from the virtual Events: two host Events shown, one pending from before.
+        mirror.shown.insert(Key::new("team-a", "kept"), "5".into());
+        mirror.shown.insert(Key::new("team-a", "gone"), "6".into());
+        mirror
+            .pending
+            .insert(Key::new("team-a", "stale"), host_event("stale", "7"));
+
+        assert_eq!(mirror.observe(watcher::Event::Init), None);
+        assert_eq!(
+            mirror.observe(watcher::Event::InitApply(host_event("kept", "5"))),
+            Some(Key::new("team-a", "kept"))
+        );
+        // Until the list ends, nothing is forgotten.
+        assert!(mirror.shown.contains_key(&Key::new("team-a", "gone")));
+        assert_eq!(mirror.observe(watcher::Event::InitDone), None);
+
+        assert_eq!(
+            mirror.shown.keys().collect::<Vec<_>>(),
+            [&Key::new("team-a", "kept")]
+        );
+        assert_eq!(
+            mirror.pending.keys().collect::<Vec<_>>(),
+            [&Key::new("team-a", "kept")]
+        );
+        // Changes after the list are not collected.
+        mirror.observe(watcher::Event::Apply(host_event("new", "8")));
+        assert!(mirror.listing.is_none());
+        assert!(mirror.pending.contains_key(&Key::new("team-a", "new")));
     }
 }
