@@ -7,7 +7,6 @@ pub mod caches;
 pub mod cleanup;
 pub mod controller;
 pub mod error;
-pub mod http;
 pub mod kubeconfig;
 pub mod metrics;
 pub mod pki;

@@ -2,17 +2,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
+use virtualcluster_crds::runtime::http::{self, Health};
 use virtualcluster_crds::runtime::leader::{self, Elector, Ended, Timing};
 use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
 use virtualcluster_operator::controller::{self, Options};
-use virtualcluster_operator::http::{self, Health};
 use virtualcluster_operator::metrics::Metrics;
 use virtualcluster_operator::settings::{self, Settings};
 
@@ -76,7 +75,11 @@ async fn main() -> anyhow::Result<()> {
     let listener = http::bind(args.metrics_addr)
         .await
         .with_context(|| format!("listening on {}", args.metrics_addr))?;
-    tokio::spawn(http::serve(listener, metrics.clone(), health.clone()));
+    let encode = {
+        let metrics = metrics.clone();
+        move || metrics.encode()
+    };
+    tokio::spawn(http::serve(listener, encode, health.clone()));
 
     let client = Client::try_default()
         .await
@@ -86,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("reaching the API server")?;
     tracing::info!(server = %version.git_version, "connected");
-    health.ready.store(true, Ordering::Relaxed);
+    health.set_ready(true);
 
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

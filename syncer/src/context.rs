@@ -20,6 +20,7 @@ use virtualcluster_crds::keys;
 use virtualcluster_crds::marks;
 
 use crate::cached::{CachedPod, HostPod};
+use crate::metrics::Metrics;
 use crate::queue::WorkQueue;
 use crate::translate::Target;
 use crate::translate::service::cluster_ip;
@@ -154,32 +155,26 @@ pub struct Queues {
 }
 
 impl Queues {
-    pub fn new() -> Self {
+    pub fn new(metrics: &Metrics) -> Self {
         Self {
-            pods: WorkQueue::new("pods"),
-            services: WorkQueue::new("services"),
-            endpoints: WorkQueue::new("endpoints"),
-            config_maps: WorkQueue::new("configmaps"),
-            secrets: WorkQueue::new("secrets"),
-            claims: WorkQueue::new("persistentvolumeclaims"),
-            nodes: WorkQueue::new("nodes"),
-            events: WorkQueue::new("events"),
-            ingresses: WorkQueue::new("ingresses"),
-            service_accounts: WorkQueue::new("serviceaccounts"),
-            network_policies: WorkQueue::new("networkpolicies"),
-            disruption_budgets: WorkQueue::new("poddisruptionbudgets"),
-            priority_classes: WorkQueue::new("priorityclasses"),
-            storage_classes: WorkQueue::new("storageclasses"),
-            ingress_classes: WorkQueue::new("ingressclasses"),
-            namespaces: WorkQueue::new("namespaces"),
-            imports: WorkQueue::new("imports"),
+            pods: WorkQueue::new("pods", metrics),
+            services: WorkQueue::new("services", metrics),
+            endpoints: WorkQueue::new("endpoints", metrics),
+            config_maps: WorkQueue::new("configmaps", metrics),
+            secrets: WorkQueue::new("secrets", metrics),
+            claims: WorkQueue::new("persistentvolumeclaims", metrics),
+            nodes: WorkQueue::new("nodes", metrics),
+            events: WorkQueue::new("events", metrics),
+            ingresses: WorkQueue::new("ingresses", metrics),
+            service_accounts: WorkQueue::new("serviceaccounts", metrics),
+            network_policies: WorkQueue::new("networkpolicies", metrics),
+            disruption_budgets: WorkQueue::new("poddisruptionbudgets", metrics),
+            priority_classes: WorkQueue::new("priorityclasses", metrics),
+            storage_classes: WorkQueue::new("storageclasses", metrics),
+            ingress_classes: WorkQueue::new("ingressclasses", metrics),
+            namespaces: WorkQueue::new("namespaces", metrics),
+            imports: WorkQueue::new("imports", metrics),
         }
-    }
-}
-
-impl Default for Queues {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

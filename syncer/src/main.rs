@@ -1,7 +1,9 @@
 //! `virtualcluster-syncer`: copies workloads between one virtual cluster and the host.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,8 +12,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::naming;
+use virtualcluster_crds::runtime::http::{self, Health};
 use virtualcluster_crds::runtime::leader::{self, Elector, Ended, Timing};
 use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
+use virtualcluster_syncer::metrics::Metrics;
 use virtualcluster_syncer::{dns, run};
 
 /// Copies workloads between one virtual cluster and the host.
@@ -35,6 +39,9 @@ struct Args {
     /// Elect a leader among the replicas through a Lease in the instance's namespace.
     #[arg(long, env = "VC_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
+    /// Address of the metrics and health endpoints.
+    #[arg(long, env = "VC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
     /// CoreDNS image installed into the virtual cluster.
     #[arg(long, env = "VC_DNS_IMAGE", default_value = dns::DEFAULT_IMAGE)]
     dns_image: String,
@@ -98,6 +105,17 @@ async fn client_from(path: &Path) -> anyhow::Result<Client> {
 }
 
 async fn sync(args: Args) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let listener = http::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("listening on {}", args.metrics_addr))?;
+    let encode = {
+        let metrics = metrics.clone();
+        move || metrics.encode()
+    };
+    tokio::spawn(http::serve(listener, encode, health.clone()));
+
     let config_path = args.config.context("--config is required")?;
     let config: SyncerConfig = serde_json::from_slice(
         &std::fs::read(&config_path)
@@ -131,11 +149,20 @@ async fn sync(args: Args) -> anyhow::Result<()> {
         let api: Api<Lease> = Api::namespaced(host.clone(), &config.instance.namespace);
         Elector::new(api, &config.instance.syncer(), &identity, Timing::default())
     });
-    let concurrency = run::Concurrency {
-        pods: args.pod_workers,
-        other: args.workers,
+    let options = run::Options {
+        identity,
+        dns_image: args.dns_image,
+        concurrency: run::Concurrency {
+            pods: args.pod_workers,
+            other: args.workers,
+        },
+        metrics,
+        health: health.clone(),
     };
-    let work = || run::run(host, virt, config, identity, args.dns_image, concurrency);
+    // A standby replica is ready: it is ready to take over. The leader is not until its
+    // caches are filled (see `run::Options::health`).
+    health.set_ready(true);
+    let work = || run::run(host, virt, config, options);
     match leader::lead(elector, work).await? {
         Ended::Finished(result) => result,
         Ended::Stopped => Ok(()),

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::metrics::{Metrics, QueueMetrics};
+
 /// What a reconcile asks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -28,6 +30,7 @@ pub struct WorkQueue<K> {
     name: &'static str,
     state: Mutex<State<K>>,
     notify: Notify,
+    metrics: QueueMetrics,
 }
 
 struct State<K> {
@@ -107,9 +110,10 @@ impl<K: Hash + Eq + Clone> State<K> {
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K> {
-    pub fn new(name: &'static str) -> Arc<Self> {
+    pub fn new(name: &'static str, metrics: &Metrics) -> Arc<Self> {
         Arc::new(Self {
             name,
+            metrics: metrics.queue(name),
             state: Mutex::new(State {
                 urgent: VecDeque::new(),
                 pending: VecDeque::new(),
@@ -133,7 +137,12 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
     }
 
     fn queue(&self, key: K, urgent: bool) {
-        let new = self.state.lock().expect("queue lock").queue(key, urgent);
+        let new = {
+            let mut state = self.state.lock().expect("queue lock");
+            let new = state.queue(key, urgent);
+            self.metrics.depth.set(state.queued.len() as i64);
+            new
+        };
         if new {
             self.notify.notify_one();
         }
@@ -168,6 +177,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
             {
                 let mut state = self.state.lock().expect("queue lock");
                 if let Some(key) = state.take() {
+                    self.metrics.depth.set(state.queued.len() as i64);
                     if !state.queued.is_empty() {
                         // Wake another worker for the rest.
                         self.notify.notify_one();
@@ -179,7 +189,12 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
         }
     }
 
-    fn done(self: &Arc<Self>, key: &K, outcome: anyhow::Result<Next>) {
+    fn done(self: &Arc<Self>, key: &K, outcome: anyhow::Result<Next>, took: Duration) {
+        self.metrics.reconciles.inc();
+        self.metrics.duration.observe(took.as_secs_f64());
+        if outcome.is_err() {
+            self.metrics.errors.inc();
+        }
         let retry = {
             let mut state = self.state.lock().expect("queue lock");
             state.active.remove(key);
@@ -231,8 +246,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static> WorkQueue<K
             tasks.spawn(async move {
                 loop {
                     let key = queue.next().await;
+                    let started = std::time::Instant::now();
                     let outcome = reconcile(key.clone()).await;
-                    queue.done(&key, outcome);
+                    queue.done(&key, outcome, started.elapsed());
                 }
             });
         }
@@ -247,7 +263,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_added_many_times_is_processed_once_and_retried_on_failure() {
-        let queue = WorkQueue::<u32>::new("test");
+        let metrics = Metrics::default();
+        let queue = WorkQueue::<u32>::new("test", &metrics);
         for _ in 0..10 {
             queue.add(1);
         }
@@ -269,11 +286,15 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(600)).await;
         run.abort();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let counted = metrics.queue("test");
+        assert_eq!(counted.reconciles.get(), 3);
+        assert_eq!(counted.errors.get(), 1);
+        assert_eq!(counted.depth.get(), 0);
     }
 
     #[test]
     fn urgent_keys_are_taken_first_and_a_key_made_urgent_once() {
-        let queue = WorkQueue::<u32>::new("test");
+        let queue = WorkQueue::<u32>::new("test", &Metrics::default());
         queue.add(1);
         queue.add(2);
         queue.add(3);
@@ -295,7 +316,7 @@ mod tests {
 
     #[test]
     fn a_stream_of_urgent_keys_does_not_starve_the_others() {
-        let queue = WorkQueue::<u32>::new("test");
+        let queue = WorkQueue::<u32>::new("test", &Metrics::default());
         queue.add(0);
         for key in 1..=10 {
             queue.add_urgent(key);

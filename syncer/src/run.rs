@@ -21,10 +21,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use virtualcluster_crds::instance::SyncerConfig;
+use virtualcluster_crds::runtime::http::Health;
 use virtualcluster_crds::{mapping, marks};
 
 use crate::cached::{CachedPod, HostPod};
 use crate::context::{Ctx, Imported, ImportedKind, Key, Namespaces, OptIn, Pair, Queues, Stores};
+use crate::metrics::Metrics;
 use crate::sync;
 use crate::translate::Target;
 use crate::translate::import::Importable;
@@ -33,6 +35,17 @@ use crate::translate::import::Importable;
 pub struct Concurrency {
     pub pods: usize,
     pub other: usize,
+}
+
+/// How the syncer runs, besides what it syncs.
+pub struct Options {
+    /// Name in leader election and on Events (the pod's name).
+    pub identity: String,
+    pub dns_image: String,
+    pub concurrency: Concurrency,
+    pub metrics: Arc<Metrics>,
+    /// Not ready from the start of [`run`] until its caches are filled.
+    pub health: Arc<Health>,
 }
 
 /// A watch cache of `api` and the stream of objects it saw change (managed fields dropped:
@@ -127,10 +140,16 @@ pub async fn run(
     host: Client,
     virt: Client,
     config: SyncerConfig,
-    identity: String,
-    dns_image: String,
-    concurrency: Concurrency,
+    options: Options,
 ) -> anyhow::Result<()> {
+    let Options {
+        identity,
+        dns_image,
+        concurrency,
+        metrics,
+        health,
+    } = options;
+    health.set_ready(false);
     let instance = config.instance.clone();
     let host_ns = instance.namespace.clone();
     let copies = || watcher::Config::default().labels(&marks::copies_selector(&instance));
@@ -331,7 +350,7 @@ pub async fn run(
         stores: stores.clone(),
         opt_in: opt_in.clone(),
         namespaces: namespaces.clone(),
-        queues: Queues::new(),
+        queues: Queues::new(&metrics),
         recorder,
         events: Mutex::new(Default::default()),
     });
@@ -592,6 +611,7 @@ pub async fn run(
         crate::admission::install(&ctx.virt, &ctx.target.mapper).await?;
     }
 
+    health.set_ready(true);
     let mut workers = tokio::task::JoinSet::new();
     macro_rules! work {
         ($queue:ident, $n:expr, $f:path) => {{

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
@@ -26,6 +26,7 @@ use virtualcluster_crds::instance::{InstanceRef, KUBECONFIG_KEY};
 use crate::binaries::{self, FileLock};
 use crate::cluster::{self, STARTUP_TIMEOUT, State};
 use crate::kubeconfig;
+use crate::loopback;
 use crate::process::{self, Lifetime, Started};
 
 use plan::{Addresses, LocalPod, LocalProcess, Mounted, Plan};
@@ -199,7 +200,7 @@ pub async fn run_instance(
             pod.start(Container::new(&prefix, &logs, process, binary))?;
         }
         pod.wait_ready(&what, probe).await?;
-        if syncer_plan.is_some() {
+        if let Some(plan) = &syncer_plan {
             eprintln!(
                 "local-cluster: {:>5.1?} {what}: control plane ready, starting the syncer",
                 since.elapsed()
@@ -207,8 +208,30 @@ pub async fn run_instance(
             for (process, binary) in processes {
                 pod.start(Container::new(&prefix, &logs, process, binary))?;
             }
-            // The syncer has no readiness endpoint: it is started once it keeps running.
-            pod.wait_ready(&what, probe).await?;
+            // Its own readiness probes, as rendered: the syncer is ready once it leads and
+            // its caches are filled.
+            let probes = plan.http_readiness.clone();
+            ensure!(
+                !probes.is_empty(),
+                "the syncer's pod has no HTTP readiness probe"
+            );
+            pod.wait_ready(&what, || {
+                let probes = probes.clone();
+                async move {
+                    for probe in &probes {
+                        let (code, body) = loopback::http_get(probe.port, &probe.path).await?;
+                        ensure!(
+                            code == 200,
+                            "{} {}: {code} {}",
+                            probe.container,
+                            probe.path,
+                            body.trim()
+                        );
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
         }
         Ok(())
     }

@@ -452,7 +452,7 @@ fn container_port(name: &str, port: u16) -> ContainerPort {
     }
 }
 
-fn probe(path: &str, port: u16, scheme: &str, failure_threshold: i32) -> Probe {
+pub(super) fn probe(path: &str, port: u16, scheme: &str, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),

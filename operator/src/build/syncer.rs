@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, PodTemplateSpec, SecretVolumeSource,
-    ServiceAccount, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PodSpec, PodTemplateSpec,
+    SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -15,13 +15,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use virtualcluster_crds::instance::{Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SyncerConfig};
 use virtualcluster_crds::keys;
 
-use super::control_plane::{field_env, hardened, pod_security};
+use super::control_plane::{field_env, hardened, pod_security, probe};
 use super::{CONFIG_HASH, Instance};
 
 pub const SYNCER_CONTAINER: &str = "syncer";
 /// Where the syncer finds its [`SyncerConfig`] and its virtual-cluster kubeconfig.
 const CONFIG_DIR: &str = "/etc/virtualcluster/config";
 const VIRTUAL_KUBECONFIG_DIR: &str = "/etc/virtualcluster/virtual";
+/// Where the syncer serves `/metrics`, `/healthz` and `/readyz`.
+pub const SYNCER_METRICS_PORT: u16 = 8080;
 
 /// The resolved configuration the syncer runs with.
 pub fn syncer_config(instance: &Instance<'_>) -> SyncerConfig {
@@ -201,7 +203,17 @@ pub fn deployment(instance: &Instance<'_>, config_hash: &str) -> Deployment {
         args: Some(vec![
             format!("--virtual-kubeconfig={VIRTUAL_KUBECONFIG_DIR}/{KUBECONFIG_KEY}"),
             format!("--config={CONFIG_DIR}/{SYNCER_CONFIG_KEY}"),
+            format!("--metrics-addr=0.0.0.0:{SYNCER_METRICS_PORT}"),
         ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: SYNCER_METRICS_PORT.into(),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        // Ready while a standby, and as the leader once its caches are filled.
+        readiness_probe: Some(probe("/readyz", SYNCER_METRICS_PORT, "HTTP", 3)),
+        liveness_probe: Some(probe("/healthz", SYNCER_METRICS_PORT, "HTTP", 6)),
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),

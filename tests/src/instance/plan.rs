@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, KeyToPath, PodSpec, PodTemplateSpec, Secret,
 };
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// Address every process of the pod listens on and reports as the pod's.
 pub const POD_IP: &str = "127.0.0.1";
@@ -177,6 +178,17 @@ pub struct Plan {
     pub api_server_port: Option<u16>,
     /// See [`LocalPod::service_account`].
     pub service_account: Option<String>,
+    /// The containers' readiness probes that are plain HTTP GETs, at their local ports.
+    pub http_readiness: Vec<HttpProbe>,
+}
+
+/// A probe `GET http://POD_IP:port/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProbe {
+    pub container: String,
+    /// The local port (see [`Addresses::ports`]).
+    pub port: u16,
+    pub path: String,
 }
 
 /// A container as a local process.
@@ -294,7 +306,45 @@ pub fn plan(
         files,
         api_server_port,
         service_account: pod.service_account(),
+        http_readiness: http_readiness(spec, addresses)?,
     })
+}
+
+/// The readiness probes of `spec`'s containers that are HTTP GETs (HTTPS ones are left to the
+/// caller, which knows the certificates), their ports (by number or by name) made local.
+fn http_readiness(spec: &PodSpec, addresses: &Addresses) -> Result<Vec<HttpProbe>> {
+    let mut probes = Vec::new();
+    for container in &spec.containers {
+        let Some(get) = container
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .filter(|g| g.scheme.as_deref().is_none_or(|s| s == "HTTP"))
+        else {
+            continue;
+        };
+        let what = || format!("container {}: readiness probe", container.name);
+        let declared = match &get.port {
+            IntOrString::Int(port) => *port,
+            IntOrString::String(name) => container
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name))
+                .map(|p| p.container_port)
+                .with_context(|| format!("{}: no port named {name}", what()))?,
+        };
+        let port = u16::try_from(declared)
+            .ok()
+            .and_then(|p| addresses.ports.get(&p))
+            .with_context(|| format!("{}: port {declared} is not declared", what()))?;
+        probes.push(HttpProbe {
+            container: container.name.clone(),
+            port: *port,
+            path: get.path.clone().unwrap_or_else(|| "/".into()),
+        });
+    }
+    Ok(probes)
 }
 
 /// The volumes' folders under `root/volumes`, and the files of Secret and ConfigMap volumes.

@@ -23,6 +23,7 @@ use virtualcluster_tests::bench::RequestCounts;
 use virtualcluster_tests::cluster::State;
 use virtualcluster_tests::harness::{eventually, eventually_within, wait_gone};
 use virtualcluster_tests::instance::{self, Options};
+use virtualcluster_tests::loopback;
 use virtualcluster_tests::operator::{self, Operator, Start};
 use virtualcluster_tests::process::{self, Lifetime, ProcessRecord};
 use virtualcluster_tests::{TestCluster, crd, kubeconfig, shared_cluster};
@@ -212,6 +213,20 @@ impl Running {
             .join("logs")
             .join("syncer.log");
         process::log_tail(&log, 30)
+    }
+
+    /// The running syncer's `path` (`/metrics`, `/readyz`): status code and body, at the
+    /// address its command line names.
+    async fn syncer_http(&self, path: &str) -> (u16, String) {
+        let pid = self.syncer_record().pid;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let port: u16 = String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .find_map(|arg| arg.strip_prefix("--metrics-addr="))
+            .and_then(|addr| addr.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse().ok())
+            .expect("the syncer's --metrics-addr");
+        loopback::http_get(port, path).await.unwrap()
     }
 
     /// The running syncer's process record.
@@ -422,6 +437,27 @@ async fn workloads_created_in_the_virtual_cluster_run_on_the_host() {
         },
     )
     .await;
+
+    // The syncer says it is ready (run-instance waited for that) and what it has done.
+    assert_eq!(running.syncer_http("/readyz").await.0, 200);
+    let (code, metrics) = running.syncer_http("/metrics").await;
+    assert_eq!(code, 200);
+    let count = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    // At least the four web pods, each copied, bound and given its status.
+    assert!(
+        count("virtualcluster_syncer_reconciles_total{queue=\"pods\"}") >= 4.0,
+        "{metrics}"
+    );
+    assert!(
+        count("virtualcluster_syncer_reconcile_duration_seconds_count{queue=\"services\"}") >= 1.0,
+        "{metrics}"
+    );
+    count("virtualcluster_syncer_queue_depth{queue=\"pods\"}");
 
     // Host copies carry the instance's marks and the virtual object's name, namespace and UID.
     let virtual_pod = running

@@ -9,10 +9,12 @@ use virtualcluster_operator::settings::{self, Settings};
 use virtualcluster_operator::validate;
 
 use super::*;
+use crate::instance::plan::HttpProbe;
 
 const ROOT: &str = "/run/vc/instances/team-a/demo/syncer";
 const HOST_KUBECONFIG: &str = "/run/vc/instances/team-a/demo/syncer/host-kubeconfig";
 const LOCAL_API_SERVER: &str = "127.0.0.1:41000";
+const LOCAL_METRICS_PORT: u16 = 41001;
 
 /// What the operator renders for the syncer of `demo` in `team-a`: its Deployment, and the
 /// ConfigMap and Secrets it may mount (all of the instance's Secrets but the certificates).
@@ -56,7 +58,7 @@ fn id() -> InstanceRef {
 
 fn addresses() -> Addresses {
     Addresses {
-        ports: BTreeMap::new(),
+        ports: BTreeMap::from([(8080, LOCAL_METRICS_PORT)]),
         services: api_server_addresses(&id(), LOCAL_API_SERVER),
     }
 }
@@ -87,7 +89,7 @@ fn the_rendered_syncer_becomes_one_local_process_with_host_credentials() {
     assert_eq!(pod.name, "demo-syncer-local");
     assert_eq!(pod.mounted_secrets(), ["demo-syncer-kubeconfig"]);
     assert_eq!(pod.mounted_config_maps(), ["demo-syncer-config"]);
-    assert!(pod.declared_ports().unwrap().is_empty());
+    assert_eq!(pod.declared_ports().unwrap(), [8080]);
 
     let plan = plan_of(&deployment, &mounted).unwrap();
     assert_eq!(plan.service_account.as_deref(), Some("demo-syncer"));
@@ -103,8 +105,18 @@ fn the_rendered_syncer_becomes_one_local_process_with_host_credentials() {
         [
             format!("--virtual-kubeconfig={ROOT}/volumes/virtual-kubeconfig/{KUBECONFIG_KEY}"),
             format!("--config={ROOT}/volumes/config/{SYNCER_CONFIG_KEY}"),
+            format!("--metrics-addr=0.0.0.0:{LOCAL_METRICS_PORT}"),
             format!("--host-kubeconfig={HOST_KUBECONFIG}"),
         ]
+    );
+    // Its readiness probe (on the port named `metrics`), at the local port.
+    assert_eq!(
+        plan.http_readiness,
+        [HttpProbe {
+            container: "syncer".into(),
+            port: LOCAL_METRICS_PORT,
+            path: "/readyz".into(),
+        }]
     );
     let rendered = &pod.spec.containers[0];
     assert_eq!(rendered.args.as_ref().unwrap().len() + 1, syncer.args.len());

@@ -1,4 +1,5 @@
-//! `/metrics`, `/healthz` and `/readyz`.
+//! `/metrics`, `/healthz` and `/readyz`, as the probes of the operator's and the syncer's
+//! containers ask for them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,34 +10,41 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::metrics::Metrics;
-
-/// What the endpoints report.
+/// Whether the process is ready; `/healthz` answers as long as it serves at all.
 #[derive(Default)]
 pub struct Health {
-    /// Set once the process has reached the API server and knows whether it leads; a standby
-    /// replica is ready too (it is ready to take over).
-    pub ready: AtomicBool,
+    ready: AtomicBool,
 }
 
-/// Serves the endpoints on `listener` until the future is dropped.
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves the endpoints on `listener` until the future is dropped; `/metrics` answers with
+/// what `metrics` encodes (OpenMetrics text).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
+    metrics: impl Fn() -> String + Clone + Send + Sync + 'static,
     health: Arc<Health>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route(
             "/metrics",
             get(move || {
-                let metrics = metrics.clone();
+                let body = metrics();
                 async move {
                     (
                         [(
                             header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
-                        metrics.encode(),
+                        body,
                     )
                 }
             }),
@@ -45,9 +53,9 @@ pub async fn serve(
         .route(
             "/readyz",
             get(move || {
-                let health = health.clone();
+                let ready = health.is_ready();
                 async move {
-                    if health.ready.load(Ordering::Relaxed) {
+                    if ready {
                         (StatusCode::OK, "ok").into_response()
                     } else {
                         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
