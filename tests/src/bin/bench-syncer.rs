@@ -35,7 +35,7 @@ use virtualcluster_tests::harness::{TestCluster, clusters_root, unique_name};
 use virtualcluster_tests::instance::{self, syncer};
 use virtualcluster_tests::operator::{self, Operator, Start};
 use virtualcluster_tests::process::{self, Lifetime, ProcessRecord, Started};
-use virtualcluster_tests::{binaries, crd, kubeconfig};
+use virtualcluster_tests::{binaries, crd, kubeconfig, loopback};
 
 #[derive(Parser)]
 struct Args {
@@ -266,6 +266,7 @@ impl Bench<'_> {
         let machine_before = CpuByProcess::read(cluster.dir())?;
         let host_times_before = RequestTimes::read(&admin).await?;
         let virt_times_before = RequestTimes::read(&virt).await?;
+        let reconciles_before = syncer.reconciles().await?;
         eprintln!(
             "bench: creating {n} pods in the virtual cluster at {}",
             rate_text(self.args.rate)
@@ -301,6 +302,7 @@ impl Bench<'_> {
         let virt_create = RequestCounts::read(&virt).await?.since(&virt_before);
         let machine_paced = CpuByProcess::read(cluster.dir())?.since(&machine_before);
         let cpu_paced = machine_paced.of(&syncer.record.name);
+        let reconciles_paced = syncer.reconciles().await?.since(&reconciles_before);
         let host_times = RequestTimes::read(&admin).await?.since(&host_times_before);
         let virt_times = RequestTimes::read(&virt).await?.since(&virt_times_before);
         let paced_responses = paced.response_times();
@@ -455,6 +457,10 @@ impl Bench<'_> {
             mib(rss_paced)
         );
         println!("    CPU by process: {}", machine_paced.describe());
+        println!(
+            "    syncer reconciles by queue (seconds spent in them): {}",
+            reconciles_paced.describe()
+        );
         let pod_work =
             |k: &RequestKind| ["pods", "serviceaccounts", "events"].contains(&k.resource.as_str());
         println!(
@@ -1110,6 +1116,20 @@ impl Syncer {
         Ok(())
     }
 
+    /// Its `/metrics`: reconciles and the seconds spent in them, by work queue.
+    async fn reconciles(&self) -> Result<Reconciles> {
+        let port: u16 = self
+            .args
+            .iter()
+            .find_map(|a| a.strip_prefix("--metrics-addr="))
+            .and_then(|addr| addr.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse().ok())
+            .context("the syncer's command line has no --metrics-addr")?;
+        let (code, text) = loopback::http_get(port, "/metrics").await?;
+        ensure!(code == 200, "the syncer's /metrics answered {code}");
+        Ok(Reconciles::parse(&text))
+    }
+
     /// Waits until the current process logs that its caches are ready.
     async fn wait_caches_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -1127,5 +1147,58 @@ impl Syncer {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Reconciles and the seconds spent in them, by work queue (from the syncer's `/metrics`).
+#[derive(Default)]
+struct Reconciles(std::collections::BTreeMap<String, (f64, f64)>);
+
+impl Reconciles {
+    fn parse(text: &str) -> Self {
+        let mut by_queue = Self::default();
+        for line in text.lines() {
+            let (series, value) = match line.rsplit_once(' ') {
+                Some((series, value)) => (series, value.parse::<f64>().unwrap_or(0.0)),
+                None => continue,
+            };
+            let field = |name: &str| {
+                series
+                    .strip_prefix(name)?
+                    .strip_prefix("{queue=\"")?
+                    .strip_suffix("\"}")
+                    .map(str::to_owned)
+            };
+            if let Some(queue) = field("virtualcluster_syncer_reconciles_total") {
+                by_queue.0.entry(queue).or_default().0 = value;
+            } else if let Some(queue) =
+                field("virtualcluster_syncer_reconcile_duration_seconds_sum")
+            {
+                by_queue.0.entry(queue).or_default().1 = value;
+            }
+        }
+        by_queue
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self(
+            self.0
+                .iter()
+                .map(|(queue, (n, s))| {
+                    let (n0, s0) = before.0.get(queue).copied().unwrap_or_default();
+                    (queue.clone(), (n - n0, s - s0))
+                })
+                .collect(),
+        )
+    }
+
+    /// Busiest queue first; queues with nothing done left out.
+    fn describe(&self) -> String {
+        let mut busy: Vec<_> = self.0.iter().filter(|(_, (n, _))| *n > 0.0).collect();
+        busy.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+        busy.iter()
+            .map(|(queue, (n, s))| format!("{queue} {n:.0} ({s:.1} s)"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
