@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{ArgAction, Parser};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
-use virtualcluster_crds::runtime::http::{self, Health};
+use virtualcluster_crds::runtime::http;
 use virtualcluster_crds::runtime::leader::{self, Elector, Ended, Timing};
 use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
 use virtualcluster_operator::controller::{self, Options};
@@ -71,15 +71,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format);
     let metrics = Arc::new(Metrics::default());
-    let health = Arc::new(Health::default());
-    let listener = http::bind(args.metrics_addr)
-        .await
-        .with_context(|| format!("listening on {}", args.metrics_addr))?;
-    let encode = {
+    let health = http::start(args.metrics_addr, {
         let metrics = metrics.clone();
         move || metrics.encode()
-    };
-    tokio::spawn(http::serve(listener, encode, health.clone()));
+    })
+    .await?;
 
     let client = Client::try_default()
         .await

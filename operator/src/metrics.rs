@@ -128,10 +128,7 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("encoding into a String cannot fail");
-        out
+        virtualcluster_crds::runtime::http::encode(&self.registry)
     }
 }
 

@@ -12,7 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::naming;
-use virtualcluster_crds::runtime::http::{self, Health};
+use virtualcluster_crds::runtime::http;
 use virtualcluster_crds::runtime::leader::{self, Elector, Ended, Timing};
 use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
 use virtualcluster_syncer::metrics::Metrics;
@@ -106,15 +106,11 @@ async fn client_from(path: &Path) -> anyhow::Result<Client> {
 
 async fn sync(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let health = Arc::new(Health::default());
-    let listener = http::bind(args.metrics_addr)
-        .await
-        .with_context(|| format!("listening on {}", args.metrics_addr))?;
-    let encode = {
+    let health = http::start(args.metrics_addr, {
         let metrics = metrics.clone();
         move || metrics.encode()
-    };
-    tokio::spawn(http::serve(listener, encode, health.clone()));
+    })
+    .await?;
 
     let config_path = args.config.context("--config is required")?;
     let config: SyncerConfig = serde_json::from_slice(

@@ -9,6 +9,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::registry::Registry;
 
 /// Whether the process is ready; `/healthz` answers as long as it serves at all.
 #[derive(Default)]
@@ -26,9 +27,30 @@ impl Health {
     }
 }
 
-/// Serves the endpoints on `listener` until the future is dropped; `/metrics` answers with
-/// what `metrics` encodes (OpenMetrics text).
-pub async fn serve(
+/// Binds `addr` (failing if it is taken) and serves the endpoints there in the background;
+/// `/metrics` answers with what `metrics` encodes (see [`encode`]). Returns the health the
+/// endpoints report, not ready until the caller says so.
+pub async fn start(
+    addr: SocketAddr,
+    metrics: impl Fn() -> String + Clone + Send + Sync + 'static,
+) -> std::io::Result<Arc<Health>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|err| std::io::Error::new(err.kind(), format!("listening on {addr}: {err}")))?;
+    let health = Arc::new(Health::default());
+    tokio::spawn(serve(listener, metrics, health.clone()));
+    Ok(health)
+}
+
+/// `registry` in the Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("encoding into a String cannot fail");
+    out
+}
+
+async fn serve(
     listener: tokio::net::TcpListener,
     metrics: impl Fn() -> String + Clone + Send + Sync + 'static,
     health: Arc<Health>,
@@ -64,9 +86,4 @@ pub async fn serve(
             }),
         );
     axum::serve(listener, app).await
-}
-
-/// Binds `addr`, failing clearly if it is taken.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }
