@@ -171,6 +171,9 @@ pub fn managed_selector() -> String {
 pub const SYNCER_CONFIG_KEY: &str = "config.json";
 /// Key of the kubeconfig in the kubeconfig Secrets.
 pub const KUBECONFIG_KEY: &str = "config";
+/// Name of the syncer container's port for `/metrics`, `/healthz` and `/readyz` (the chart's
+/// PodMonitor scrapes it by this name).
+pub const SYNCER_METRICS_PORT_NAME: &str = "metrics";
 
 /// What the syncer is told about its instance: the operator resolves the VirtualCluster into
 /// this, writes it into the syncer's ConfigMap, and the syncer reads it at start.

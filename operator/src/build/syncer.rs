@@ -12,7 +12,9 @@ use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use virtualcluster_crds::instance::{Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SyncerConfig};
+use virtualcluster_crds::instance::{
+    Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SYNCER_METRICS_PORT_NAME, SyncerConfig,
+};
 use virtualcluster_crds::keys;
 
 use super::control_plane::{field_env, hardened, pod_security, probe};
@@ -206,7 +208,7 @@ pub fn deployment(instance: &Instance<'_>, config_hash: &str) -> Deployment {
             format!("--metrics-addr=0.0.0.0:{SYNCER_METRICS_PORT}"),
         ]),
         ports: Some(vec![ContainerPort {
-            name: Some("metrics".into()),
+            name: Some(SYNCER_METRICS_PORT_NAME.into()),
             container_port: SYNCER_METRICS_PORT.into(),
             protocol: Some("TCP".into()),
             ..Default::default()

@@ -24,6 +24,7 @@ use kube::api::{
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use virtualcluster_crds::VirtualCluster;
+use virtualcluster_crds::instance::{self, InstanceRef};
 use virtualcluster_operator::settings::DEFAULT_SYNCER_IMAGE;
 use virtualcluster_tests::harness::{eventually, eventually_within, wait_gone};
 use virtualcluster_tests::health::{self, argocd_health};
@@ -432,8 +433,9 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
     let helm = Helm::new(cluster.bin_dir()).unwrap();
     let release = unique_name("dry");
 
-    // The chart with its defaults, and with every option (but the ServiceMonitor, whose CRD
-    // belongs to the Prometheus Operator, which this cluster does not have).
+    // The chart with its defaults, and with every option (but the ServiceMonitor and the
+    // PodMonitor, whose CRDs belong to the Prometheus Operator, which this cluster does not
+    // have).
     let defaults = helm
         .template(&release, &namespace, &["--include-crds"])
         .unwrap();
@@ -459,9 +461,35 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
             monitor["spec"]["endpoints"][0]["port"],
             service["spec"]["ports"][0]["name"]
         );
+        // The PodMonitor selects the pods the operator makes for any instance's syncer, by
+        // the port the operator names.
+        let pods = one(&objects, "PodMonitor").unwrap();
+        let syncer_labels = InstanceRef {
+            name: "any".into(),
+            namespace: "team-a".into(),
+            uid: "any-uid".into(),
+        }
+        .labels(instance::Component::Syncer);
+        let selector = pods["spec"]["selector"]["matchLabels"].as_object().unwrap();
+        assert!(!selector.is_empty());
+        for (label, value) in selector {
+            assert_eq!(
+                syncer_labels.get(label).map(String::as_str),
+                value.as_str(),
+                "{label}"
+            );
+        }
+        assert_eq!(
+            pods["spec"]["podMetricsEndpoints"][0]["port"],
+            instance::SYNCER_METRICS_PORT_NAME
+        );
+        assert_eq!(
+            pods["spec"]["namespaceSelector"]["matchNames"],
+            json!(["team-a", "team-b"])
+        );
         let without_monitor: Vec<String> = objects
             .iter()
-            .filter(|o| o["kind"] != "ServiceMonitor")
+            .filter(|o| o["kind"] != "ServiceMonitor" && o["kind"] != "PodMonitor")
             .map(|o| serde_yaml::to_string(o).unwrap())
             .collect();
         dry_run(
