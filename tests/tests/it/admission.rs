@@ -588,6 +588,7 @@ async fn seed_samples_are_accepted() {
         .collect();
     files.sort();
     let mut applied = 0;
+    let mut mappers = Vec::new();
     for path in &files {
         let text = std::fs::read_to_string(path).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
@@ -619,8 +620,9 @@ async fn seed_samples_are_accepted() {
                     name: &name,
                     namespace: obj.metadata.namespace.as_deref().unwrap(),
                 };
-                mapping::validate(&vc.spec.sync.to_host.namespaces, instance)
+                let mapper = mapping::validate(&vc.spec.sync.to_host.namespaces, instance)
                     .unwrap_or_else(|v| panic!("{}: {v}", path.display()));
+                mappers.push((path.clone(), mapper));
                 applied += 1;
             }
         }
@@ -629,6 +631,19 @@ async fn seed_samples_are_accepted() {
         applied >= 5,
         "only {applied} sample VirtualClusters in {dir}"
     );
+    // Applied together (as the demo does), no two claim the same host namespace: the operator
+    // would fail the second one.
+    for (i, (a_path, a)) in mappers.iter().enumerate() {
+        for (b_path, b) in &mappers[i + 1..] {
+            if let Some((a_side, b_side)) = a.overlapping_host(b) {
+                panic!(
+                    "{} and {} both claim host namespaces: {a_side:?} and {b_side:?}",
+                    a_path.display(),
+                    b_path.display()
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]
