@@ -28,7 +28,7 @@ fn parse_mirrors(value: &str) -> Option<(Key, String)> {
 }
 
 /// The virtual object host object `namespace/name` of `kind` stands for: the one it is a copy
-/// of, or the imported virtual pod of a host pod.
+/// of, or the virtual object imported from it.
 fn copied_from(ctx: &Ctx, kind: &str, namespace: &str, name: &str) -> Option<VirtualRef> {
     fn of<K: Resource<DynamicType = ()> + Clone>(
         store: &kube::runtime::reflector::Store<K>,
@@ -40,27 +40,35 @@ fn copied_from(ctx: &Ctx, kind: &str, namespace: &str, name: &str) -> Option<Vir
     }
     let stores = &ctx.stores;
     match kind {
-        "Pod" => {
-            of(&stores.host_pods, name, namespace).or_else(|| imported_pod(ctx, namespace, name))
-        }
-        "Service" => of(&stores.host_services, name, namespace),
+        "Pod" => of(&stores.host_pods, name, namespace)
+            .or_else(|| imported(ctx, &stores.virtual_pods, namespace, name)),
+        "Service" => of(&stores.host_services, name, namespace)
+            .or_else(|| imported(ctx, &stores.virtual_services, namespace, name)),
         "Endpoints" => of(&stores.host_endpoints, name, namespace),
-        "ConfigMap" => of(&stores.host_config_maps, name, namespace),
-        "Secret" => of(&stores.host_secrets, name, namespace),
+        "ConfigMap" => of(&stores.host_config_maps, name, namespace)
+            .or_else(|| imported(ctx, &stores.virtual_config_maps, namespace, name)),
+        "Secret" => of(&stores.host_secrets, name, namespace)
+            .or_else(|| imported(ctx, &stores.virtual_secrets, namespace, name)),
         "PersistentVolumeClaim" => of(&stores.host_claims, name, namespace),
         _ => None,
     }
 }
 
-/// The imported virtual pod of host pod `namespace/name`.
-fn imported_pod(ctx: &Ctx, namespace: &str, name: &str) -> Option<VirtualRef> {
+/// The virtual object in `store` imported from host object `namespace/name` (same name, in
+/// the virtual namespace the host one is imported as).
+fn imported<K: Resource<DynamicType = ()> + Clone>(
+    ctx: &Ctx,
+    store: &kube::runtime::reflector::Store<K>,
+    namespace: &str,
+    name: &str,
+) -> Option<VirtualRef> {
     let virtual_namespace = ctx.target.imported_as(namespace)?;
     let key = Key::new(&virtual_namespace, name);
-    let pod = ctx.stores.virtual_pods.get(&key.object_ref())?;
-    marks::is_imported(pod.annotations()).then(|| VirtualRef {
+    let object = store.get(&key.object_ref())?;
+    marks::is_imported(object.annotations()).then(|| VirtualRef {
         namespace: key.namespace,
         name: key.name,
-        uid: pod.uid().unwrap_or_default(),
+        uid: object.uid().unwrap_or_default(),
     })
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -658,6 +658,35 @@ async fn config_maps_secrets_and_services_made_on_the_host_are_imported_and_rele
     })
     .await;
     assert_eq!(shown.annotations()[keys::IMPORTED_FROM], source("web"));
+    // What the host says about the imported Service shows in the virtual cluster, about the
+    // virtual Service.
+    create(
+        &Api::<CoreEvent>::namespaced(host.clone(), &host_ns),
+        json!({"metadata": {"name": "web.imported-event"},
+               "involvedObject": {"apiVersion": "v1", "kind": "Service", "name": "web",
+                                  "namespace": host_ns, "uid": web.uid()},
+               "reason": "HostSaysSo", "message": "about the host's Service web",
+               "type": "Normal", "source": {"component": "test"}}),
+    )
+    .await;
+    let virtual_events = running.virtual_api::<CoreEvent>("imp-data");
+    let shown_uid = shown.uid();
+    let mirrored = eventually("the host's Event about Service web, shown", || async {
+        virtual_events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("HostSaysSo"))
+    })
+    .await;
+    assert_eq!(mirrored.involved_object.name.as_deref(), Some("web"));
+    assert_eq!(mirrored.involved_object.uid, shown_uid);
+    assert_eq!(
+        mirrored.message.as_deref(),
+        Some("about the host's Service web")
+    );
     let (host_spec, shown_spec) = (web.spec.clone().unwrap(), shown.spec.unwrap());
     assert_eq!(shown_spec.selector, host_spec.selector);
     assert_eq!(shown_spec.ports.unwrap()[0].port, 80);
