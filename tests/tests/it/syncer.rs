@@ -20,7 +20,7 @@ use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::{keys, marks, naming};
 use virtualcluster_tests::bench::RequestCounts;
-use virtualcluster_tests::cluster::State;
+use virtualcluster_tests::cluster::{State, free_loopback_ports};
 use virtualcluster_tests::harness::{eventually, eventually_within, wait_gone};
 use virtualcluster_tests::instance::{self, Options};
 use virtualcluster_tests::loopback;
@@ -249,8 +249,8 @@ pub(crate) struct StoppedSyncer {
     record: ProcessRecord,
 }
 
-pub(crate) fn stop_syncer(running: &Running) -> StoppedSyncer {
-    let record = running.syncer_record();
+/// The command line and environment of running process `pid`.
+fn command_of(pid: u32) -> (Vec<String>, Vec<(String, String)>) {
     let split = |path: String| -> Vec<String> {
         std::fs::read(path)
             .unwrap()
@@ -259,14 +259,20 @@ pub(crate) fn stop_syncer(running: &Running) -> StoppedSyncer {
             .map(|s| String::from_utf8_lossy(s).into_owned())
             .collect()
     };
-    let args = split(format!("/proc/{}/cmdline", record.pid));
-    let env = split(format!("/proc/{}/environ", record.pid))
+    let args = split(format!("/proc/{pid}/cmdline"));
+    let env = split(format!("/proc/{pid}/environ"))
         .into_iter()
         .filter_map(|kv| {
             kv.split_once('=')
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
         })
         .collect();
+    (args, env)
+}
+
+pub(crate) fn stop_syncer(running: &Running) -> StoppedSyncer {
+    let record = running.syncer_record();
+    let (args, env) = command_of(record.pid);
     assert!(process::stop(&record, Duration::from_secs(10)).unwrap());
     StoppedSyncer { args, env, record }
 }
@@ -873,6 +879,92 @@ async fn workloads_created_in_the_virtual_cluster_run_on_the_host() {
         "host",
         "a foreign object stays"
     );
+}
+
+/// Two replicas of the syncer: the second stands by (ready, but it neither watches nor
+/// writes) while the first holds the Lease, and takes over when the first dies.
+#[tokio::test]
+async fn a_standby_syncer_takes_over_when_the_leader_dies() {
+    let cluster = shared_cluster().await;
+    let running = Running::start(cluster, "syncer-ha", "vc", json!({})).await;
+    let leader = running.syncer_record();
+
+    // The standby: the same command line and environment, as a second pod of the Deployment
+    // would have, with a name and a metrics port of its own.
+    let (args, env) = command_of(leader.pid);
+    let [port] = free_loopback_ports(1).unwrap()[..] else {
+        unreachable!()
+    };
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|arg| match arg.strip_prefix("--metrics-addr=") {
+            Some(_) => format!("--metrics-addr=127.0.0.1:{port}"),
+            None => arg,
+        })
+        .collect();
+    let mut cmd = Command::new(&args[0]);
+    cmd.args(&args[1..])
+        .env_clear()
+        .envs(env.into_iter().filter(|(k, _)| k != "POD_NAME"))
+        .env("POD_NAME", "vc-syncer-standby");
+    let log = leader.log.with_file_name("syncer-standby.log");
+    let mut standby = process::spawn(
+        &format!("{}-standby", leader.name),
+        cmd,
+        &log,
+        Lifetime::TiedToThisProcess,
+    )
+    .unwrap();
+    // Stopped with the instance, should the test fail.
+    State::update(&running.dir, |state| {
+        state.processes.push(standby.record.clone());
+        Ok(())
+    })
+    .unwrap();
+    let standby_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("the standby to be ready", || async {
+        let (code, _) = loopback::http_get(port, "/readyz").await.ok()?;
+        (code == 200).then_some(())
+    })
+    .await;
+    // Ready, but not at work: no queue exists before it leads.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, metrics) = loopback::http_get(port, "/metrics").await.unwrap();
+    assert!(
+        !metrics.contains("virtualcluster_syncer_reconciles_total{"),
+        "the standby reconciled:\n{metrics}"
+    );
+    assert!(!standby_log().contains("caches ready"), "{}", standby_log());
+
+    // The leader dies without handing the Lease back; the standby takes it once it expires.
+    assert_eq!(unsafe { libc::kill(leader.pid as i32, libc::SIGKILL) }, 0);
+    create_namespace(&running.virt, "after").await;
+    create::<Pod>(
+        &running.virtual_api("after"),
+        json!({"metadata": {"name": "web"},
+               "spec": {"containers": [{"name": "web", "image": "nginx"}]}}),
+    )
+    .await;
+    eventually_within(
+        "the standby to take over and copy the pod",
+        LONG,
+        || async {
+            running
+                .host_api::<Pod>()
+                .get_opt(&running.host_name("after", "web"))
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    assert!(standby_log().contains("caches ready"), "{}", standby_log());
+    let (_, metrics) = loopback::http_get(port, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("virtualcluster_syncer_reconciles_total{queue=\"pods\"}"),
+        "{metrics}"
+    );
+    let _ = standby.child.kill();
+    let _ = standby.child.wait();
 }
 
 #[tokio::test]
