@@ -17,7 +17,6 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
-use virtualcluster_crds::compare::contains;
 
 use crate::copy;
 
@@ -228,14 +227,8 @@ async fn ensure<K>(api: &Api<K>, desired: &K) -> anyhow::Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let live = api.get_opt(&desired.name_any()).await?;
-    if let Some(live) = live
-        && contains(
-            &serde_json::to_value(&live)?,
-            &serde_json::to_value(desired)?,
-        )
-    {
-        return Ok(());
+    match api.get_opt(&desired.name_any()).await? {
+        Some(live) => copy::update(api, desired.clone(), &live).await,
+        None => copy::apply(api, desired).await,
     }
-    copy::apply(api, desired).await
 }

@@ -46,6 +46,31 @@ pub struct Started {
     pub child: Child,
 }
 
+/// Environment variables, name and value.
+pub type Environment = Vec<(String, String)>;
+
+/// The command line and environment of running process `pid`, to start it again or a second
+/// one like it.
+pub fn command_of(pid: u32) -> Result<(Vec<String>, Environment)> {
+    let split = |file: &str| -> Result<Vec<String>> {
+        let path = format!("/proc/{pid}/{file}");
+        Ok(fs::read(&path)
+            .with_context(|| format!("reading {path}"))?
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect())
+    };
+    let env = split("environ")?
+        .into_iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    Ok((split("cmdline")?, env))
+}
+
 /// Starts `cmd` as `name` in its own process group, stdin null, stdout and stderr appended to
 /// `log`.
 pub fn spawn(name: &str, mut cmd: Command, log: &Path, lifetime: Lifetime) -> Result<Started> {

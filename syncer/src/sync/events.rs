@@ -41,14 +41,14 @@ fn copied_from(ctx: &Ctx, kind: &str, namespace: &str, name: &str) -> Option<Vir
     let stores = &ctx.stores;
     match kind {
         "Pod" => of(&stores.host_pods, name, namespace)
-            .or_else(|| imported(ctx, &stores.virtual_pods, namespace, name)),
+            .or_else(|| import_of(ctx, &stores.virtual_pods, namespace, name)),
         "Service" => of(&stores.host_services, name, namespace)
-            .or_else(|| imported(ctx, &stores.virtual_services, namespace, name)),
+            .or_else(|| import_of(ctx, &stores.virtual_services, namespace, name)),
         "Endpoints" => of(&stores.host_endpoints, name, namespace),
         "ConfigMap" => of(&stores.host_config_maps, name, namespace)
-            .or_else(|| imported(ctx, &stores.virtual_config_maps, namespace, name)),
+            .or_else(|| import_of(ctx, &stores.virtual_config_maps, namespace, name)),
         "Secret" => of(&stores.host_secrets, name, namespace)
-            .or_else(|| imported(ctx, &stores.virtual_secrets, namespace, name)),
+            .or_else(|| import_of(ctx, &stores.virtual_secrets, namespace, name)),
         "PersistentVolumeClaim" => of(&stores.host_claims, name, namespace),
         _ => None,
     }
@@ -56,7 +56,7 @@ fn copied_from(ctx: &Ctx, kind: &str, namespace: &str, name: &str) -> Option<Vir
 
 /// The virtual object in `store` imported from host object `namespace/name` (same name, in
 /// the virtual namespace the host one is imported as).
-fn imported<K: Resource<DynamicType = ()> + Clone>(
+fn import_of<K: Resource<DynamicType = ()> + Clone>(
     ctx: &Ctx,
     store: &kube::runtime::reflector::Store<K>,
     namespace: &str,

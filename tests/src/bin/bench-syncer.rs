@@ -1028,28 +1028,12 @@ impl Syncer {
             .cloned()
             .with_context(|| format!("no running {name} in the cluster state"))?;
         let pid = record.pid;
-        let split = |file: &str| -> Result<Vec<String>> {
-            let path = format!("/proc/{pid}/{file}");
-            Ok(std::fs::read(&path)
-                .with_context(|| format!("reading {path}"))?
-                .split(|b| *b == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect())
-        };
-        let mut args = split("cmdline")?;
+        let (mut args, env) = process::command_of(pid)?;
         ensure!(
             !args.is_empty(),
             "the syncer (pid {pid}) has no command line"
         );
         let program = PathBuf::from(args.remove(0));
-        let env = split("environ")?
-            .into_iter()
-            .filter_map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            })
-            .collect();
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
             .with_context(|| format!("reading the working folder of pid {pid}"))?;
         Ok(Syncer {
@@ -1118,12 +1102,7 @@ impl Syncer {
 
     /// Its `/metrics`: reconciles and the seconds spent in them, by work queue.
     async fn reconciles(&self) -> Result<Reconciles> {
-        let port: u16 = self
-            .args
-            .iter()
-            .find_map(|a| a.strip_prefix("--metrics-addr="))
-            .and_then(|addr| addr.rsplit_once(':'))
-            .and_then(|(_, port)| port.parse().ok())
+        let port = syncer::metrics_port(&self.args)
             .context("the syncer's command line has no --metrics-addr")?;
         let (code, text) = loopback::http_get(port, "/metrics").await?;
         ensure!(code == 200, "the syncer's /metrics answered {code}");

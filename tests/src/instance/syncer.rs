@@ -26,6 +26,16 @@ pub const POD_SUFFIX: &str = "local";
 pub const TOKEN_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// The flag that gives the syncer its host credentials when it runs outside a pod.
 const HOST_KUBECONFIG_FLAG: &str = "--host-kubeconfig";
+/// The syncer's flag for the address of its `/metrics`, `/healthz` and `/readyz`.
+pub const METRICS_ADDR_FLAG: &str = "--metrics-addr";
+
+/// The port of the syncer's endpoints, from its command line `args`.
+pub fn metrics_port(args: &[String]) -> Option<u16> {
+    args.iter()
+        .find_map(|a| a.strip_prefix(METRICS_ADDR_FLAG)?.strip_prefix('='))
+        .and_then(|addr| addr.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+}
 
 /// The syncer binary of this workspace (debug build), built once per process if needed.
 pub fn binary() -> Result<PathBuf> {

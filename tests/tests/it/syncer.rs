@@ -22,7 +22,7 @@ use virtualcluster_crds::{keys, marks, naming};
 use virtualcluster_tests::bench::RequestCounts;
 use virtualcluster_tests::cluster::{State, free_loopback_ports};
 use virtualcluster_tests::harness::{eventually, eventually_within, wait_gone};
-use virtualcluster_tests::instance::{self, Options};
+use virtualcluster_tests::instance::{self, Options, syncer};
 use virtualcluster_tests::loopback;
 use virtualcluster_tests::operator::{self, Operator, Start};
 use virtualcluster_tests::process::{self, Lifetime, ProcessRecord};
@@ -218,14 +218,8 @@ impl Running {
     /// The running syncer's `path` (`/metrics`, `/readyz`): status code and body, at the
     /// address its command line names.
     async fn syncer_http(&self, path: &str) -> (u16, String) {
-        let pid = self.syncer_record().pid;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-        let port: u16 = String::from_utf8_lossy(&cmdline)
-            .split('\0')
-            .find_map(|arg| arg.strip_prefix("--metrics-addr="))
-            .and_then(|addr| addr.rsplit_once(':'))
-            .and_then(|(_, port)| port.parse().ok())
-            .expect("the syncer's --metrics-addr");
+        let (args, _) = process::command_of(self.syncer_record().pid).unwrap();
+        let port = syncer::metrics_port(&args).expect("the syncer's --metrics-addr");
         loopback::http_get(port, path).await.unwrap()
     }
 
@@ -249,30 +243,9 @@ pub(crate) struct StoppedSyncer {
     record: ProcessRecord,
 }
 
-/// The command line and environment of running process `pid`.
-fn command_of(pid: u32) -> (Vec<String>, Vec<(String, String)>) {
-    let split = |path: String| -> Vec<String> {
-        std::fs::read(path)
-            .unwrap()
-            .split(|b| *b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect()
-    };
-    let args = split(format!("/proc/{pid}/cmdline"));
-    let env = split(format!("/proc/{pid}/environ"))
-        .into_iter()
-        .filter_map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        })
-        .collect();
-    (args, env)
-}
-
 pub(crate) fn stop_syncer(running: &Running) -> StoppedSyncer {
     let record = running.syncer_record();
-    let (args, env) = command_of(record.pid);
+    let (args, env) = process::command_of(record.pid).unwrap();
     assert!(process::stop(&record, Duration::from_secs(10)).unwrap());
     StoppedSyncer { args, env, record }
 }
@@ -891,15 +864,16 @@ async fn a_standby_syncer_takes_over_when_the_leader_dies() {
 
     // The standby: the same command line and environment, as a second pod of the Deployment
     // would have, with a name and a metrics port of its own.
-    let (args, env) = command_of(leader.pid);
+    let (args, env) = process::command_of(leader.pid).unwrap();
     let [port] = free_loopback_ports(1).unwrap()[..] else {
         unreachable!()
     };
+    let flag = format!("{}=", syncer::METRICS_ADDR_FLAG);
     let args: Vec<String> = args
         .into_iter()
-        .map(|arg| match arg.strip_prefix("--metrics-addr=") {
-            Some(_) => format!("--metrics-addr=127.0.0.1:{port}"),
-            None => arg,
+        .map(|arg| match arg.starts_with(&flag) {
+            true => format!("{flag}127.0.0.1:{port}"),
+            false => arg,
         })
         .collect();
     let mut cmd = Command::new(&args[0]);
