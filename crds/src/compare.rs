@@ -24,6 +24,12 @@ pub fn contains(live: &Value, desired: &Value) -> bool {
     }
 }
 
+/// [`contains`] for typed objects: whether `live` has every field `desired` sets.
+pub fn holds<T: serde::Serialize>(live: &T, desired: &T) -> bool {
+    let value = |object: &T| serde_json::to_value(object).expect("API objects always serialize");
+    contains(&value(live), &value(desired))
+}
+
 fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
@@ -98,6 +104,32 @@ mod tests {
         ] {
             assert!(!contains(&live, &desired), "{live}");
         }
+    }
+
+    #[test]
+    fn typed_objects_compare_as_their_json() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let config_map = |data: &[(&str, &str)], uid: Option<&str>| ConfigMap {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("a".into()),
+                uid: uid.map(Into::into),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let desired = config_map(&[("k", "v")], None);
+        assert!(holds(&config_map(&[("k", "v")], Some("u")), &desired));
+        assert!(holds(
+            &config_map(&[("k", "v"), ("x", "y")], None),
+            &desired
+        ));
+        assert!(!holds(&config_map(&[("k", "w")], None), &desired));
+        assert!(!holds(&config_map(&[], Some("u")), &desired));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use virtualcluster_crds::compare::contains;
+use virtualcluster_crds::compare::holds;
 use virtualcluster_crds::keys::OPERATOR_FIELD_MANAGER;
 
 /// Annotation holding the hash of what the operator last applied to an object.
@@ -49,9 +49,7 @@ pub fn needs_apply<K: Resource + Serialize>(desired: &K, live: Option<&K>) -> bo
     if desired.annotations().get(APPLIED_HASH) != live.annotations().get(APPLIED_HASH) {
         return true;
     }
-    let desired = serde_json::to_value(desired).expect("Kubernetes objects always serialize");
-    let live = serde_json::to_value(live).expect("Kubernetes objects always serialize");
-    !contains(&live, &desired)
+    !holds(live, desired)
 }
 
 /// What each child looked like when the operator last applied it or read and compared it:

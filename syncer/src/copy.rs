@@ -11,7 +11,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use virtualcluster_crds::compare::contains;
+use virtualcluster_crds::compare::holds;
 use virtualcluster_crds::keys::SYNCER_FIELD_MANAGER;
 use virtualcluster_crds::marks;
 
@@ -113,10 +113,7 @@ pub async fn update<K>(api: &Api<K>, mut desired: K, live: &K) -> anyhow::Result
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    if contains(
-        &serde_json::to_value(live)?,
-        &serde_json::to_value(&desired)?,
-    ) {
+    if holds(live, &desired) {
         return Ok(());
     }
     desired.meta_mut().uid = live.uid();

@@ -15,7 +15,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use virtualcluster_crds::compare::contains;
+use virtualcluster_crds::compare::holds;
 
 use crate::context::{Ctx, Key, Pair};
 use crate::copy;
@@ -177,12 +177,9 @@ where
         (_, Some(current)) if !current.labels().contains_key(FROM_HOST) => {}
         (Some(host), current) => {
             let desired = from_host(host.as_ref());
-            let up_to_date = current.as_ref().is_some_and(|c| {
-                contains(
-                    &serde_json::to_value(c.as_ref()).unwrap_or_default(),
-                    &serde_json::to_value(&desired).unwrap_or_default(),
-                )
-            });
+            let up_to_date = current
+                .as_ref()
+                .is_some_and(|c| holds(c.as_ref(), &desired));
             if !up_to_date {
                 copy::apply(&api, &desired).await?;
             }

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::Patch;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
-use virtualcluster_crds::compare::contains;
+use virtualcluster_crds::compare;
 use virtualcluster_crds::keys;
 use virtualcluster_crds::marks;
 
@@ -185,8 +185,8 @@ pub trait Shown: Importable {
 
     /// Whether virtual object `live` holds all of `desired` (defaults and allocations of the
     /// virtual cluster aside).
-    fn holds(live: &Self, desired: &Self) -> anyhow::Result<bool> {
-        holds_all(live, desired)
+    fn holds(live: &Self, desired: &Self) -> bool {
+        compare::holds(live, desired)
     }
 
     /// Status of `host` that virtual object `live` lacks.
@@ -197,10 +197,10 @@ pub trait Shown: Importable {
 
 impl Shown for ConfigMap {
     /// The data exactly: a key added in the virtual cluster goes too.
-    fn holds(live: &Self, desired: &Self) -> anyhow::Result<bool> {
-        Ok(live.data == desired.data
+    fn holds(live: &Self, desired: &Self) -> bool {
+        live.data == desired.data
             && live.binary_data == desired.binary_data
-            && holds_all(live, desired)?)
+            && compare::holds(live, desired)
     }
 
     fn host_store(ctx: &Ctx) -> Option<&Store<Self>> {
@@ -214,8 +214,8 @@ impl Shown for ConfigMap {
 
 impl Shown for Secret {
     /// The data exactly: a key added in the virtual cluster goes too.
-    fn holds(live: &Self, desired: &Self) -> anyhow::Result<bool> {
-        Ok(live.data == desired.data && holds_all(live, desired)?)
+    fn holds(live: &Self, desired: &Self) -> bool {
+        live.data == desired.data && compare::holds(live, desired)
     }
 
     fn host_store(ctx: &Ctx) -> Option<&Store<Self>> {
@@ -244,14 +244,6 @@ impl Shown for Service {
     fn missing_status(host: &Self, live: &Self) -> Option<serde_json::Value> {
         virtual_status(host, live.status.as_ref()).and_then(|s| serde_json::to_value(s).ok())
     }
-}
-
-/// Whether `live` has every field `desired` sets, with the same value.
-fn holds_all<K: serde::Serialize>(live: &K, desired: &K) -> anyhow::Result<bool> {
-    Ok(contains(
-        &serde_json::to_value(live)?,
-        &serde_json::to_value(desired)?,
-    ))
 }
 
 /// A ConfigMap, Secret or Service made on the host: the virtual object exists and holds the
@@ -299,7 +291,7 @@ async fn reconcile_object<K: Shown>(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<N
 /// was set by a create, which an apply would not remove. The virtual cluster's allocations
 /// (a Service's address and ports) stay, as an update without them keeps them.
 async fn replace<K: Shown>(api: &Api<K>, mut desired: K, live: &K) -> anyhow::Result<()> {
-    if K::holds(live, &desired)? {
+    if K::holds(live, &desired) {
         return Ok(());
     }
     let meta = desired.meta_mut();

@@ -135,12 +135,8 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
     }
     let host = ctx.stores.host_nodes.get(&ObjectRef::new(&name));
     let desired = virtual_node(&name, host.as_deref(), real_nodes(&ctx));
-    let up_to_date = current.is_some_and(|c| {
-        virtualcluster_crds::compare::contains(
-            &serde_json::to_value(c.as_ref()).unwrap_or_default(),
-            &serde_json::to_value(&desired).unwrap_or_default(),
-        )
-    });
+    let up_to_date =
+        current.is_some_and(|c| virtualcluster_crds::compare::holds(c.as_ref(), &desired));
     if !up_to_date {
         write(&ctx, &name).await?;
     }
