@@ -1,9 +1,10 @@
 //! Benchmark of the operator: creates N VirtualClusters on a fresh local cluster with simulated
 //! nodes and prints how long until every instance's children exist and until all are Ready,
 //! the operator's peak RSS, and the API writes per instance on create and on a resync with no
-//! change, counted by the API server's own request metrics.
+//! change, counted by the API server's own request metrics. With `--direct` it measures the
+//! floor instead: the same children applied by the benchmark itself, no operator running.
 //!
-//!   cargo run --release -p virtualcluster-tests --bin bench-operator -- [--instances N]
+//!   cargo run --release -p virtualcluster-tests --bin bench-operator -- [--instances N] [--direct]
 
 use std::time::{Duration, Instant};
 
@@ -11,14 +12,16 @@ use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
 use virtualcluster_crds::VirtualCluster;
-use virtualcluster_crds::instance::managed_selector;
+use virtualcluster_crds::instance::{InstanceRef, managed_selector};
+use virtualcluster_crds::keys::OPERATOR_FIELD_MANAGER;
 use virtualcluster_tests::bench::{
     self, CpuByProcess, RequestCounts, RequestKind, RequestTimes, rss_kib, watch_metadata,
 };
@@ -46,6 +49,12 @@ struct Args {
     /// Leave the cluster running afterwards.
     #[arg(long)]
     keep: bool,
+    /// The floor instead: the benchmark itself applies, as cluster-admin with no operator
+    /// running, copies of the children the operator made for one instance (same kinds, same
+    /// content, same field manager, `--concurrency` instances at a time) and prints how long
+    /// until they exist, what the cluster spent, and what it wrote.
+    #[arg(long)]
+    direct: bool,
 }
 
 /// What the operator writes (everything else in the cluster that changes while it runs is
@@ -93,7 +102,11 @@ async fn main() -> Result<()> {
     )
     .await?
     .into();
-    let result = run(&args, &cluster, &binary).await;
+    let result = if args.direct {
+        direct(&args, &cluster, &binary).await
+    } else {
+        run(&args, &cluster, &binary).await
+    };
     if !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -133,14 +146,8 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
             let vcs: Api<VirtualCluster> =
                 Api::namespaced(admin.clone(), &namespaces[i % namespaces.len()]);
             async move {
-                let vc: VirtualCluster = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "virtualcluster.dev/v1alpha1",
-                    "kind": "VirtualCluster",
-                    "metadata": {"name": format!("vc-{i:05}")},
-                    // Without a volume claim the control plane pods schedule on kwok nodes.
-                    "spec": {"controlPlane": {"persistence": {"enabled": false}}},
-                }))?;
-                vcs.create(&PostParams::default(), &vc).await?;
+                vcs.create(&PostParams::default(), &instance(&format!("vc-{i:05}")))
+                    .await?;
                 anyhow::Ok(())
             }
         })
@@ -150,31 +157,9 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     let created = started.elapsed();
     eprintln!("bench: created {n} VirtualClusters in {created:.1?}");
 
-    // Counted from watch caches, so that waiting puts no load on the API server.
-    let managed = watcher::Config::default().labels(&managed_selector());
-    let sts = watch_metadata(
-        Api::<PartialObjectMeta<StatefulSet>>::all(admin.clone()),
-        &managed,
-    );
-    let deployments = watch_metadata(
-        Api::<PartialObjectMeta<Deployment>>::all(admin.clone()),
-        &managed,
-    );
-    let secrets = watch_metadata(
-        Api::<PartialObjectMeta<Secret>>::all(admin.clone()),
-        &managed,
-    );
-    let (vc_store, vc_writer) = reflector::store();
-    tokio::spawn(
-        watcher(vcs.clone(), watcher::Config::default())
-            .default_backoff()
-            .reflect(vc_writer)
-            .for_each(|_| futures::future::ready(())),
-    );
-    wait_for(&format!("the children of {n} instances"), || {
-        sts.state().len() >= n && deployments.state().len() >= n && secrets.state().len() >= 3 * n
-    })
-    .await?;
+    let children = Children::watch(&admin);
+    let vc_store = watch_ready(&vcs);
+    children.wait(n).await?;
     let children_at = started.elapsed();
     eprintln!("bench: children of all instances exist after {children_at:.1?}");
     let cpu_children = CpuByProcess::read(cluster.dir())?
@@ -183,18 +168,7 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
     let all_children = RequestCounts::read(&admin).await?.since(&all_before);
     let times_children = RequestTimes::read(&admin).await?.since(&times_before);
     wait_for(&format!("{n} Ready VirtualClusters"), || {
-        let ready = vc_store
-            .state()
-            .iter()
-            .filter(|vc| {
-                vc.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
-        ready >= n
+        ready(&vc_store) >= n
     })
     .await?;
     let ready_at = started.elapsed();
@@ -261,6 +235,247 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
         "only {resync_reconciles} reconciles during the resync window: not every instance resynced"
     );
     Ok(())
+}
+
+/// Counts, from watch caches so that waiting puts no load on the API server, the children whose
+/// existence makes an instance provisioned: its StatefulSet, its syncer Deployment and its three
+/// Secrets.
+struct Children {
+    statefulsets: reflector::Store<PartialObjectMeta<StatefulSet>>,
+    deployments: reflector::Store<PartialObjectMeta<Deployment>>,
+    secrets: reflector::Store<PartialObjectMeta<Secret>>,
+}
+
+impl Children {
+    fn watch(admin: &Client) -> Children {
+        let managed = watcher::Config::default().labels(&managed_selector());
+        Children {
+            statefulsets: watch_metadata(Api::all(admin.clone()), &managed),
+            deployments: watch_metadata(Api::all(admin.clone()), &managed),
+            secrets: watch_metadata(Api::all(admin.clone()), &managed),
+        }
+    }
+
+    /// Returns once the children of `n` instances exist.
+    async fn wait(&self, n: usize) -> Result<()> {
+        wait_for(&format!("the children of {n} instances"), || {
+            self.statefulsets.state().len() >= n
+                && self.deployments.state().len() >= n
+                && self.secrets.state().len() >= 3 * n
+        })
+        .await
+    }
+}
+
+/// The name of the instance whose children [`direct`] copies: it appears in no field name, so
+/// replacing it (and its namespace and UID) in their JSON renames exactly the instance's names,
+/// labels and references.
+const TEMPLATE: &str = "vctmpl";
+
+/// `--direct`: the floor of provisioning on this machine, with no operator at work.
+async fn direct(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Result<()> {
+    let n = args.instances;
+    let admin = cluster.client().await;
+    crd::install(&admin).await?;
+    let mut namespaces = Vec::new();
+    for _ in 0..n.div_ceil(args.per_namespace.max(1)) {
+        namespaces.push(cluster.namespace("bench").await);
+    }
+    let template = template(cluster, &admin, &namespaces[0], binary).await?;
+    eprintln!(
+        "bench: copying the {} children of one instance for {n} instances, {} at a time",
+        template.objects.len(),
+        args.concurrency
+    );
+    let children = Children::watch(&admin);
+    let all_before = RequestCounts::read(&admin).await?;
+    let times_before = RequestTimes::read(&admin).await?;
+    let cpu_before = CpuByProcess::read(cluster.dir())?;
+    let started = Instant::now();
+    let params = PatchParams::apply(OPERATOR_FIELD_MANAGER).force();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (admin, template, params) = (&admin, &template, &params);
+            let template_namespace = &namespaces[0];
+            let namespace = &namespaces[i % namespaces.len()];
+            async move {
+                // Each copy is owned by a VirtualCluster of its own, as the operator's children
+                // are (the garbage collector removes children whose owner is gone).
+                let name = format!("vc-{i:05}");
+                let vcs: Api<VirtualCluster> = Api::namespaced(admin.clone(), namespace);
+                let vc = vcs.create(&PostParams::default(), &instance(&name)).await?;
+                let uid = vc.uid().context("a created VirtualCluster has a UID")?;
+                for (resource, object) in &template.objects {
+                    let text = serde_json::to_string(object)?
+                        .replace(TEMPLATE, &name)
+                        .replace(template_namespace.as_str(), namespace)
+                        .replace(&template.uid, &uid);
+                    let object: DynamicObject = serde_json::from_str(&text)?;
+                    let api: Api<DynamicObject> = match object.metadata.namespace {
+                        Some(_) => Api::namespaced_with(admin.clone(), namespace, resource),
+                        None => Api::all_with(admin.clone(), resource),
+                    };
+                    api.patch(&object.name_any(), params, &Patch::Apply(&object))
+                        .await
+                        .with_context(|| format!("applying {} {}", resource.kind, name))?;
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(usize::from(args.concurrency))
+        .try_collect::<()>()
+        .await?;
+    // The template's children are counted too.
+    children.wait(n + 1).await?;
+    let children_at = started.elapsed();
+    let cpu = CpuByProcess::read(cluster.dir())?.since(&cpu_before);
+    let writes = RequestCounts::read(&admin).await?.since(&all_before);
+    let times = RequestTimes::read(&admin).await?.since(&times_before);
+    println!(
+        "provisioning floor: the children of {n} instances applied by the benchmark as \
+         cluster-admin, {} at a time, no operator running",
+        args.concurrency
+    );
+    println!(
+        "  every instance's children exist after {:>8.1} s",
+        children_at.as_secs_f64()
+    );
+    println!("  CPU until then                        {}", cpu.describe());
+    println!(
+        "  every API write until then            {:.0}: {}",
+        writes.writes(|_| true),
+        writes.describe_writes(|_| true)
+    );
+    println!(
+        "  mean time to serve them               {}",
+        times.describe_writes(|_| true)
+    );
+    Ok(())
+}
+
+/// The children the operator made for one instance, and the UID of their VirtualCluster.
+struct Template {
+    uid: String,
+    objects: Vec<(ApiResource, serde_json::Value)>,
+}
+
+/// The children the operator made for one instance ([`TEMPLATE`] in `namespace`), read back
+/// and stripped of what the API server sets, each with its resource. The operator is stopped
+/// before this returns.
+async fn template(
+    cluster: &TestCluster,
+    admin: &Client,
+    namespace: &str,
+    binary: &std::path::Path,
+) -> Result<Template> {
+    let kubeconfig = operator::identity(cluster, namespace).await?;
+    let mut operator = Operator::start_binary(
+        cluster,
+        Start {
+            namespaces: &[namespace],
+            kubeconfig: &kubeconfig,
+            args: &["--namespaces="],
+        },
+        binary,
+    )
+    .await?;
+    let vcs: Api<VirtualCluster> = Api::namespaced(admin.clone(), namespace);
+    let vc = vcs
+        .create(&PostParams::default(), &instance(TEMPLATE))
+        .await?;
+    let uid = vc.uid().context("a created VirtualCluster has a UID")?;
+    let selector = InstanceRef::of(&vc).label_selector();
+    let vc_store = watch_ready(&vcs);
+    wait_for(&format!("{TEMPLATE} to be Ready"), || ready(&vc_store) == 1).await?;
+    operator.stop()?;
+    let mut template = Vec::new();
+    for resource in [
+        ApiResource::erase::<Secret>(&()),
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<ServiceAccount>(&()),
+        ApiResource::erase::<Role>(&()),
+        ApiResource::erase::<RoleBinding>(&()),
+        ApiResource::erase::<ClusterRole>(&()),
+        ApiResource::erase::<ClusterRoleBinding>(&()),
+        ApiResource::erase::<Service>(&()),
+        ApiResource::erase::<StatefulSet>(&()),
+        ApiResource::erase::<Deployment>(&()),
+    ] {
+        let api: Api<DynamicObject> = Api::all_with(admin.clone(), &resource);
+        for object in api.list(&ListParams::default().labels(&selector)).await? {
+            let mut object = serde_json::to_value(object)?;
+            // Items of a list carry no type of their own.
+            object["apiVersion"] = resource.api_version.clone().into();
+            object["kind"] = resource.kind.clone().into();
+            for field in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+            ] {
+                object["metadata"].as_object_mut().map(|m| m.remove(field));
+            }
+            object.as_object_mut().map(|o| o.remove("status"));
+            // Each copy gets an address of its own; the headless Service stays headless.
+            if let Some(spec) = object.get_mut("spec").and_then(|s| s.as_object_mut())
+                && resource.kind == "Service"
+                && spec.get("clusterIP").and_then(|ip| ip.as_str()) != Some("None")
+            {
+                spec.remove("clusterIP");
+                spec.remove("clusterIPs");
+            }
+            template.push((resource.clone(), object));
+        }
+    }
+    ensure!(
+        template.len() >= 13,
+        "only {} children of {TEMPLATE}",
+        template.len()
+    );
+    Ok(Template {
+        uid,
+        objects: template,
+    })
+}
+
+/// The VirtualCluster every benchmark instance is: without a volume claim, so that the
+/// control plane pods schedule on kwok nodes.
+fn instance(name: &str) -> VirtualCluster {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "virtualcluster.dev/v1alpha1",
+        "kind": "VirtualCluster",
+        "metadata": {"name": name},
+        "spec": {"controlPlane": {"persistence": {"enabled": false}}},
+    }))
+    .expect("a valid VirtualCluster")
+}
+
+/// A cache of `vcs`, kept by a watch, for [`ready`].
+fn watch_ready(vcs: &Api<VirtualCluster>) -> reflector::Store<VirtualCluster> {
+    let (store, writer) = reflector::store();
+    tokio::spawn(
+        watcher(vcs.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| futures::future::ready(())),
+    );
+    store
+}
+
+/// How many VirtualClusters in `store` are Ready.
+fn ready(store: &reflector::Store<VirtualCluster>) -> usize {
+    store
+        .state()
+        .iter()
+        .filter(|vc| {
+            vc.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .count()
 }
 
 /// Checks `check` (on watch caches) every 100 ms until it is true; gives up after 15 minutes.
