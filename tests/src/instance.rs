@@ -7,6 +7,8 @@
 //! `tests/local-cluster down DIR` stops them too; [`stop_instance`] stops one instance only.
 
 pub mod plan;
+#[cfg(test)]
+mod rendered;
 pub mod syncer;
 
 use std::collections::BTreeMap;

@@ -113,14 +113,20 @@ async fn main() -> Result<()> {
     result
 }
 
-async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Result<()> {
-    let n = args.instances;
+/// The CRD, and the namespaces the instances go to (`--per-namespace` each).
+async fn prepare(args: &Args, cluster: &TestCluster) -> Result<(Client, Vec<String>)> {
     let admin = cluster.client().await;
     crd::install(&admin).await?;
     let mut namespaces = Vec::new();
-    for _ in 0..n.div_ceil(args.per_namespace.max(1)) {
+    for _ in 0..args.instances.div_ceil(args.per_namespace.max(1)) {
         namespaces.push(cluster.namespace("bench").await);
     }
+    Ok((admin, namespaces))
+}
+
+async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Result<()> {
+    let n = args.instances;
+    let (admin, namespaces) = prepare(args, cluster).await?;
     let kubeconfig = operator::identity(cluster, &namespaces[0]).await?;
     let concurrency = format!("--concurrency={}", args.concurrency);
     let resync = format!("--resync-seconds={}", args.resync_seconds);
@@ -217,19 +223,7 @@ async fn run(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Re
         resync_writes / n as f64,
         window.as_secs_f64()
     );
-    println!(
-        "  CPU until the children exist          {}",
-        cpu_children.describe()
-    );
-    println!(
-        "  every API write until then            {:.0}: {}",
-        all_children.writes(|_| true),
-        all_children.describe_writes(|_| true)
-    );
-    println!(
-        "  mean time to serve them               {}",
-        times_children.describe_writes(|_| true)
-    );
+    print_cost(&cpu_children, &all_children, &times_children);
     ensure!(
         resync_reconciles >= n as f64,
         "only {resync_reconciles} reconciles during the resync window: not every instance resynced"
@@ -275,12 +269,7 @@ const TEMPLATE: &str = "vctmpl";
 /// `--direct`: the floor of provisioning on this machine, with no operator at work.
 async fn direct(args: &Args, cluster: &TestCluster, binary: &std::path::Path) -> Result<()> {
     let n = args.instances;
-    let admin = cluster.client().await;
-    crd::install(&admin).await?;
-    let mut namespaces = Vec::new();
-    for _ in 0..n.div_ceil(args.per_namespace.max(1)) {
-        namespaces.push(cluster.namespace("bench").await);
-    }
+    let (admin, namespaces) = prepare(args, cluster).await?;
     let template = template(cluster, &admin, &namespaces[0], binary).await?;
     eprintln!(
         "bench: copying the {} children of one instance for {n} instances, {} at a time",
@@ -340,7 +329,14 @@ async fn direct(args: &Args, cluster: &TestCluster, binary: &std::path::Path) ->
         "  every instance's children exist after {:>8.1} s",
         children_at.as_secs_f64()
     );
-    println!("  CPU until then                        {}", cpu.describe());
+    print_cost(&cpu, &writes, &times);
+    Ok(())
+}
+
+/// What the cluster spent until the children existed: CPU by process, every write the API
+/// server served, and the mean time it took to serve each kind.
+fn print_cost(cpu: &CpuByProcess, writes: &RequestCounts, times: &RequestTimes) {
+    println!("  CPU until the children exist          {}", cpu.describe());
     println!(
         "  every API write until then            {:.0}: {}",
         writes.writes(|_| true),
@@ -350,7 +346,6 @@ async fn direct(args: &Args, cluster: &TestCluster, binary: &std::path::Path) ->
         "  mean time to serve them               {}",
         times.describe_writes(|_| true)
     );
-    Ok(())
 }
 
 /// The children the operator made for one instance, and the UID of their VirtualCluster.

@@ -4,10 +4,7 @@ use std::path::Path;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use virtualcluster_crds::VirtualCluster;
-use virtualcluster_operator::build::{self, Instance};
-use virtualcluster_operator::pki::{self, file};
-use virtualcluster_operator::settings::{self, Settings};
-use virtualcluster_operator::validate;
+use virtualcluster_operator::pki::file;
 
 use super::*;
 
@@ -15,33 +12,9 @@ const ROOT: &str = "/run/vc/instances/team-a/demo";
 
 /// What the operator renders for `demo` in `team-a`: the StatefulSet and all its Secrets.
 fn rendered(edit: impl FnOnce(&mut VirtualCluster)) -> (StatefulSet, Vec<Secret>) {
-    let mut vc = VirtualCluster::new("demo", Default::default());
-    vc.metadata.namespace = Some("team-a".into());
-    vc.metadata.uid = Some("uid-1".into());
-    edit(&mut vc);
-    let valid = validate::validate(&vc, None, settings::DEFAULT_SERVICE_CIDR).unwrap();
-    let settings = Settings::default();
-    let instance = Instance {
-        vc: &vc,
-        valid: &valid,
-        settings: &settings,
-    };
-    let subjects = build::cert_subjects(&instance, Some("10.96.3.4"));
-    let bundle = pki::issue(
-        pki::Plan::IssueAll,
-        None,
-        None,
-        &subjects,
-        time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
-    let kubeconfigs = build::kubeconfig_secrets(&instance, &bundle.data).unwrap();
-    let secrets = vec![
-        build::certs_secret(&instance, &bundle),
-        kubeconfigs.admin,
-        kubeconfigs.syncer,
-    ];
-    (build::stateful_set(&instance, "hash"), secrets)
+    let (mut desired, certs) = crate::instance::rendered::rendered(edit);
+    desired.secrets.insert(0, certs);
+    (desired.stateful_sets.remove(0), desired.secrets)
 }
 
 /// Each declared port to 40000 + its position.

@@ -3,10 +3,6 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::PodSpec;
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::{KUBECONFIG_KEY, SYNCER_CONFIG_KEY};
-use virtualcluster_operator::build::{self, Instance};
-use virtualcluster_operator::pki;
-use virtualcluster_operator::settings::{self, Settings};
-use virtualcluster_operator::validate;
 
 use super::*;
 use crate::instance::plan::HttpProbe;
@@ -19,27 +15,7 @@ const LOCAL_METRICS_PORT: u16 = 41001;
 /// What the operator renders for the syncer of `demo` in `team-a`: its Deployment, and the
 /// ConfigMap and Secrets it may mount (all of the instance's Secrets but the certificates).
 fn rendered(edit: impl FnOnce(&mut VirtualCluster)) -> (Deployment, Mounted) {
-    let mut vc = VirtualCluster::new("demo", Default::default());
-    vc.metadata.namespace = Some("team-a".into());
-    vc.metadata.uid = Some("uid-1".into());
-    edit(&mut vc);
-    let valid = validate::validate(&vc, None, settings::DEFAULT_SERVICE_CIDR).unwrap();
-    let settings = Settings::default();
-    let instance = Instance {
-        vc: &vc,
-        valid: &valid,
-        settings: &settings,
-    };
-    let subjects = build::cert_subjects(&instance, Some("10.96.3.4"));
-    let bundle = pki::issue(
-        pki::Plan::IssueAll,
-        None,
-        None,
-        &subjects,
-        time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
-    let mut desired = build::desired(&instance, &bundle.data).unwrap();
+    let (mut desired, _) = crate::instance::rendered::rendered(edit);
     assert_eq!(desired.deployments.len(), 1);
     let mounted = Mounted {
         secrets: desired.secrets,
