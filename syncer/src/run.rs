@@ -50,7 +50,31 @@ pub struct Options {
 
 /// A watch cache of `api` and the stream of objects it saw change (managed fields dropped:
 /// nothing reads them and they are a large part of every object).
-fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, BoxStream<'static, K>)
+/// A cache and the stream of the objects it takes in, as [`reflect`] makes them.
+type Reflected<K> = (Store<K>, BoxStream<'static, K>);
+/// The streams of a virtual cache and of its host counterpart.
+type PairStreams<K> = (BoxStream<'static, K>, BoxStream<'static, K>);
+
+/// The caches of a kind synced only when turned on (`on`): both made by `make` (virtual, then
+/// host), split into what the context keeps and the streams its workers follow.
+fn optional<K>(
+    on: bool,
+    make: impl FnOnce() -> (Reflected<K>, Reflected<K>),
+) -> (Option<Pair<K>>, Option<PairStreams<K>>)
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    if !on {
+        return (None, None);
+    }
+    let ((virtual_, virtual_stream), (host, host_stream)) = make();
+    (
+        Some(Pair { virtual_, host }),
+        Some((virtual_stream, host_stream)),
+    )
+}
+
+fn reflect<K>(api: Api<K>, config: watcher::Config) -> Reflected<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -63,7 +87,7 @@ fn reflect_where<K>(
     api: Api<K>,
     config: watcher::Config,
     keep: impl Fn(&K) -> bool + Send + 'static,
-) -> (Store<K>, BoxStream<'static, K>)
+) -> Reflected<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -219,18 +243,10 @@ pub async fn run(
     let (to_host, from_host) = (&config.sync.to_host, &config.sync.from_host);
     macro_rules! opt_pair {
         ($on:expr, $kind:ty) => {
-            if $on {
+            optional($on, || {
                 let (v, vs, h, hs) = pair!($kind);
-                (
-                    Some(Pair {
-                        virtual_: v,
-                        host: h,
-                    }),
-                    Some((vs, hs)),
-                )
-            } else {
-                (None, None)
-            }
+                ((v, vs), (h, hs))
+            })
         };
     }
     let (ingresses, ingress_streams) = opt_pair!(to_host.ingresses.enabled, Ingress);
@@ -248,19 +264,12 @@ pub async fn run(
     };
     macro_rules! cluster_pair {
         ($on:expr, $kind:ty, $host_config:expr) => {
-            if $on {
-                let (v, vs) = reflect(Api::<$kind>::all(virt.clone()), all());
-                let (h, hs) = reflect(Api::<$kind>::all(host.clone()), $host_config);
+            optional($on, || {
                 (
-                    Some(Pair {
-                        virtual_: v,
-                        host: h,
-                    }),
-                    Some((vs, hs)),
+                    reflect(Api::<$kind>::all(virt.clone()), all()),
+                    reflect(Api::<$kind>::all(host.clone()), $host_config),
                 )
-            } else {
-                (None, None)
-            }
+            })
         };
     }
     let (priority_classes, class_streams) =
@@ -287,7 +296,7 @@ pub async fn run(
         fn own<K: Importable>(
             host: &Client,
             mapper: &mapping::NamespaceMapper,
-        ) -> (Store<K>, BoxStream<'static, K>) {
+        ) -> Reflected<K> {
             let mapper = mapper.clone();
             reflect_where(
                 Api::<K>::all(host.clone()),
