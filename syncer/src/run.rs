@@ -293,10 +293,7 @@ pub async fn run(
         let (v, vs) = reflect(Api::<Namespace>::all(virt.clone()), all());
         let (h, hs) = reflect(Api::<Namespace>::all(host.clone()), all());
         // What no instance made, in the host namespaces the mappings claim: what is imported.
-        fn own<K: Importable>(
-            host: &Client,
-            mapper: &mapping::NamespaceMapper,
-        ) -> Reflected<K> {
+        fn own<K: Importable>(host: &Client, mapper: &mapping::NamespaceMapper) -> Reflected<K> {
             let mapper = mapper.clone();
             reflect_where(
                 Api::<K>::all(host.clone()),
