@@ -3,6 +3,7 @@
 //! Host pods are pointed at its Service's host address (see `translate::pod`).
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -16,7 +17,6 @@ use kube::api::ObjectMeta;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::fmt::Debug;
 
 use crate::copy;
 

@@ -48,8 +48,6 @@ pub struct Options {
     pub health: Arc<Health>,
 }
 
-/// A watch cache of `api` and the stream of objects it saw change (managed fields dropped:
-/// nothing reads them and they are a large part of every object).
 /// A cache and the stream of the objects it takes in, as [`reflect`] makes them.
 type Reflected<K> = (Store<K>, BoxStream<'static, K>);
 /// The streams of a virtual cache and of its host counterpart.
@@ -74,6 +72,8 @@ where
     )
 }
 
+/// A watch cache of `api` and the stream of objects it saw change (managed fields dropped:
+/// nothing reads them and they are a large part of every object).
 fn reflect<K>(api: Api<K>, config: watcher::Config) -> Reflected<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
