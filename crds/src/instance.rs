@@ -64,6 +64,11 @@ impl InstanceRef {
         format!("{}-headless", self.name)
     }
 
+    /// ConfigMap of the control plane's configuration files (its admission configuration).
+    pub fn control_plane_config(&self) -> String {
+        format!("{}-control-plane-config", self.name)
+    }
+
     /// Secret holding the instance's CA, certificates and keys.
     pub fn certs_secret(&self) -> String {
         format!("{}-certs", self.name)
@@ -101,6 +106,7 @@ impl InstanceRef {
         vec![
             self.control_plane(),
             self.headless_service(),
+            self.control_plane_config(),
             self.certs_secret(),
             self.kubeconfig_secret(),
             self.syncer(),
@@ -188,6 +194,13 @@ pub struct SyncerConfig {
     /// The virtual cluster's service IP range.
     #[serde(rename = "serviceCIDR")]
     pub service_cidr: String,
+    /// What the platform and `spec.policies` let the instance's workloads do on the host.
+    #[serde(default)]
+    pub policy: crate::policy::HostPolicy,
+    /// `spec.policies`, for the quota, limits and network policy of the host namespaces the
+    /// instance creates.
+    #[serde(default)]
+    pub policies: crate::v1alpha1::Policies,
 }
 
 #[cfg(test)]

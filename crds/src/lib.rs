@@ -5,10 +5,13 @@
 pub mod compare;
 pub mod dns;
 pub mod instance;
+pub mod isolation;
 pub mod keys;
 pub mod mapping;
 pub mod marks;
 pub mod naming;
+pub mod pod_security;
+pub mod policy;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod v1alpha1;

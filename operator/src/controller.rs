@@ -218,7 +218,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     // Its owner tells whether it is this instance's (a recreated one of the same name is not).
     .filter(|cm| cm.owner_references().iter().any(|o| o.uid == names.uid))
     .and_then(|cm| build::recorded_namespace_sync(cm.annotations()));
-    let valid = match validate::validate(vc, running.as_ref(), &ctx.settings.service_cidr) {
+    let valid = match validate::validate(vc, running.as_ref(), &ctx.settings) {
         Ok(valid) => valid,
         Err(invalid) => {
             report(vc, ctx, Err(&invalid), None, None, 0, None).await?;

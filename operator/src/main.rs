@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use clap::{ArgAction, Parser};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
+use virtualcluster_crds::policy::{self, HostPolicy};
 use virtualcluster_crds::runtime::http;
+use virtualcluster_crds::v1alpha1::PodSecurityStandard;
 use virtualcluster_crds::runtime::leader::{self, Elector, Ended, Timing};
 use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
 use virtualcluster_operator::controller::{self, Options};
@@ -64,12 +66,95 @@ struct Args {
     /// Seconds between safety-net resyncs of an instance with nothing to do.
     #[arg(long, env = "VC_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// The least strict Pod Security Standard a VirtualCluster may ask for (and the level of
+    /// those that ask for none): privileged, baseline or restricted.
+    #[arg(long, env = "VC_POD_SECURITY_FLOOR", default_value = "baseline", value_parser = parse_level)]
+    pod_security_floor: PodSecurityStandard,
+    /// Taints tenants' pods may tolerate, like `kubectl taint` arguments (comma-separated);
+    /// tolerations of anything else are dropped.
+    #[arg(long, env = "VC_ALLOWED_TOLERATIONS", value_delimiter = ',')]
+    allowed_tolerations: Vec<String>,
+    /// Node labels (`key=value`, comma-separated) every synced pod is held to.
+    #[arg(long, env = "VC_NODE_SELECTOR", value_delimiter = ',', value_parser = parse_label)]
+    node_selector: Vec<(String, String)>,
+    /// The highest value a synced PriorityClass keeps.
+    #[arg(long, env = "VC_MAX_PRIORITY", default_value_t = 0)]
+    max_priority: i32,
+    /// Service types beyond ClusterIP that virtual Services may have on the host
+    /// (comma-separated of NodePort, LoadBalancer, ExternalName; empty for none).
+    #[arg(long, env = "VC_ALLOWED_SERVICE_TYPES", value_delimiter = ',', default_value = "NodePort,LoadBalancer,ExternalName")]
+    allowed_service_types: Vec<String>,
+    /// Copy Ingress annotations ending in `-snippet` (raw proxy configuration).
+    #[arg(long, env = "VC_ALLOW_INGRESS_SNIPPETS", default_value_t = false, action = ArgAction::Set)]
+    allow_ingress_snippets: bool,
+    /// How many host namespaces one instance may create.
+    #[arg(long, env = "VC_MAX_HOST_NAMESPACES", default_value_t = policy::DEFAULT_MAX_HOST_NAMESPACES)]
+    max_host_namespaces: u32,
+    /// Ranges of the host's pods, Services and nodes (comma-separated CIDRs): Endpoints of
+    /// selectorless virtual Services may point there only at the instance's own pods. Every
+    /// private range by default.
+    #[arg(long, env = "VC_HOST_CIDRS", value_delimiter = ',')]
+    host_cidrs: Vec<String>,
+}
+
+fn parse_level(text: &str) -> Result<PodSecurityStandard, String> {
+    PodSecurityStandard::parse(text)
+        .ok_or_else(|| format!("{text:?} is not one of privileged, baseline, restricted"))
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+impl Args {
+    fn platform(&self) -> anyhow::Result<HostPolicy> {
+        for type_ in self.allowed_service_types.iter().filter(|t| !t.is_empty()) {
+            anyhow::ensure!(
+                policy::SERVICE_TYPES.contains(&type_.as_str()),
+                "--allowed-service-types: {type_:?} is not one of {:?}",
+                policy::SERVICE_TYPES
+            );
+        }
+        let host_cidrs: Vec<String> = self
+            .host_cidrs
+            .iter()
+            .filter(|c| !c.is_empty())
+            .cloned()
+            .collect();
+        Ok(HostPolicy {
+            pod_security: self.pod_security_floor,
+            allowed_tolerations: self
+                .allowed_tolerations
+                .iter()
+                .filter(|t| !t.is_empty())
+                .cloned()
+                .collect(),
+            node_selector: self.node_selector.iter().cloned().collect(),
+            max_priority: self.max_priority,
+            service_types: self
+                .allowed_service_types
+                .iter()
+                .filter(|t| !t.is_empty())
+                .cloned()
+                .collect(),
+            ingress_snippets: self.allow_ingress_snippets,
+            max_host_namespaces: self.max_host_namespaces,
+            host_cidrs: if host_cidrs.is_empty() {
+                policy::default_host_cidrs()
+            } else {
+                host_cidrs
+            },
+        })
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format);
+    let platform = args.platform()?;
     let metrics = Arc::new(Metrics::default());
     let health = http::start(args.metrics_addr, {
         let metrics = metrics.clone();
@@ -113,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
             etcd_image: args.etcd_image,
             syncer_image: args.syncer_image,
             service_cidr: args.service_cidr,
+            platform,
         },
         resync: Duration::from_secs(args.resync_seconds),
         concurrency: args.concurrency,

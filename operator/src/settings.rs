@@ -1,5 +1,7 @@
 //! What the operator is configured with (flags or environment) and passes to every reconcile:
-//! default images and versions of what it provisions.
+//! default images and versions of what it provisions, and the platform's host policy.
+
+use virtualcluster_crds::policy::HostPolicy;
 
 /// Kubernetes version of a virtual control plane whose spec names none: the release the
 /// project is built and tested against (`tests/binaries/kubernetes/go.mod`).
@@ -25,6 +27,9 @@ pub struct Settings {
     pub etcd_image: String,
     pub syncer_image: String,
     pub service_cidr: String,
+    /// What the platform lets instances' workloads do on the host; its pod security level is
+    /// the floor a VirtualCluster may tighten but never loosen.
+    pub platform: HostPolicy,
 }
 
 impl Default for Settings {
@@ -35,6 +40,7 @@ impl Default for Settings {
             etcd_image: DEFAULT_ETCD_IMAGE.into(),
             syncer_image: DEFAULT_SYNCER_IMAGE.into(),
             service_cidr: DEFAULT_SERVICE_CIDR.into(),
+            platform: HostPolicy::default(),
         }
     }
 }

@@ -7,8 +7,11 @@ use std::net::IpAddr;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::mapping::{self, Instance, NamespaceMapper};
+use virtualcluster_crds::policy::HostPolicy;
 use virtualcluster_crds::v1alpha1::NamespaceSync;
 use virtualcluster_crds::{VirtualCluster, keys, marks};
+
+use crate::settings::Settings;
 
 /// Why a configuration cannot be provisioned: a CamelCase reason for the condition and Event,
 /// and a message naming the field and the rule.
@@ -27,6 +30,9 @@ pub struct Valid {
     pub service_cidr: String,
     /// The first address of that range: the virtual `kubernetes` Service's ClusterIP.
     pub kubernetes_service_ip: IpAddr,
+    /// What the instance's workloads may do on the host: the platform's policy at the level
+    /// the spec asks for.
+    pub policy: HostPolicy,
 }
 
 /// Checks `vc`. `running` is the namespace-sync block of the configuration the instance already
@@ -34,8 +40,9 @@ pub struct Valid {
 pub fn validate(
     vc: &VirtualCluster,
     running: Option<&NamespaceSync>,
-    default_service_cidr: &str,
+    settings: &Settings,
 ) -> Result<Valid, Invalid> {
+    let default_service_cidr = &settings.service_cidr;
     let instance = InstanceRef::of(vc);
     let namespaces = &vc.spec.sync.to_host.namespaces;
     let mapper = mapping::validate(
@@ -75,11 +82,39 @@ pub fn validate(
             "spec.controlPlane.serviceCIDR: {service_cidr:?} is not an IPv4 or IPv6 range in CIDR notation (address/prefix length)"
         ),
     })?;
+    let policy = host_policy(vc, &settings.platform)?;
     Ok(Valid {
         instance,
         mapper,
         service_cidr,
         kubernetes_service_ip,
+        policy,
+    })
+}
+
+/// Reason of a pod security level below the platform's floor.
+pub const BELOW_PLATFORM_FLOOR: &str = "BelowPlatformFloor";
+
+/// The platform's policy (`platform`, whose level is the floor) at the level `vc` asks for: the
+/// floor when it asks for none, refused when it asks for less.
+fn host_policy(vc: &VirtualCluster, platform: &HostPolicy) -> Result<HostPolicy, Invalid> {
+    let floor = platform.pod_security;
+    let level = match vc.spec.policies.pod_security_standard {
+        None => floor,
+        Some(asked) if asked >= floor => asked,
+        Some(asked) => {
+            return Err(Invalid {
+                reason: BELOW_PLATFORM_FLOOR,
+                message: format!(
+                    "spec.policies.podSecurityStandard: {asked} is less strict than the \
+                     platform's floor, {floor}; ask for {floor} or stricter"
+                ),
+            });
+        }
+    };
+    Ok(HostPolicy {
+        pod_security: level,
+        ..platform.clone()
     })
 }
 
@@ -216,7 +251,7 @@ mod tests {
         let older = created(vc("a", &[("team-*", "h-team-*")]), "first", "u1", 100);
         let newer = created(vc("b", &[("x", "h-team-b")]), "second", "u2", 200);
         let others = [&older, &newer];
-        let valid = validate(&newer, None, "10.96.0.0/12").unwrap();
+        let valid = validate(&newer, None, &Settings::default()).unwrap();
         let err = conflict(&newer, &valid, &others).unwrap_err();
         assert_eq!(err.reason, MAPPING_CONFLICT);
         assert!(
@@ -225,18 +260,18 @@ mod tests {
             err.message
         );
         // The older one keeps running.
-        let valid = validate(&older, None, "10.96.0.0/12").unwrap();
+        let valid = validate(&older, None, &Settings::default()).unwrap();
         assert_eq!(conflict(&older, &valid, &others), Ok(()));
         // Disjoint host sides do not conflict.
         let apart = created(vc("c", &[("x", "h-other")]), "third", "u3", 300);
-        let valid = validate(&apart, None, "10.96.0.0/12").unwrap();
+        let valid = validate(&apart, None, &Settings::default()).unwrap();
         assert_eq!(conflict(&apart, &valid, &[&older, &apart]), Ok(()));
     }
 
     #[test]
     fn host_namespaces_another_instance_holds_are_reported() {
         let mine = created(vc("a", &[("sync-*", "host-*")]), "mine", "u1", 100);
-        let valid = validate(&mine, None, "10.96.0.0/12").unwrap();
+        let valid = validate(&mine, None, &Settings::default()).unwrap();
         let ns = |name: &str, uid: &str| ObjectMeta {
             name: Some(name.into()),
             labels: Some(
@@ -264,7 +299,7 @@ mod tests {
     fn a_mapping_onto_another_instances_namespace_is_refused() {
         let older = created(vc("shared", &[]), "first", "u1", 100);
         let newer = created(vc("b", &[("x", "shared")]), "second", "u2", 200);
-        let valid = validate(&newer, None, "10.96.0.0/12").unwrap();
+        let valid = validate(&newer, None, &Settings::default()).unwrap();
         let err = conflict(&newer, &valid, &[&older]).unwrap_err();
         assert_eq!(err.reason, MAPPING_CONFLICT);
         assert!(
@@ -277,7 +312,7 @@ mod tests {
 
     #[test]
     fn a_valid_config_resolves() {
-        let valid = validate(&vc("ns", &[("a-*", "h-a-*")]), None, "10.96.0.0/12").unwrap();
+        let valid = validate(&vc("ns", &[("a-*", "h-a-*")]), None, &Settings::default()).unwrap();
         assert_eq!(valid.instance.uid, "uid-1");
         assert_eq!(valid.mapper.host_for("a-x").as_deref(), Some("h-a-x"));
         assert_eq!(valid.kubernetes_service_ip.to_string(), "10.96.0.1");
@@ -285,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_mapping_to_the_instances_own_namespace_is_invalid() {
-        let err = validate(&vc("home", &[("x", "home")]), None, "10.96.0.0/12").unwrap_err();
+        let err = validate(&vc("home", &[("x", "home")]), None, &Settings::default()).unwrap_err();
         assert_eq!(err.reason, "OwnNamespace");
         assert!(
             err.message
@@ -298,15 +333,48 @@ mod tests {
     fn namespace_sync_may_not_change_from_what_runs() {
         let running = vc("ns", &[("a-*", "h-a-*")]).spec.sync.to_host.namespaces;
         let changed = vc("ns", &[("a-*", "h-b-*")]);
-        let err = validate(&changed, Some(&running), "10.96.0.0/12").unwrap_err();
+        let err = validate(&changed, Some(&running), &Settings::default()).unwrap_err();
         assert_eq!(err.reason, "NamespaceSyncChanged");
         assert!(
             validate(
                 &vc("ns", &[("a-*", "h-a-*")]),
                 Some(&running),
-                "10.96.0.0/12"
+                &Settings::default()
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_pod_security_level_is_the_floor_or_stricter() {
+        use virtualcluster_crds::v1alpha1::PodSecurityStandard::{Baseline, Privileged, Restricted};
+        let mut strict = Settings::default();
+        strict.platform.pod_security = Restricted;
+        let unset = vc("ns", &[]);
+        assert_eq!(
+            validate(&unset, None, &Settings::default()).unwrap().policy.pod_security,
+            Baseline
+        );
+        assert_eq!(
+            validate(&unset, None, &strict).unwrap().policy.pod_security,
+            Restricted
+        );
+        let mut asks = vc("ns", &[]);
+        asks.spec.policies.pod_security_standard = Some(Restricted);
+        assert_eq!(
+            validate(&asks, None, &Settings::default()).unwrap().policy.pod_security,
+            Restricted
+        );
+        asks.spec.policies.pod_security_standard = Some(Privileged);
+        let err = validate(&asks, None, &Settings::default()).unwrap_err();
+        assert_eq!(err.reason, BELOW_PLATFORM_FLOOR);
+        assert!(err.message.contains("spec.policies.podSecurityStandard"), "{}", err.message);
+        assert!(err.message.contains("floor, baseline"), "{}", err.message);
+        let mut open = Settings::default();
+        open.platform.pod_security = Privileged;
+        assert_eq!(
+            validate(&asks, None, &open).unwrap().policy.pod_security,
+            Privileged
         );
     }
 
@@ -323,7 +391,7 @@ mod tests {
         }
         let mut bad = vc("ns", &[]);
         bad.spec.control_plane.service_cidr = Some("10.0.0.0".into());
-        let err = validate(&bad, None, "10.96.0.0/12").unwrap_err();
+        let err = validate(&bad, None, &Settings::default()).unwrap_err();
         assert_eq!(err.reason, "InvalidServiceCIDR");
         assert!(err.message.contains("spec.controlPlane.serviceCIDR"));
     }

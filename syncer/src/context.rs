@@ -14,7 +14,7 @@ use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::keys;
 use virtualcluster_crds::marks;
@@ -117,6 +117,8 @@ pub struct OptIn {
     pub ingress_classes: Option<Pair<IngressClass>>,
     /// Virtual namespaces, which NetworkPolicies select by label.
     pub namespaces: Option<Store<Namespace>>,
+    /// Every host Ingress (with Ingresses synced): the host names others serve.
+    pub served_hosts: Option<Store<Ingress>>,
 }
 
 /// Virtual and host namespaces, watched with namespace syncing, and the host's own objects in
@@ -246,6 +248,40 @@ impl Ctx {
         let key = Key::new(crate::dns::NAMESPACE, crate::dns::SERVICE);
         self.host_copy(&self.stores.host_services, &key)
             .and_then(|s| cluster_ip(&s).map(str::to_owned))
+    }
+
+    /// Whether a host Ingress that is not this instance's copy serves host name `host`.
+    pub fn host_name_taken(&self, host: &str) -> bool {
+        self.opt_in.served_hosts.iter().flat_map(|s| s.state()).any(|i| {
+            !marks::is_copy_of(&self.target.instance, i.labels())
+                && crate::translate::extra::ingress_hosts(&i).any(|h| h == host)
+        })
+    }
+
+    /// Whether `ip` is an address of a host node.
+    pub fn is_host_node_address(&self, ip: std::net::IpAddr) -> bool {
+        self.stores.host_nodes.state().iter().any(|node| {
+            node.status
+                .iter()
+                .flat_map(|s| s.addresses.iter().flatten())
+                .any(|a| a.address.parse() == Ok(ip))
+        })
+    }
+
+    /// Whether `ip` is the address of one of this instance's host pods or Services.
+    pub fn is_own_address(&self, ip: std::net::IpAddr) -> bool {
+        let is = |s: &str| s.parse() == Ok(ip);
+        self.stores.host_services.state().iter().any(|s| {
+            s.spec
+                .iter()
+                .flat_map(|spec| spec.cluster_ips.iter().flatten())
+                .any(|a| is(a))
+        }) || self.stores.host_pods.state().iter().any(|p| {
+            p.status()
+                .iter()
+                .flat_map(|s| s.pod_ips.iter().flatten())
+                .any(|a| is(&a.ip))
+        })
     }
 
     /// UID of the virtual object a host copy was made from.

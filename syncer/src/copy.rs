@@ -91,10 +91,24 @@ async fn clash<V: Resource<DynamicType = ()>>(
         "host object {where_}{host_name} exists and was not made by this virtual cluster; it is \
          left alone and this object is not synced"
     );
-    tracing::warn!("{note}");
+    warn(ctx, virtual_object, HOST_NAME_CONFLICT, note).await;
+}
+
+/// Reason of the Event on a virtual object whose host name another host object holds.
+pub const HOST_NAME_CONFLICT: &str = "HostNameConflict";
+
+/// Tells the owner of `virtual_object` with a Warning Event what the syncer refused or left out
+/// of its host copy, and why (`reason` CamelCase, `note` naming the field).
+pub async fn warn<V: Resource<DynamicType = ()>>(
+    ctx: &Ctx,
+    virtual_object: &V,
+    reason: &str,
+    note: String,
+) {
+    tracing::warn!(reason, object = %virtual_object.name_any(), "{note}");
     let event = Event {
         type_: EventType::Warning,
-        reason: "HostNameConflict".into(),
+        reason: reason.into(),
         note: Some(note),
         action: "Sync".into(),
         secondary: None,

@@ -7,8 +7,9 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSpec,
-    PodTemplateSpec, Probe, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -26,6 +27,8 @@ pub const SERVICE: &str = "kube-dns";
 const NAME: &str = "coredns";
 const CLUSTER_ROLE: &str = "system:coredns";
 pub const DEFAULT_IMAGE: &str = "registry.k8s.io/coredns/coredns:v1.12.1";
+/// The image's non-root user.
+const RUN_AS: i64 = 65532;
 
 const COREFILE: &str = r#".:53 {
     errors
@@ -113,6 +116,23 @@ pub fn objects(image: &str) -> Objects {
             read_only: Some(true),
             ..Default::default()
         }]),
+        // The restricted Pod Security Standard, so it runs at every level an instance has;
+        // binding port 53 is the one capability it keeps.
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_BIND_SERVICE".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     Objects {
@@ -230,5 +250,25 @@ where
     match api.get_opt(&desired.name_any()).await? {
         Some(live) => copy::update(api, desired.clone(), &live).await,
         None => copy::apply(api, desired).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use virtualcluster_crds::pod_security;
+    use virtualcluster_crds::v1alpha1::PodSecurityStandard;
+
+    #[test]
+    fn coredns_runs_at_every_pod_security_level() {
+        let template = objects(DEFAULT_IMAGE).deployment.spec.template;
+        let pod = Pod {
+            metadata: template.metadata.unwrap_or_default(),
+            spec: template.spec,
+            status: None,
+        };
+        let violations = pod_security::check(PodSecurityStandard::Restricted, &pod);
+        assert!(violations.is_empty(), "{violations:?}");
     }
 }

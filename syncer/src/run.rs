@@ -250,6 +250,13 @@ pub async fn run(
         };
     }
     let (ingresses, ingress_streams) = opt_pair!(to_host.ingresses.enabled, Ingress);
+    // Every host Ingress, for the host names others already serve (read-only).
+    let (served_hosts, served_stream) = if to_host.ingresses.enabled {
+        let (store, stream) = reflect(Api::<Ingress>::all(host.clone()), all());
+        (Some(store), Some(stream))
+    } else {
+        (None, None)
+    };
     let (service_accounts, account_streams) =
         opt_pair!(to_host.service_accounts.enabled, ServiceAccount);
     let (network_policies, policy_streams) =
@@ -287,6 +294,7 @@ pub async fn run(
         storage_classes,
         ingress_classes,
         namespaces,
+        served_hosts,
     };
 
     let (namespaces, namespace_streams) = if namespace_sync {
@@ -481,6 +489,10 @@ pub async fn run(
         });
         by_copy!(hs, q.ingresses);
     }
+    if let Some(stream) = served_stream {
+        // Only looked up when a virtual Ingress is synced; the cache must still be fed.
+        feed(&mut feeds, stream, |_: Ingress| {});
+    }
     if let Some((vs, hs)) = account_streams {
         by_key!(vs, q.service_accounts);
         by_copy!(hs, q.service_accounts);
@@ -611,6 +623,9 @@ pub async fn run(
             }
         });
     }
+    // The instance's own namespace is held to `spec.policies` like those it creates; before
+    // anything is synced, so no workload starts outside its quota.
+    sync::namespaces::isolate(&ctx, &ctx.target.instance.namespace).await?;
     if ctx.target.mappings_only {
         // Refused at the virtual API server, where the user sees it; the syncer does not run
         // until it is in place.
@@ -697,6 +712,9 @@ async fn wait_opt_in_ready(o: &OptIn) -> anyhow::Result<()> {
     pair(&o.priority_classes).await?;
     pair(&o.storage_classes).await?;
     pair(&o.ingress_classes).await?;
+    for store in [&o.served_hosts].into_iter().flatten() {
+        store.wait_until_ready().await?;
+    }
     if let Some(namespaces) = &o.namespaces {
         namespaces.wait_until_ready().await?;
     }

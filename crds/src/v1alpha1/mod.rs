@@ -2,6 +2,7 @@
 
 pub mod cel;
 mod control_plane;
+mod policies;
 mod status;
 mod sync;
 
@@ -11,6 +12,10 @@ use serde::{Deserialize, Serialize};
 pub use control_plane::{
     ControlPlane, ControlPlaneImages, ControlPlaneService, ExportKubeConfig, Persistence,
     ServiceType, Syncer,
+};
+pub use policies::{
+    IpBlock, LimitRangePolicy, NetworkPolicyPolicy, OutgoingConnections, PRIVATE_RANGES, Policies,
+    PodSecurityStandard, ResourceQuotaPolicy,
 };
 pub use status::{Phase, VirtualClusterStatus};
 pub use sync::{
@@ -50,6 +55,10 @@ pub struct VirtualClusterSpec {
     /// The instance's syncer: replicas, image and resources.
     #[serde(default)]
     pub syncer: Syncer,
+    /// What the instance's workloads may do on the host: pod security, quotas, limits and
+    /// network isolation, shaped like the `policies` section of a vcluster.yaml.
+    #[serde(default)]
+    pub policies: Policies,
     /// How the kubeconfig Secret reaches the virtual API server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_kube_config: Option<ExportKubeConfig>,

@@ -88,6 +88,14 @@ pub struct PodSync {
     #[schemars(length(max = 64), inner(length(max = 317)))]
     #[x_kube(validation = cel::tolerations())]
     pub enforce_tolerations: Vec<String>,
+    /// Node labels set on every synced pod's node selector on the host, winning over the pod's
+    /// own (the platform's win over these).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = 32,
+        "additionalProperties" = { "type": "string", "maxLength": 63 }
+    ))]
+    pub node_selector: BTreeMap<String, String>,
     /// Priority class set on every synced pod on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
@@ -102,6 +110,7 @@ impl Default for PodSync {
             enabled: true,
             translate_image: BTreeMap::new(),
             enforce_tolerations: Vec::new(),
+            node_selector: BTreeMap::new(),
             priority_class_name: None,
             runtime_class_name: None,
         }

@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
     SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
@@ -18,13 +18,16 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use virtualcluster_crds::instance::{API_SERVER_SERVICE_PORT, Component};
-use virtualcluster_crds::v1alpha1::ServiceType;
+use virtualcluster_crds::v1alpha1::{PodSecurityStandard, ServiceType};
 
+use super::admission::ADMISSION_CONFIG_KEY;
 use super::{CONFIG_HASH, Instance};
 use crate::pki::{self, API_SERVER_PORT, file};
 
 /// Where the control plane's certificates and keys are mounted.
 pub const PKI_DIR: &str = "/etc/virtualcluster/pki";
+/// Where the control plane's configuration files are mounted.
+pub const CONFIG_DIR: &str = "/etc/virtualcluster/config";
 /// Where etcd's volume is mounted; etcd keeps its data in a folder below it.
 pub const DATA_DIR: &str = "/var/lib/etcd";
 
@@ -38,6 +41,7 @@ const ETCD_METRICS_PORT: u16 = 2381;
 const CONTROLLER_MANAGER_PORT: u16 = 10257;
 
 const CERTS_VOLUME: &str = "certs";
+const CONFIG_VOLUME: &str = "config";
 const DATA_VOLUME: &str = "data";
 /// The non-root user and group every container runs as.
 const RUN_AS: i64 = 65532;
@@ -268,7 +272,12 @@ pub fn stateful_set(instance: &Instance<'_>, certs_hash: &str) -> StatefulSet {
             ),
             format!("--service-cluster-ip-range={service_cidr}"),
             "--authorization-mode=RBAC".into(),
-            "--allow-privileged=true".into(),
+            format!("--admission-control-config-file={CONFIG_DIR}/{ADMISSION_CONFIG_KEY}"),
+            // Privileged containers only where the instance's level allows them at all.
+            format!(
+                "--allow-privileged={}",
+                instance.valid.policy.pod_security == PodSecurityStandard::Privileged
+            ),
             // The virtual `kubernetes` Service points at the instance's host Service (the
             // syncer keeps it); the pod's own address is not reachable from virtual pods.
             "--endpoint-reconciler-type=none".into(),
@@ -279,7 +288,15 @@ pub fn stateful_set(instance: &Instance<'_>, certs_hash: &str) -> StatefulSet {
         startup_probe: Some(probe("/livez", API_SERVER_PORT, "HTTPS", 30)),
         liveness_probe: Some(probe("/livez", API_SERVER_PORT, "HTTPS", 8)),
         readiness_probe: Some(probe("/readyz", API_SERVER_PORT, "HTTPS", 3)),
-        volume_mounts: Some(vec![certs_mount()]),
+        volume_mounts: Some(vec![
+            certs_mount(),
+            VolumeMount {
+                name: CONFIG_VOLUME.into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
         ..hardened(spec.resources.clone())
     };
 
@@ -351,6 +368,14 @@ pub fn stateful_set(instance: &Instance<'_>, certs_hash: &str) -> StatefulSet {
         }),
         ..Default::default()
     }];
+    volumes.push(Volume {
+        name: CONFIG_VOLUME.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: id.control_plane_config(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     let persistence = &spec.persistence;
     let claims = if persistence.enabled {
         Some(vec![PersistentVolumeClaim {
@@ -613,6 +638,16 @@ mod tests {
         );
         let api_args = pod.containers[1].args.as_ref().unwrap();
         assert!(api_args.contains(&"--service-cluster-ip-range=10.100.0.0/16".to_owned()));
+        // At the default level (baseline) the virtual API server refuses privileged containers
+        // and reads its PodSecurity configuration from the mounted ConfigMap.
+        assert!(api_args.contains(&"--allow-privileged=false".to_owned()));
+        assert!(api_args.contains(&format!(
+            "--admission-control-config-file={CONFIG_DIR}/{ADMISSION_CONFIG_KEY}"
+        )));
+        assert!(pod.volumes.as_ref().unwrap().iter().any(|v| v
+            .config_map
+            .as_ref()
+            .is_some_and(|c| c.name == "demo-control-plane-config")));
         assert_eq!(spec.volume_claim_templates.as_ref().unwrap().len(), 1);
         assert!(
             pod.volumes

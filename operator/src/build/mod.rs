@@ -2,6 +2,7 @@
 //! what was observed (the API server Service's ClusterIP, the stored certificates). Pure: no
 //! API calls, so every object can be checked in unit tests.
 
+mod admission;
 mod control_plane;
 mod secrets;
 mod syncer;
@@ -21,6 +22,7 @@ use crate::pki;
 use crate::settings::Settings;
 use crate::validate::Valid;
 
+pub use admission::{ADMISSION_CONFIG_KEY, admission_configuration};
 pub use control_plane::{
     API_SERVER_CONTAINER, CONTROLLER_MANAGER_CONTAINER, DATA_DIR, ETCD_CONTAINER, PKI_DIR,
     cert_subjects, services, stateful_set,
@@ -110,10 +112,22 @@ pub fn desired(
                 .map(|(k, v)| (k.as_str(), v.0.as_slice())),
         );
     let deployment = syncer::deployment(instance, &content_hash(syncer_inputs));
-    let certs_hash = content_hash(certs.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+    let admission = admission::config_map(instance);
+    // The control plane rolls when its certificates or its configuration files change.
+    let control_plane_inputs = certs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .chain(
+            admission
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        );
+    let certs_hash = content_hash(control_plane_inputs);
     Ok(Desired {
         secrets: vec![kubeconfigs.admin, kubeconfigs.syncer],
-        config_maps: vec![config],
+        config_maps: vec![admission, config],
         service_accounts: vec![syncer_rbac.service_account],
         roles: vec![syncer_rbac.role],
         role_bindings: vec![syncer_rbac.role_binding],
@@ -160,7 +174,7 @@ pub(crate) mod fixtures {
     }
 
     pub fn valid(vc: &VirtualCluster) -> Valid {
-        validate(vc, None, crate::settings::DEFAULT_SERVICE_CIDR).unwrap()
+        validate(vc, None, &crate::settings::Settings::default()).unwrap()
     }
 
     pub fn certs(instance: &Instance<'_>) -> BTreeMap<String, Vec<u8>> {

@@ -34,6 +34,8 @@ pub fn syncer_config(instance: &Instance<'_>) -> SyncerConfig {
         sync: instance.vc.spec.sync.clone(),
         api_server_service: instance.id().api_server_service(),
         service_cidr: instance.valid.service_cidr.clone(),
+        policy: instance.valid.policy.clone(),
+        policies: instance.vc.spec.policies.clone(),
     }
 }
 
@@ -116,6 +118,8 @@ pub fn namespaced_rules() -> Vec<PolicyRule> {
             WRITE,
         ),
         rule(&["policy"], &["poddisruptionbudgets"], WRITE),
+        // The quota and limits `spec.policies` ask for, made by the syncer where it syncs.
+        rule(&[""], &["resourcequotas", "limitranges"], WRITE),
         rule(&["coordination.k8s.io"], &["leases"], WRITE),
     ]
 }
@@ -135,6 +139,10 @@ pub fn cluster_rules(instance: &Instance<'_>) -> Vec<PolicyRule> {
     }
     if sync.from_host.ingress_classes.enabled {
         rules.push(rule(&["networking.k8s.io"], &["ingressclasses"], READ));
+    }
+    if sync.to_host.ingresses.enabled {
+        // Every host Ingress, to refuse host names another namespace already serves.
+        rules.push(rule(&["networking.k8s.io"], &["ingresses"], READ));
     }
     if sync.to_host.priority_classes.enabled {
         rules.push(rule(&["scheduling.k8s.io"], &["priorityclasses"], WRITE));

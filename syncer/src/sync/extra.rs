@@ -58,7 +58,27 @@ pub async fn reconcile_ingress(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> 
     let Some(pair) = &ctx.opt_in.ingresses else {
         return Ok(Next::Done);
     };
-    let next = namespaced(&ctx, pair, &key, |i| extra::host_ingress(i, &ctx.target)).await?;
+    // Host names are first come, first served across the host; snippets are the platform's.
+    let taken = |host: &str| ctx.host_name_taken(host);
+    let snippets = ctx.config.policy.ingress_snippets;
+    if let Some(ingress) = pair.virtual_.get(&key.object_ref()) {
+        let left_out = extra::restrict_ingress(&mut (*ingress).clone(), snippets, &taken);
+        if !left_out.is_empty() {
+            let reason = if left_out.iter().any(|l| l.starts_with("rule")) {
+                copy::HOST_NAME_CONFLICT
+            } else {
+                "SnippetsNotAllowed"
+            };
+            let note = format!("not copied to the host: {}", left_out.join("; "));
+            copy::warn(&ctx, ingress.as_ref(), reason, note).await;
+        }
+    }
+    let next = namespaced(&ctx, pair, &key, |i| {
+        let mut host = extra::host_ingress(i, &ctx.target);
+        extra::restrict_ingress(&mut host, snippets, &taken);
+        host
+    })
+    .await?;
     if let (Some(ingress), Some(copy)) = (
         pair.virtual_.get(&key.object_ref()),
         ctx.host_copy(&pair.host, &key),
@@ -135,7 +155,7 @@ pub async fn reconcile_priority_class(ctx: Arc<Ctx>, name: String) -> anyhow::Re
             .as_deref()
             .filter(|_| !extra::is_system_priority_class(&name)),
         copy.as_deref(),
-        |c| extra::host_priority_class(c, &ctx.target),
+        |c| extra::host_priority_class(c, &ctx.target, ctx.config.policy.max_priority),
     )
     .await
 }

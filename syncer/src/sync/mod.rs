@@ -8,5 +8,6 @@ pub mod imports;
 pub mod namespaces;
 pub mod nodes;
 pub mod pods;
+pub mod references;
 pub mod services;
 pub mod storage;

@@ -8,25 +8,27 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ObjectMeta, Patch};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use virtualcluster_crds::keys;
-use virtualcluster_crds::marks;
+use virtualcluster_crds::v1alpha1::PodSecurityStandard;
+use virtualcluster_crds::{isolation, keys, marks, policy};
 
 use crate::context::Ctx;
 use crate::copy;
 use crate::queue::Next;
 use crate::translate::import;
 
-/// The host namespace the instance creates for virtual namespace `virtual_name`.
+/// The host namespace the instance creates for virtual namespace `virtual_name`: held by the
+/// host's PodSecurity admission to the instance's level.
 pub fn created_namespace(
     ctx_instance: &virtualcluster_crds::instance::InstanceRef,
+    level: PodSecurityStandard,
     host: &str,
     virtual_name: &str,
 ) -> Namespace {
     let mut labels = marks::instance_labels(ctx_instance);
     labels.insert(keys::NAMESPACE_ORIGIN.into(), keys::ORIGIN_CREATED.into());
+    labels.extend(policy::pod_security_labels(level));
     Namespace {
         metadata: ObjectMeta {
             name: Some(host.to_owned()),
@@ -72,18 +74,39 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
             )
             .await?;
         }
-        (Some(_), None) => {
-            let namespace = created_namespace(instance, &place.namespace, &name);
+        (Some(virtual_ns), None) => {
+            let created = host_namespaces
+                .state()
+                .iter()
+                .filter(|ns| origin(ns).as_deref() == Some(keys::ORIGIN_CREATED))
+                .count();
+            let limit = ctx.config.policy.max_host_namespaces;
+            if created >= limit as usize {
+                let note = format!(
+                    "the virtual cluster has created {created} host namespaces, the most the \
+                     platform allows; host namespace {} is not created and nothing of \
+                     namespace {name} is synced",
+                    place.namespace
+                );
+                copy::warn(&ctx, virtual_ns.as_ref(), "HostNamespaceLimit", note).await;
+                return Ok(Next::After(copy::CLASH_RECHECK));
+            }
+            let level = ctx.config.policy.pod_security;
+            let namespace = created_namespace(instance, level, &place.namespace, &name);
             match api.create(&copy::post_params(), &namespace).await {
                 Ok(_) => {}
                 Err(err) if copy::is_status(&err, 409) => {}
                 Err(err) => return Err(err.into()),
             }
+            isolate(&ctx, &place.namespace).await?;
+        }
+        (Some(_), Some(host)) if origin(&host).as_deref() == Some(keys::ORIGIN_CREATED) => {
+            isolate(&ctx, &place.namespace).await?;
         }
         (Some(_), Some(host)) if origin(&host).is_some() => {}
         (Some(virtual_ns), Some(host)) => {
             if let Some(note) = held_by_another(&host, &name) {
-                publish(&ctx, virtual_ns.as_ref(), "HostNamespaceConflict", note).await;
+                copy::warn(&ctx, virtual_ns.as_ref(), "HostNamespaceConflict", note).await;
                 return Ok(Next::After(copy::CLASH_RECHECK));
             }
             // It was there before: imported, never deleted by this instance.
@@ -145,16 +168,45 @@ async fn import(ctx: &Ctx, host: &Namespace) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn publish<K: Resource<DynamicType = ()>>(ctx: &Ctx, object: &K, reason: &str, note: String) {
-    tracing::warn!("{note}");
-    let event = Event {
-        type_: EventType::Warning,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Sync".into(),
-        secondary: None,
+/// Makes the quota, limits and network policy `spec.policies` ask for in host namespace
+/// `namespace` (the instance's own, or one it created), or brings them to what is asked; those no longer
+/// asked for go. Only the instance's own (by its marks) are ever changed or deleted.
+pub async fn isolate(ctx: &Ctx, namespace: &str) -> anyhow::Result<()> {
+    let meta = ObjectMeta {
+        labels: Some(marks::instance_labels(&ctx.target.instance)),
+        ..Default::default()
     };
-    if let Err(err) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
-        tracing::warn!(%err, "publishing an Event");
+    let wanted = isolation::objects(&ctx.target.instance, &ctx.config.policies, namespace, &meta);
+    let name = isolation::name(&ctx.target.instance);
+    ensure(ctx, namespace, &name, wanted.resource_quota).await?;
+    ensure(ctx, namespace, &name, wanted.limit_range).await?;
+    ensure(ctx, namespace, &name, wanted.network_policy).await?;
+    Ok(())
+}
+
+/// `wanted` in place of the instance's object `name` of its kind in `namespace` (gone when
+/// `None`), written only when it differs.
+async fn ensure<K>(ctx: &Ctx, namespace: &str, name: &str, wanted: Option<K>) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.host.clone(), namespace);
+    let live = api
+        .get_opt(name)
+        .await?
+        .filter(|o| marks::is_copy_of(&ctx.target.instance, o.labels()));
+    match (wanted, live) {
+        (Some(wanted), Some(live)) => copy::update(&api, wanted, &live).await,
+        (Some(wanted), None) => match api.create(&copy::post_params(), &wanted).await {
+            Ok(_) => Ok(()),
+            Err(err) if copy::is_status(&err, 409) => Ok(()),
+            Err(err) => Err(err.into()),
+        },
+        (None, Some(live)) => copy::delete(&api, &live, None).await.map(|_| ()),
+        (None, None) => Ok(()),
     }
 }

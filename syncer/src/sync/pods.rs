@@ -13,9 +13,12 @@ use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod, ServiceAccount};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 
+use virtualcluster_crds::pod_security;
+
 use crate::cached::HostPod;
 use crate::context::{Ctx, Key};
 use crate::copy;
+use crate::sync::references::{self, Resolved};
 use crate::queue::Next;
 use crate::translate::extra;
 use crate::translate::pod::{self as translate, BOUND_BY_SYNCER, PodEnv};
@@ -99,9 +102,24 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
         tracing::debug!(?key, "waiting for the DNS Service's address");
         return Ok(Next::After(WAIT_FOR_ADDRESS));
     }
-    let tokens = mint_tokens(ctx, key, pod).await?;
+    // Every object the host pod names must be this instance's own on the host.
+    if let Some(first) = translate::unrenamable(pod).into_iter().next() {
+        refuse(ctx, pod, REFERENCE_REFUSED, first).await?;
+        return Ok(Next::Done);
+    }
+    let mut pod = pod.clone();
+    match references::resolve(ctx, key, &mut pod).await? {
+        Resolved::Ready => {}
+        Resolved::Wait(delay) => return Ok(Next::After(delay)),
+        Resolved::Refused(note) => {
+            refuse(ctx, &pod, REFERENCE_REFUSED, note).await?;
+            return Ok(Next::Done);
+        }
+    }
+    let pod = &pod;
     let spec = pod.spec.as_ref();
-    // The pod's ServiceAccount and PriorityClass by their host names, when those are synced.
+    // The pod's ServiceAccount and PriorityClass by their host names, when those are synced;
+    // the host's own critical classes are never a tenant's.
     let service_account = ctx.opt_in.service_accounts.as_ref().map(|_| {
         let account = spec.and_then(|s| s.service_account_name.as_deref());
         ctx.target
@@ -109,27 +127,80 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
     });
     let priority_class = spec
         .and_then(|s| s.priority_class_name.as_deref())
+        .filter(|class| !extra::is_system_priority_class(class))
         .and_then(|class| {
-            if extra::is_system_priority_class(class) {
-                Some(class.to_owned())
-            } else {
-                ctx.opt_in
-                    .priority_classes
-                    .as_ref()
-                    .map(|_| extra::priority_class_name(&ctx.target, class))
-            }
+            ctx.opt_in
+                .priority_classes
+                .as_ref()
+                .map(|_| extra::priority_class_name(&ctx.target, class))
         });
-    let env = PodEnv {
+    let policy = &ctx.config.policy;
+    let mut env = PodEnv {
         target: &ctx.target,
         options: &ctx.config.sync.to_host.pods,
         dns_ip: dns_ip.as_deref(),
         api_server_ip: &api_server_ip,
-        tokens: &tokens,
+        tokens: &[],
         service_account,
         priority_class,
+        policy,
     };
+    // The final object is held to the instance's level: a pod the virtual API server let
+    // through (a namespace labelled less strictly, or admitted before) never runs.
+    let violations = pod_security::check(policy.pod_security, &translate::host_pod(pod, &env));
+    if !violations.is_empty() {
+        let note = format!(
+            "the pod breaks the {} Pod Security Standard and does not run on the host: {}",
+            policy.pod_security,
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        refuse(ctx, pod, POD_SECURITY_REFUSED, note).await?;
+        return Ok(Next::Done);
+    }
+    let tokens = mint_tokens(ctx, key, pod).await?;
+    env.tokens = &tokens;
     let desired = translate::host_pod(pod, &env);
     copy::create(ctx, &ctx.host_api::<Pod>(&key.namespace), &desired, pod).await
+}
+
+/// Event reason and pod condition reason of a pod refused for its references.
+pub const REFERENCE_REFUSED: &str = "ReferenceNotAllowed";
+/// Event reason and pod condition reason of a pod refused for its security settings.
+pub const POD_SECURITY_REFUSED: &str = "PodSecurityViolation";
+
+/// Tells the tenant why virtual pod `pod` has no host pod: a Warning Event, and the pod's own
+/// status (unschedulable, with the reason) unless it says so already.
+async fn refuse(ctx: &Ctx, pod: &Pod, reason: &str, note: String) -> anyhow::Result<()> {
+    copy::warn(ctx, pod, reason, note.clone()).await;
+    let shown = pod
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| {
+            c.type_ == "PodScheduled"
+                && c.reason.as_deref() == Some(reason)
+                && c.message.as_deref() == Some(note.as_str())
+        });
+    if !shown {
+        let status = serde_json::json!({
+            "phase": "Pending",
+            "conditions": [{
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": reason,
+                "message": note,
+                "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+            }],
+        });
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        copy::write_virtual_status(&ctx.virtual_api::<Pod>(namespace), &pod.name_any(), &status)
+            .await?;
+    }
+    Ok(())
 }
 
 fn needs_cluster_dns(pod: &Pod) -> bool {
@@ -209,6 +280,7 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
         tokens: &tokens,
         service_account: None,
         priority_class: None,
+        policy: &ctx.config.policy,
     };
     let desired = translate::host_pod(pod, &env);
     if translate::metadata_differs(&desired, copy) {

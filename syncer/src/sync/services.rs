@@ -15,8 +15,8 @@ use crate::context::{Ctx, Key};
 use crate::copy;
 use crate::queue::Next;
 use crate::translate::service::{
-    API_SERVICE, cluster_ip, has_selector, host_endpoints, host_service, is_headless,
-    virtual_status, with_cluster_ip,
+    API_SERVICE, cluster_ip, endpoint_allowed, has_selector, host_endpoints, host_service,
+    is_headless, left_out, refusal, virtual_status, with_cluster_ip,
 };
 
 /// Annotation on a host copy while its virtual Service is recreated with the copy's address:
@@ -86,14 +86,26 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         }
     }
 
+    // A Service the platform does not allow is not synced (an earlier copy goes).
+    let policy = &ctx.config.policy;
+    let refused = service.as_deref().and_then(|s| refusal(s, policy));
+    if let (Some(service), Some(why)) = (&service, &refused) {
+        copy::warn(&ctx, service.as_ref(), "ServiceTypeNotAllowed", why.clone()).await;
+    } else if let Some(note) = service.as_deref().and_then(left_out) {
+        copy::warn(&ctx, service.as_deref().unwrap(), "ExternalIPsNotSynced", note).await;
+    }
+    let wanted = service.as_deref().filter(|_| refused.is_none());
     let next = copy::sync(
         &ctx,
         &ctx.host_api(&key.namespace),
-        service.as_deref(),
+        wanted,
         copy.as_deref(),
         |s| host_service(s, &ctx.target),
     )
     .await?;
+    if refused.is_some() {
+        return Ok(next);
+    }
     ctx.queues.endpoints.add(key.clone());
     let (Some(service), Some(copy)) = (service, copy) else {
         return Ok(next);
@@ -179,12 +191,31 @@ pub async fn reconcile_endpoints(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next
         .get(&key.object_ref())
         .filter(|_| selectorless);
     let copy = ctx.host_copy(&ctx.stores.host_endpoints, &key);
+    let allowed = |ip: &str| {
+        endpoint_allowed(
+            ip,
+            &ctx.config.policy,
+            &|ip| ctx.is_host_node_address(ip),
+            &|ip| ctx.is_own_address(ip),
+        )
+    };
+    if let Some(endpoints) = &endpoints {
+        let (_, left_out) = host_endpoints(endpoints, &ctx.target, &allowed);
+        if !left_out.is_empty() {
+            let note = format!(
+                "addresses {} are not copied to the host: they belong to the host's nodes, \
+                 pods or Services that are not this virtual cluster's, or to special ranges",
+                left_out.join(", ")
+            );
+            copy::warn(&ctx, endpoints.as_ref(), "EndpointsNotAllowed", note).await;
+        }
+    }
     copy::sync(
         &ctx,
         &ctx.host_api(&key.namespace),
         endpoints.as_deref(),
         copy.as_deref(),
-        |e: &Endpoints| host_endpoints(e, &ctx.target),
+        |e: &Endpoints| host_endpoints(e, &ctx.target, &allowed).0,
     )
     .await
 }

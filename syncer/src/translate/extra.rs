@@ -43,6 +43,58 @@ pub fn host_ingress(ingress: &Ingress, target: &Target) -> Ingress {
     }
 }
 
+/// Annotations ending in this carry raw proxy configuration (`nginx.ingress.kubernetes.io/
+/// configuration-snippet` and the like), which reaches every host the controller serves.
+pub const SNIPPET_SUFFIX: &str = "-snippet";
+
+/// Leaves out of host Ingress `ingress` what the platform does not let a tenant have: snippet
+/// annotations unless `snippets`, and rules and TLS entries for host names `taken` says
+/// another host Ingress serves. Returns what was left out, to tell the Ingress' owner.
+pub fn restrict_ingress(
+    ingress: &mut Ingress,
+    snippets: bool,
+    taken: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut left_out = Vec::new();
+    if !snippets && let Some(annotations) = ingress.metadata.annotations.as_mut() {
+        annotations.retain(|key, _| {
+            let snippet = key.ends_with(SNIPPET_SUFFIX);
+            if snippet {
+                left_out.push(format!("annotation {key} (snippets are not allowed by the platform)"));
+            }
+            !snippet
+        });
+    }
+    if let Some(spec) = ingress.spec.as_mut() {
+        if let Some(rules) = spec.rules.as_mut() {
+            rules.retain(|rule| {
+                let host = rule.host.as_deref().unwrap_or_default();
+                let keep = host.is_empty() || !taken(host);
+                if !keep {
+                    left_out.push(format!("rule for host {host} (another host Ingress serves it)"));
+                }
+                keep
+            });
+        }
+        for tls in spec.tls.iter_mut().flatten() {
+            if let Some(hosts) = tls.hosts.as_mut() {
+                hosts.retain(|h| !taken(h));
+            }
+        }
+    }
+    left_out
+}
+
+/// The host names an Ingress serves.
+pub fn ingress_hosts(ingress: &Ingress) -> impl Iterator<Item = &str> {
+    ingress
+        .spec
+        .iter()
+        .flat_map(|s| s.rules.iter().flatten())
+        .filter_map(|r| r.host.as_deref())
+        .filter(|h| !h.is_empty())
+}
+
 /// The Secrets an Ingress uses (its TLS certificates), by virtual name.
 pub fn ingress_secrets(ingress: &Ingress) -> Vec<String> {
     ingress
@@ -170,13 +222,15 @@ pub fn priority_class_name(target: &Target, name: &str) -> String {
     virtualcluster_crds::naming::host_name(name, &target.instance.namespace, &target.instance.name)
 }
 
-/// The classes every cluster has; pods naming one keep it (the host has it too).
+/// The classes every cluster has for its own critical pods; a tenant's pod never gets one on the
+/// host, and a virtual class of that name is never copied.
 pub fn is_system_priority_class(name: &str) -> bool {
     name.starts_with("system-")
 }
 
-/// PriorityClass: never the host's default, whatever the virtual one says.
-pub fn host_priority_class(class: &PriorityClass, target: &Target) -> PriorityClass {
+/// PriorityClass: never the host's default, whatever the virtual one says, and never above the
+/// platform's cap (`max_value`), so tenants' pods cannot preempt others beyond it.
+pub fn host_priority_class(class: &PriorityClass, target: &Target, max_value: i32) -> PriorityClass {
     let name = class.metadata.name.clone().unwrap_or_default();
     let mut annotations = marks::without_reserved(class.metadata.annotations.as_ref());
     annotations.extend(marks::copy_annotations(&marks::VirtualRef {
@@ -193,7 +247,7 @@ pub fn host_priority_class(class: &PriorityClass, target: &Target) -> PriorityCl
             annotations: Some(annotations),
             ..Default::default()
         },
-        value: class.value,
+        value: class.value.map(|v| v.min(max_value)),
         global_default: Some(false),
         description: class.description.clone(),
         preemption_policy: class.preemption_policy.clone(),
@@ -265,6 +319,34 @@ mod tests {
     }
 
     #[test]
+    fn snippets_and_host_names_others_serve_are_left_out_of_ingresses() {
+        let mut ingress: Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "annotations": {
+                "nginx.ingress.kubernetes.io/configuration-snippet": "return 200;",
+                "nginx.ingress.kubernetes.io/rewrite-target": "/"
+            }},
+            "spec": {
+                "rules": [{"host": "shop.example.com"}, {"host": "bank.example.com"}, {}],
+                "tls": [{"hosts": ["shop.example.com", "bank.example.com"], "secretName": "tls"}]
+            }
+        }))
+        .unwrap();
+        let taken = |h: &str| h == "bank.example.com";
+        let left_out = restrict_ingress(&mut ingress.clone(), true, &taken);
+        assert_eq!(left_out.len(), 1, "{left_out:?}");
+        let left_out = restrict_ingress(&mut ingress, false, &taken);
+        assert_eq!(left_out.len(), 2, "{left_out:?}");
+        let annotations = ingress.metadata.annotations.as_ref().unwrap();
+        assert!(annotations.contains_key("nginx.ingress.kubernetes.io/rewrite-target"));
+        assert_eq!(annotations.len(), 1);
+        let hosts: Vec<_> = ingress_hosts(&ingress).collect();
+        assert_eq!(hosts, ["shop.example.com"]);
+        let spec = ingress.spec.unwrap();
+        assert_eq!(spec.rules.unwrap().len(), 2);
+        assert_eq!(spec.tls.unwrap()[0].hosts.as_deref(), Some(&["shop.example.com".to_owned()][..]));
+    }
+
+    #[test]
     fn a_virtual_priority_class_never_becomes_the_hosts_default() {
         let class = PriorityClass {
             metadata: ObjectMeta {
@@ -275,8 +357,10 @@ mod tests {
             global_default: Some(true),
             ..Default::default()
         };
-        let host = host_priority_class(&class, &target());
+        let host = host_priority_class(&class, &target(), 100);
         assert_eq!(host.global_default, Some(false));
+        assert_eq!(host.value, Some(100), "capped at the platform's maximum");
+        assert_eq!(host_priority_class(&class, &target(), 5000).value, Some(1000));
         assert_eq!(host.metadata.name.as_deref(), Some("high-x-team-a-x-vc"));
         assert!(marks::is_copy_of(
             &target().instance,

@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, LocalObjectReference,
-    ObjectFieldSelector, Pod, PodDNSConfig, PodDNSConfigOption, PodSpec, PodStatus, Toleration,
+    Container, DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, ObjectFieldSelector, Pod, PodDNSConfig, PodDNSConfigOption, PodSpec, PodStatus, Toleration,
     Volume, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use virtualcluster_crds::keys;
+use virtualcluster_crds::policy::{DEFAULT_TOLERATION_PREFIX, HostPolicy};
 use virtualcluster_crds::v1alpha1::PodSync;
 
 use super::Target;
@@ -39,6 +39,8 @@ pub struct PodEnv<'a> {
     pub service_account: Option<String>,
     /// The host name of the pod's PriorityClass when priority classes are synced.
     pub priority_class: Option<String>,
+    /// What the platform lets the pod do on the host.
+    pub policy: &'a HostPolicy,
 }
 
 /// A token the host pod needs: audience and lifetime, as a projected volume asks for it.
@@ -67,70 +69,310 @@ fn projected_sources(pod: &Pod) -> impl Iterator<Item = &VolumeProjection> {
 
 /// The ConfigMaps a pod uses, by virtual name.
 pub fn config_maps(pod: &Pod) -> Vec<String> {
-    references(pod, Referenced::ConfigMap)
+    names(pod, Referenced::ConfigMap)
 }
 
-/// The Secrets a pod uses, by virtual name (image pull secrets included).
+/// The Secrets a pod uses, by virtual name (image pull secrets and volume drivers' credentials
+/// included).
 pub fn secrets(pod: &Pod) -> Vec<String> {
-    references(pod, Referenced::Secret)
+    names(pod, Referenced::Secret)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Referenced {
+/// The kinds of object a pod refers to by name, in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Referenced {
     ConfigMap,
     Secret,
+    Claim,
 }
 
-/// The objects of kind `kind` a pod names in its volumes, projections, env and envFrom (and,
-/// for Secrets, image pull secrets), sorted and without duplicates.
-fn references(pod: &Pod, kind: Referenced) -> Vec<String> {
-    let mut names = Vec::new();
-    let Some(spec) = &pod.spec else { return names };
-    let secret = kind == Referenced::Secret;
-    for v in spec.volumes.iter().flatten() {
-        names.extend(match kind {
-            Referenced::ConfigMap => v.config_map.as_ref().map(|c| c.name.clone()),
-            Referenced::Secret => v.secret.as_ref().and_then(|s| s.secret_name.clone()),
-        });
-    }
-    for p in projected_sources(pod) {
-        names.extend(match kind {
-            Referenced::ConfigMap => p.config_map.as_ref().map(|c| c.name.clone()),
-            Referenced::Secret => p.secret.as_ref().map(|s| s.name.clone()),
-        });
-    }
-    for c in containers(spec) {
-        for e in c.env.iter().flatten().filter_map(|e| e.value_from.as_ref()) {
-            names.extend(match kind {
-                Referenced::ConfigMap => e.config_map_key_ref.as_ref().map(|r| r.name.clone()),
-                Referenced::Secret => e.secret_key_ref.as_ref().map(|r| r.name.clone()),
-            });
-        }
-        for e in c.env_from.iter().flatten() {
-            names.extend(match kind {
-                Referenced::ConfigMap => e.config_map_ref.as_ref().map(|r| r.name.clone()),
-                Referenced::Secret => e.secret_ref.as_ref().map(|r| r.name.clone()),
-            });
+impl Referenced {
+    pub const fn kind(self) -> &'static str {
+        match self {
+            Referenced::ConfigMap => "ConfigMap",
+            Referenced::Secret => "Secret",
+            Referenced::Claim => "PersistentVolumeClaim",
         }
     }
-    if secret {
-        names.extend(
-            spec.image_pull_secrets
-                .iter()
-                .flatten()
-                .map(|s| s.name.clone()),
-        );
+}
+
+/// One reference of a pod to another object of its namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub kind: Referenced,
+    /// The virtual name.
+    pub name: String,
+    /// Whether the pod starts without the object (Kubernetes' `optional: true`).
+    pub optional: bool,
+    /// Where the pod names it, e.g. `spec.volumes[2].csi.nodePublishSecretRef`.
+    pub field: String,
+}
+
+/// Every reference of `pod` to another object of its namespace, in the order of its spec.
+pub fn references(pod: &Pod) -> Vec<Reference> {
+    let mut found = Vec::new();
+    if let Some(spec) = &pod.spec {
+        let mut spec = spec.clone();
+        visit_references(&mut spec, &mut |kind, name, optional, field| {
+            if !name.is_empty() {
+                found.push(Reference {
+                    kind,
+                    name: name.clone(),
+                    optional,
+                    field: field.to_owned(),
+                });
+            }
+        });
     }
-    names.retain(|n| !n.is_empty());
+    found
+}
+
+fn names(pod: &Pod, kind: Referenced) -> Vec<String> {
+    let mut names: Vec<String> = references(pod)
+        .into_iter()
+        .filter(|r| r.kind == kind)
+        .map(|r| r.name)
+        .collect();
     names.sort();
     names.dedup();
     names
 }
 
-fn containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
-    spec.containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
+/// Calls `f` with every name `spec` gives another object of its namespace: its kind, the name
+/// (to read or rename), whether it is optional, and the field. The one list of where a pod
+/// names objects, so listing and renaming cannot disagree.
+fn visit_references(
+    spec: &mut PodSpec,
+    f: &mut dyn FnMut(Referenced, &mut String, bool, &str),
+) {
+    use Referenced::{Claim, ConfigMap, Secret};
+    for (i, v) in spec.volumes.iter_mut().flatten().enumerate() {
+        let at = |field: &str| format!("spec.volumes[{i}].{field}");
+        if let Some(s) = v.secret.as_mut()
+            && let Some(name) = s.secret_name.as_mut()
+        {
+            f(Secret, name, s.optional == Some(true), &at("secret.secretName"));
+        }
+        if let Some(c) = v.config_map.as_mut() {
+            f(ConfigMap, &mut c.name, c.optional == Some(true), &at("configMap.name"));
+        }
+        if let Some(c) = v.persistent_volume_claim.as_mut() {
+            f(Claim, &mut c.claim_name, false, &at("persistentVolumeClaim.claimName"));
+        }
+        if let Some(projected) = v.projected.as_mut() {
+            for (j, source) in projected.sources.iter_mut().flatten().enumerate() {
+                if let Some(s) = source.secret.as_mut() {
+                    let field = at(&format!("projected.sources[{j}].secret.name"));
+                    f(Secret, &mut s.name, s.optional == Some(true), &field);
+                }
+                if let Some(c) = source.config_map.as_mut() {
+                    let field = at(&format!("projected.sources[{j}].configMap.name"));
+                    f(ConfigMap, &mut c.name, c.optional == Some(true), &field);
+                }
+            }
+        }
+        // Volume drivers' credentials.
+        if let Some(r) = v.csi.as_mut().and_then(|c| c.node_publish_secret_ref.as_mut()) {
+            f(Secret, &mut r.name, false, &at("csi.nodePublishSecretRef.name"));
+        }
+        if let Some(r) = v.cephfs.as_mut().and_then(|c| c.secret_ref.as_mut()) {
+            f(Secret, &mut r.name, false, &at("cephfs.secretRef.name"));
+        }
+        if let Some(r) = v.rbd.as_mut().and_then(|c| c.secret_ref.as_mut()) {
+            f(Secret, &mut r.name, false, &at("rbd.secretRef.name"));
+        }
+        if let Some(r) = v.iscsi.as_mut().and_then(|c| c.secret_ref.as_mut()) {
+            f(Secret, &mut r.name, false, &at("iscsi.secretRef.name"));
+        }
+        if let Some(r) = v.flex_volume.as_mut().and_then(|c| c.secret_ref.as_mut()) {
+            f(Secret, &mut r.name, false, &at("flexVolume.secretRef.name"));
+        }
+        if let Some(c) = v.scale_io.as_mut() {
+            f(Secret, &mut c.secret_ref.name, false, &at("scaleIO.secretRef.name"));
+        }
+        if let Some(r) = v.storageos.as_mut().and_then(|c| c.secret_ref.as_mut()) {
+            f(Secret, &mut r.name, false, &at("storageos.secretRef.name"));
+        }
+        if let Some(c) = v.azure_file.as_mut() {
+            f(Secret, &mut c.secret_name, false, &at("azureFile.secretName"));
+        }
+        // A generic ephemeral volume cloned from a claim.
+        if let Some(spec) = v
+            .ephemeral
+            .as_mut()
+            .and_then(|e| e.volume_claim_template.as_mut())
+            .map(|t| &mut t.spec)
+        {
+            if let Some(source) = spec.data_source.as_mut()
+                && source.kind == "PersistentVolumeClaim"
+                && source.api_group.as_deref().unwrap_or_default().is_empty()
+            {
+                let field = at("ephemeral.volumeClaimTemplate.spec.dataSource.name");
+                f(Claim, &mut source.name, false, &field);
+            }
+            if let Some(source) = spec.data_source_ref.as_mut()
+                && source.kind == "PersistentVolumeClaim"
+                && source.api_group.as_deref().unwrap_or_default().is_empty()
+                && source.namespace.is_none()
+            {
+                let field = at("ephemeral.volumeClaimTemplate.spec.dataSourceRef.name");
+                f(Claim, &mut source.name, false, &field);
+            }
+        }
+    }
+    let containers = spec
+        .containers
+        .iter_mut()
+        .map(|c| ("containers", c))
+        .chain(
+            spec.init_containers
+                .iter_mut()
+                .flatten()
+                .map(|c| ("initContainers", c)),
+        );
+    let mut index = (0, 0);
+    for (list, c) in containers {
+        let i = if list == "containers" { &mut index.0 } else { &mut index.1 };
+        let at = |field: String| format!("spec.{list}[{i}].{field}");
+        for (j, e) in c.env.iter_mut().flatten().enumerate() {
+            let Some(from) = e.value_from.as_mut() else {
+                continue;
+            };
+            if let Some(r) = from.secret_key_ref.as_mut() {
+                let field = at(format!("env[{j}].valueFrom.secretKeyRef.name"));
+                f(Secret, &mut r.name, r.optional == Some(true), &field);
+            }
+            if let Some(r) = from.config_map_key_ref.as_mut() {
+                let field = at(format!("env[{j}].valueFrom.configMapKeyRef.name"));
+                f(ConfigMap, &mut r.name, r.optional == Some(true), &field);
+            }
+        }
+        for (j, e) in c.env_from.iter_mut().flatten().enumerate() {
+            if let Some(r) = e.secret_ref.as_mut() {
+                let field = at(format!("envFrom[{j}].secretRef.name"));
+                f(Secret, &mut r.name, r.optional == Some(true), &field);
+            }
+            if let Some(r) = e.config_map_ref.as_mut() {
+                let field = at(format!("envFrom[{j}].configMapRef.name"));
+                f(ConfigMap, &mut r.name, r.optional == Some(true), &field);
+            }
+        }
+        *i += 1;
+    }
+    // The kubelet pulls without a missing pull secret, as with an optional one.
+    for (i, s) in spec.image_pull_secrets.iter_mut().flatten().enumerate() {
+        f(Secret, &mut s.name, true, &format!("spec.imagePullSecrets[{i}].name"));
+    }
+}
+
+/// What a host pod may not carry at all, whatever it is renamed to: sources the host would
+/// resolve outside the instance (a claim cloned from another kind, or from another namespace).
+pub fn unrenamable(pod: &Pod) -> Vec<String> {
+    let mut found = Vec::new();
+    for (i, v) in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).enumerate() {
+        let Some(spec) = v
+            .ephemeral
+            .as_ref()
+            .and_then(|e| e.volume_claim_template.as_ref())
+            .map(|t| &t.spec)
+        else {
+            continue;
+        };
+        let at = format!("spec.volumes[{i}].ephemeral.volumeClaimTemplate.spec");
+        if let Some(source) = &spec.data_source
+            && !is_claim(&source.kind, source.api_group.as_deref(), None)
+        {
+            found.push(format!("{at}.dataSource names a {} (only claims of the virtual cluster may be cloned)", source.kind));
+        }
+        if let Some(source) = &spec.data_source_ref
+            && !is_claim(&source.kind, source.api_group.as_deref(), source.namespace.as_deref())
+        {
+            found.push(format!("{at}.dataSourceRef names a {} (only claims of the pod's own namespace may be cloned)", source.kind));
+        }
+    }
+    found
+}
+
+/// Whether a data source names a claim of the object's own namespace.
+pub fn is_claim(kind: &str, group: Option<&str>, namespace: Option<&str>) -> bool {
+    kind == "PersistentVolumeClaim" && group.unwrap_or_default().is_empty() && namespace.is_none()
+}
+
+/// `pod` without its optional uses of `kind` `name` (one that does not exist): a volume becomes
+/// the empty folder the kubelet would mount, an env var or source is left out. The pod then
+/// starts as it would without the object, and no host object of that name can ever reach it.
+pub fn without_optional(pod: &mut Pod, kind: Referenced, name: &str) {
+    let Some(spec) = pod.spec.as_mut() else { return };
+    for v in spec.volumes.iter_mut().flatten() {
+        let unused = match kind {
+            Referenced::Secret => v.secret.as_ref().is_some_and(|s| {
+                s.optional == Some(true) && s.secret_name.as_deref() == Some(name)
+            }),
+            Referenced::ConfigMap => v
+                .config_map
+                .as_ref()
+                .is_some_and(|c| c.optional == Some(true) && c.name == name),
+            Referenced::Claim => false,
+        };
+        if unused {
+            *v = Volume {
+                name: v.name.clone(),
+                empty_dir: Some(Default::default()),
+                ..Default::default()
+            };
+        }
+        if let Some(sources) = v.projected.as_mut().and_then(|p| p.sources.as_mut()) {
+            sources.retain(|s| match kind {
+                Referenced::Secret => !s
+                    .secret
+                    .as_ref()
+                    .is_some_and(|s| s.optional == Some(true) && s.name == name),
+                Referenced::ConfigMap => !s
+                    .config_map
+                    .as_ref()
+                    .is_some_and(|c| c.optional == Some(true) && c.name == name),
+                Referenced::Claim => true,
+            });
+        }
+    }
+    let containers = spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten());
+    for c in containers {
+        if let Some(env) = c.env.as_mut() {
+            env.retain(|e| {
+                let from = e.value_from.as_ref();
+                match kind {
+                    Referenced::Secret => !from
+                        .and_then(|f| f.secret_key_ref.as_ref())
+                        .is_some_and(|r| r.optional == Some(true) && r.name == name),
+                    Referenced::ConfigMap => !from
+                        .and_then(|f| f.config_map_key_ref.as_ref())
+                        .is_some_and(|r| r.optional == Some(true) && r.name == name),
+                    Referenced::Claim => true,
+                }
+            });
+        }
+        if let Some(env_from) = c.env_from.as_mut() {
+            env_from.retain(|e| match kind {
+                Referenced::Secret => !e
+                    .secret_ref
+                    .as_ref()
+                    .is_some_and(|r| r.optional == Some(true) && r.name == name),
+                Referenced::ConfigMap => !e
+                    .config_map_ref
+                    .as_ref()
+                    .is_some_and(|r| r.optional == Some(true) && r.name == name),
+                Referenced::Claim => true,
+            });
+        }
+    }
+    if kind == Referenced::Secret
+        && let Some(pull) = spec.image_pull_secrets.as_mut()
+    {
+        pull.retain(|s| s.name != name);
+    }
 }
 
 /// The host copy of virtual pod `pod`.
@@ -161,21 +403,18 @@ pub fn host_pod(pod: &Pod, env: &PodEnv<'_>) -> Pod {
     spec.readiness_gates = None;
     spec.ephemeral_containers = None;
 
+    // Every object the pod names by its host name (see `visit_references`).
+    visit_references(&mut spec, &mut |_, name, _, _| *name = rename(name));
     let mut token_index = 0;
     for volume in spec.volumes.iter_mut().flatten() {
-        rename_volume(volume, &rename, &mut token_index);
+        translate_volume(volume, &mut token_index);
     }
     for container in spec
         .containers
         .iter_mut()
         .chain(spec.init_containers.iter_mut().flatten())
     {
-        rename_container(container, &rename, env);
-    }
-    for secret in spec.image_pull_secrets.iter_mut().flatten() {
-        *secret = LocalObjectReference {
-            name: rename(&secret.name),
-        };
+        translate_container(container, env);
     }
     if let Some(claim) = spec.resource_claims.as_mut() {
         // Resource claims are not synced; a pod naming one could not start on the host.
@@ -256,8 +495,11 @@ pub fn host_pod(pod: &Pod, env: &PodEnv<'_>) -> Pod {
         }
     }
 
-    // Scheduling options the instance enforces.
+    // Placement: the host scheduler decides, within what the platform offers. A tenant names
+    // no host node and opens no taint the platform did not list.
+    spec.node_name = None;
     let tolerations = spec.tolerations.get_or_insert_default();
+    tolerations.retain(|t| allowed_toleration(t, env.policy));
     for toleration in env
         .options
         .enforce_tolerations
@@ -270,6 +512,12 @@ pub fn host_pod(pod: &Pod, env: &PodEnv<'_>) -> Pod {
     }
     if tolerations.is_empty() {
         spec.tolerations = None;
+    }
+    // The instance's node selector wins over the pod's, the platform's over both.
+    if !env.options.node_selector.is_empty() || !env.policy.node_selector.is_empty() {
+        let selector = spec.node_selector.get_or_insert_default();
+        selector.extend(env.options.node_selector.clone());
+        selector.extend(env.policy.node_selector.clone());
     }
     spec.priority = None;
     spec.priority_class_name = env
@@ -286,6 +534,25 @@ pub fn host_pod(pod: &Pod, env: &PodEnv<'_>) -> Pod {
         spec: Some(spec),
         status: None,
     }
+}
+
+/// Whether tenant toleration `t` opens only taints the platform offers: those it lists
+/// ([`HostPolicy::allowed_tolerations`], the effect and value as listed when it names them), and
+/// the NoExecute `node.kubernetes.io/*` ones the API server adds to every pod. A toleration
+/// without a key tolerates every taint.
+pub fn allowed_toleration(t: &Toleration, policy: &HostPolicy) -> bool {
+    let Some(key) = t.key.as_deref().filter(|k| !k.is_empty()) else {
+        return false;
+    };
+    if key.starts_with(DEFAULT_TOLERATION_PREFIX) && t.effect.as_deref() == Some("NoExecute") {
+        return true;
+    }
+    let equal = t.operator.as_deref().unwrap_or("Equal") == "Equal";
+    policy.allowed_tolerations.iter().map(|a| toleration(a)).any(|offered| {
+        offered.key.as_deref() == Some(key)
+            && (offered.effect.is_none() || offered.effect == t.effect)
+            && (offered.value.is_none() || (equal && offered.value == t.value))
+    })
 }
 
 /// A `kubectl taint`-style toleration (`key=value:Effect`, `key:Effect`, `key=value`, `key`),
@@ -331,27 +598,22 @@ fn rename_fields<'a>(items: impl Iterator<Item = &'a mut DownwardAPIVolumeFile>)
     }
 }
 
-fn rename_volume(volume: &mut Volume, rename: &impl Fn(&str) -> String, token_index: &mut usize) {
-    if let Some(secret) = volume.secret.as_mut() {
-        secret.secret_name = secret.secret_name.as_deref().map(rename);
-    }
-    if let Some(config_map) = volume.config_map.as_mut() {
-        config_map.name = rename(&config_map.name);
-    }
-    if let Some(claim) = volume.persistent_volume_claim.as_mut() {
-        claim.claim_name = rename(&claim.claim_name);
-    }
+/// The parts of a volume that read the pod's own fields or mint tokens: the virtual values
+/// instead of the host's.
+fn translate_volume(volume: &mut Volume, token_index: &mut usize) {
     if let Some(downward) = volume.downward_api.as_mut() {
         rename_fields(downward.items.iter_mut().flatten());
     }
+    if let Some(claim) = volume
+        .ephemeral
+        .as_mut()
+        .and_then(|e| e.volume_claim_template.as_mut())
+    {
+        // Virtual volumes do not exist on the host; the host binds its own.
+        claim.spec.volume_name = None;
+    }
     if let Some(projected) = volume.projected.as_mut() {
         for source in projected.sources.iter_mut().flatten() {
-            if let Some(secret) = source.secret.as_mut() {
-                secret.name = rename(&secret.name);
-            }
-            if let Some(config_map) = source.config_map.as_mut() {
-                config_map.name = rename(&config_map.name);
-            }
             if let Some(downward) = source.downward_api.as_mut() {
                 rename_fields(downward.items.iter_mut().flatten());
             }
@@ -375,26 +637,18 @@ fn rename_volume(volume: &mut Volume, rename: &impl Fn(&str) -> String, token_in
     }
 }
 
-fn rename_container(container: &mut Container, rename: &impl Fn(&str) -> String, env: &PodEnv<'_>) {
+fn translate_container(container: &mut Container, env: &PodEnv<'_>) {
     if let Some(image) = &container.image
         && let Some(host_image) = env.options.translate_image.get(image)
     {
         container.image = Some(host_image.clone());
     }
     let vars = container.env.get_or_insert_default();
-    for var in vars.iter_mut() {
-        let Some(from) = var.value_from.as_mut() else {
-            continue;
-        };
-        if let Some(r) = from.secret_key_ref.as_mut() {
-            r.name = rename(&r.name);
-        }
-        if let Some(r) = from.config_map_key_ref.as_mut() {
-            r.name = rename(&r.name);
-        }
-        if let Some(field) = from.field_ref.as_mut() {
-            rename_field(field);
-        }
+    for field in vars
+        .iter_mut()
+        .filter_map(|v| v.value_from.as_mut()?.field_ref.as_mut())
+    {
+        rename_field(field);
     }
     // Clients in the pod find the virtual API server, not the host's.
     vars.retain(|v| !v.name.starts_with("KUBERNETES_SERVICE_"));
@@ -410,14 +664,6 @@ fn rename_container(container: &mut Container, rename: &impl Fn(&str) -> String,
             value: Some(value),
             value_from: None,
         });
-    }
-    for from in container.env_from.iter_mut().flatten() {
-        if let Some(r) = from.config_map_ref.as_mut() {
-            r.name = rename(&r.name);
-        }
-        if let Some(r) = from.secret_ref.as_mut() {
-            r.name = rename(&r.name);
-        }
     }
 }
 

@@ -10,16 +10,12 @@ pub fn host_claim(claim: &PersistentVolumeClaim, target: &Target) -> PersistentV
     let mut spec = claim.spec.clone().unwrap_or_default();
     // Virtual volumes do not exist on the host; the host binds its own.
     spec.volume_name = None;
-    if let Some(source) = spec.data_source.as_mut()
-        && source.kind == "PersistentVolumeClaim"
-    {
+    // Sources other than a claim of the same namespace are refused before (`sync::storage`).
+    if let Some(source) = spec.data_source.as_mut() {
         source.name = target.host_name(namespace, &source.name);
     }
-    if let Some(source) = spec.data_source_ref.as_mut()
-        && source.kind == "PersistentVolumeClaim"
-    {
+    if let Some(source) = spec.data_source_ref.as_mut() {
         source.name = target.host_name(namespace, &source.name);
-        source.namespace = None;
     }
     PersistentVolumeClaim {
         metadata: target.copy_meta(&claim.metadata),

@@ -2,7 +2,10 @@
 //! virtual Service selects; the host allocates its address, and the virtual Service is given
 //! the same one so that what virtual DNS answers routes on the host.
 
+use std::net::IpAddr;
+
 use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceSpec, ServiceStatus};
+use virtualcluster_crds::policy::HostPolicy;
 
 use super::Target;
 
@@ -40,11 +43,44 @@ pub fn host_service(service: &Service, target: &Target) -> Service {
     }
     // Addresses and ports are the host's to allocate; the virtual Service takes them over.
     without_allocations(&mut spec);
+    // External IPs would capture traffic to addresses the tenant does not own.
+    spec.external_ips = None;
     Service {
         metadata: target.copy_meta(&service.metadata),
         spec: Some(spec),
         status: None,
     }
+}
+
+/// Why the platform does not let `service` reach the host, if it does not: its type is not one
+/// [`HostPolicy::allows_service_type`] allows.
+pub fn refusal(service: &Service, policy: &HostPolicy) -> Option<String> {
+    let type_ = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("ClusterIP");
+    (!policy.allows_service_type(type_)).then(|| {
+        format!(
+            "spec.type: Services of type {type_} are not allowed on the host by the platform \
+             (allowed: ClusterIP{}); the Service is not synced",
+            policy
+                .service_types
+                .iter()
+                .map(|t| format!(", {t}"))
+                .collect::<String>()
+        )
+    })
+}
+
+/// What of `service` is left out of its host copy and its owner should know.
+pub fn left_out(service: &Service) -> Option<String> {
+    let ips = service.spec.as_ref()?.external_ips.as_ref().filter(|ips| !ips.is_empty())?;
+    Some(format!(
+        "spec.externalIPs ({}) are never copied to the host: they would capture traffic to \
+         addresses of others",
+        ips.join(", ")
+    ))
 }
 
 /// `spec` without what each cluster allocates for itself: addresses (a headless Service keeps
@@ -102,10 +138,28 @@ pub fn virtual_status(host: &Service, current: Option<&ServiceStatus>) -> Option
 }
 
 /// The host copy of the Endpoints of a virtual Service without selector. Addresses stay (they
-/// are what the user wrote); references to virtual pods do not mean anything on the host.
-pub fn host_endpoints(endpoints: &Endpoints, target: &Target) -> Endpoints {
+/// are what the user wrote) where `allowed` says so; references to virtual pods do not mean
+/// anything on the host. Also returns the addresses left out.
+pub fn host_endpoints(
+    endpoints: &Endpoints,
+    target: &Target,
+    allowed: &dyn Fn(&str) -> bool,
+) -> (Endpoints, Vec<String>) {
     let mut subsets = endpoints.subsets.clone();
+    let mut left_out = Vec::new();
     for subset in subsets.iter_mut().flatten() {
+        for list in [subset.addresses.as_mut(), subset.not_ready_addresses.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            list.retain(|a| {
+                let keep = allowed(&a.ip);
+                if !keep {
+                    left_out.push(a.ip.clone());
+                }
+                keep
+            });
+        }
         for address in subset
             .addresses
             .iter_mut()
@@ -115,10 +169,31 @@ pub fn host_endpoints(endpoints: &Endpoints, target: &Target) -> Endpoints {
             address.target_ref = None;
         }
     }
-    Endpoints {
+    left_out.sort();
+    left_out.dedup();
+    let copy = Endpoints {
         metadata: target.copy_meta(&endpoints.metadata),
         subsets,
+    };
+    (copy, left_out)
+}
+
+/// Whether Endpoints of a tenant may point at `ip` on the host: never at a special address
+/// ([`policy::is_special`]) or a host node, and inside the host's own ranges only at the
+/// instance's own pods and Services (`own`).
+pub fn endpoint_allowed(
+    ip: &str,
+    policy: &HostPolicy,
+    is_node: &dyn Fn(IpAddr) -> bool,
+    own: &dyn Fn(IpAddr) -> bool,
+) -> bool {
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return false;
+    };
+    if virtualcluster_crds::policy::is_special(ip) || is_node(ip) {
+        return false;
     }
+    !virtualcluster_crds::policy::in_ranges(ip, &policy.host_cidrs) || own(ip)
 }
 
 #[cfg(test)]
@@ -149,6 +224,52 @@ mod tests {
         assert_eq!(spec.cluster_ip, None);
         assert_eq!(spec.ports.unwrap()[0].node_port, None);
         assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    }
+
+    #[test]
+    fn external_ips_never_reach_the_host_and_types_follow_the_platform() {
+        let virtual_service = service(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"type": "LoadBalancer", "externalIPs": ["203.0.113.10"],
+                     "selector": {"app": "web"}}
+        }));
+        let host = host_service(&virtual_service, &target());
+        assert_eq!(host.spec.unwrap().external_ips, None);
+        assert!(left_out(&virtual_service).unwrap().contains("203.0.113.10"));
+        let open = HostPolicy::default();
+        assert_eq!(refusal(&virtual_service, &open), None);
+        let closed = HostPolicy {
+            service_types: vec!["NodePort".into()],
+            ..Default::default()
+        };
+        let why = refusal(&virtual_service, &closed).unwrap();
+        assert!(why.contains("type LoadBalancer"), "{why}");
+        let plain = service(serde_json::json!({"metadata": {"name": "a"}, "spec": {}}));
+        assert_eq!(refusal(&plain, &HostPolicy { service_types: vec![], ..Default::default() }), None);
+        assert_eq!(left_out(&plain), None);
+    }
+
+    #[test]
+    fn endpoints_point_only_outside_the_host_or_at_the_instances_own_pods() {
+        let endpoints: Endpoints = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "shop"},
+            "subsets": [{"addresses": [
+                {"ip": "203.0.113.5"}, {"ip": "10.244.0.9"}, {"ip": "10.244.0.10"},
+                {"ip": "127.0.0.1"}, {"ip": "198.51.100.1"}
+            ], "notReadyAddresses": [{"ip": "169.254.169.254"}]}]
+        }))
+        .unwrap();
+        let policy = HostPolicy::default();
+        let node: IpAddr = "198.51.100.1".parse().unwrap();
+        let mine: IpAddr = "10.244.0.9".parse().unwrap();
+        let allowed = |ip: &str| endpoint_allowed(ip, &policy, &|i| i == node, &|i| i == mine);
+        let (copy, left_out) = host_endpoints(&endpoints, &target(), &allowed);
+        let subset = &copy.subsets.unwrap()[0];
+        let kept: Vec<_> = subset.addresses.iter().flatten().map(|a| a.ip.as_str()).collect();
+        assert_eq!(kept, ["203.0.113.5", "10.244.0.9"]);
+        assert!(subset.not_ready_addresses.as_ref().unwrap().is_empty());
+        assert_eq!(left_out, ["10.244.0.10", "127.0.0.1", "169.254.169.254", "198.51.100.1"]);
+        assert!(!endpoint_allowed("not-an-ip", &policy, &|_| false, &|_| false));
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub fn rendered(edit: impl FnOnce(&mut VirtualCluster)) -> (Desired, Secret) {
     vc.metadata.namespace = Some("team-a".into());
     vc.metadata.uid = Some("uid-1".into());
     edit(&mut vc);
-    let valid = validate::validate(&vc, None, settings::DEFAULT_SERVICE_CIDR).unwrap();
+    let valid = validate::validate(&vc, None, &settings::Settings::default()).unwrap();
     let settings = Settings::default();
     let instance = Instance {
         vc: &vc,

@@ -238,7 +238,7 @@ where
 /// What the operator's builders make for `vc`, given the certificates it stored.
 fn desired_for(vc: &VirtualCluster, certs: &Secret) -> (Vec<Service>, build::Desired) {
     let settings = Settings::default();
-    let valid = validate::validate(vc, None, DEFAULT_SERVICE_CIDR).unwrap();
+    let valid = validate::validate(vc, None, &virtualcluster_operator::settings::Settings::default()).unwrap();
     let instance = build::Instance {
         vc,
         valid: &valid,

@@ -1,4 +1,5 @@
 use super::*;
+use virtualcluster_crds::policy::HostPolicy;
 use crate::translate::target;
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapEnvSource, ConfigMapProjection, ConfigMapVolumeSource, EnvFromSource,
@@ -50,6 +51,10 @@ fn options() -> PodSync {
 }
 
 fn translate(pod: &Pod, options: &PodSync, dns: Option<&str>) -> Pod {
+    translate_with(pod, options, dns, &HostPolicy::default())
+}
+
+fn translate_with(pod: &Pod, options: &PodSync, dns: Option<&str>, policy: &HostPolicy) -> Pod {
     let target = target();
     host_pod(
         pod,
@@ -61,8 +66,140 @@ fn translate(pod: &Pod, options: &PodSync, dns: Option<&str>) -> Pod {
             tokens: &["virtual-token".into()],
             service_account: None,
             priority_class: None,
+            policy,
         },
     )
+}
+
+fn pod_with(spec: serde_json::Value) -> Pod {
+    let mut pod = virtual_pod();
+    let mut value = serde_json::to_value(pod.spec.take().unwrap()).unwrap();
+    for (k, v) in spec.as_object().unwrap() {
+        value[k] = v.clone();
+    }
+    pod.spec = Some(serde_json::from_value(value).unwrap());
+    pod
+}
+
+#[test]
+fn a_tenant_names_no_host_node_and_opens_no_taint_the_platform_did_not_offer() {
+    let pod = pod_with(serde_json::json!({
+        "nodeName": "host-node-1",
+        "nodeSelector": {"disk": "ssd", "pool": "tenant-choice"},
+        "tolerations": [
+            {"operator": "Exists"},
+            {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+            {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "gpu", "operator": "Equal", "value": "a100", "effect": "NoSchedule"},
+            {"key": "gpu", "operator": "Exists"},
+            {"key": "spot", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    }));
+    let policy = HostPolicy {
+        allowed_tolerations: vec!["gpu:NoSchedule".into(), "spot".into()],
+        node_selector: BTreeMap::from([("pool".into(), "tenants".into())]),
+        ..Default::default()
+    };
+    let options = PodSync {
+        node_selector: BTreeMap::from([("zone".into(), "a".into()), ("pool".into(), "spec".into())]),
+        ..Default::default()
+    };
+    let spec = translate_with(&pod, &options, None, &policy).spec.unwrap();
+    assert_eq!(spec.node_name, None);
+    let kept: Vec<_> = spec
+        .tolerations
+        .unwrap()
+        .into_iter()
+        .map(|t| t.key.unwrap_or_default())
+        .collect();
+    // The API server's own, the listed ones (an effect the platform names must be named);
+    // never the key-less one, a control-plane taint or a NoSchedule node condition.
+    assert_eq!(kept, ["node.kubernetes.io/not-ready", "gpu", "spot"]);
+    let selector = spec.node_selector.unwrap();
+    assert_eq!(selector["pool"], "tenants", "the platform's selector wins");
+    assert_eq!(selector["zone"], "a");
+    assert_eq!(selector["disk"], "ssd");
+}
+
+#[test]
+fn every_volume_driver_credential_is_renamed_like_the_rest() {
+    let pod = pod_with(serde_json::json!({
+        "volumes": [
+            {"name": "a", "csi": {"driver": "x", "nodePublishSecretRef": {"name": "csi-creds"}}},
+            {"name": "b", "cephfs": {"monitors": ["m"], "secretRef": {"name": "ceph"}}},
+            {"name": "c", "rbd": {"monitors": ["m"], "image": "i", "secretRef": {"name": "rbd-creds"}}},
+            {"name": "d", "iscsi": {"targetPortal": "t", "iqn": "q", "lun": 0, "secretRef": {"name": "iscsi-creds"}}},
+            {"name": "e", "flexVolume": {"driver": "x", "secretRef": {"name": "flex"}}},
+            {"name": "f", "scaleIO": {"gateway": "g", "system": "s", "secretRef": {"name": "scaleio"}}},
+            {"name": "g", "storageos": {"secretRef": {"name": "sos-creds"}}},
+            {"name": "h", "azureFile": {"secretName": "azure", "shareName": "s"}},
+            {"name": "i", "ephemeral": {"volumeClaimTemplate": {"spec": {
+                "volumeName": "someone-elses-pv",
+                "dataSource": {"kind": "PersistentVolumeClaim", "name": "data"},
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}
+        ]
+    }));
+    assert_eq!(
+        secrets(&pod),
+        ["azure", "ceph", "csi-creds", "db", "flex", "iscsi-creds", "rbd-creds", "registry", "scaleio", "sos-creds"]
+    );
+    let refs = references(&pod);
+    let clone = refs.iter().find(|r| r.kind == Referenced::Claim).unwrap();
+    assert_eq!(clone.name, "data");
+    assert_eq!(clone.field, "spec.volumes[8].ephemeral.volumeClaimTemplate.spec.dataSource.name");
+    let volumes = translate(&pod, &PodSync::default(), None).spec.unwrap().volumes.unwrap();
+    let json = serde_json::to_string(&volumes).unwrap();
+    for raw in ["\"csi-creds\"", "\"ceph\"", "\"rbd-creds\"", "\"iscsi-creds\"", "\"flex\"", "\"scaleio\"", "\"sos-creds\"", "\"azure\"", "\"data\"", "someone-elses-pv"] {
+        assert!(!json.contains(raw), "{raw} reaches the host as written: {json}");
+    }
+    assert!(json.contains("csi-creds-x-shop-x-vc"));
+    assert!(json.contains("data-x-shop-x-vc"));
+    assert_eq!(unrenamable(&pod), Vec::<String>::new());
+}
+
+#[test]
+fn a_clone_of_anything_but_a_claim_of_the_namespace_is_refused() {
+    let pod = pod_with(serde_json::json!({
+        "volumes": [
+            {"name": "i", "ephemeral": {"volumeClaimTemplate": {"spec": {
+                "dataSource": {"kind": "VolumeSnapshot", "apiGroup": "snapshot.storage.k8s.io", "name": "snap"},
+                "dataSourceRef": {"kind": "PersistentVolumeClaim", "name": "data", "namespace": "elsewhere"},
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}
+        ]
+    }));
+    let refused = unrenamable(&pod);
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused[0].contains("dataSource names a VolumeSnapshot"), "{}", refused[0]);
+    assert!(refused[1].contains("dataSourceRef"), "{}", refused[1]);
+}
+
+#[test]
+fn optional_objects_that_exist_nowhere_are_left_out() {
+    let mut pod = pod_with(serde_json::json!({
+        "containers": [{"name": "main", "image": "nginx",
+            "env": [
+                {"name": "A", "valueFrom": {"secretKeyRef": {"name": "maybe", "key": "k", "optional": true}}},
+                {"name": "B", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}
+            ],
+            "envFrom": [{"secretRef": {"name": "maybe", "optional": true}}]}],
+        "volumes": [
+            {"name": "v", "secret": {"secretName": "maybe", "optional": true}},
+            {"name": "p", "projected": {"sources": [{"secret": {"name": "maybe", "optional": true}}]}}
+        ]
+    }));
+    let optional: Vec<_> = references(&pod)
+        .into_iter()
+        .filter(|r| r.name == "maybe")
+        .map(|r| r.optional)
+        .collect();
+    assert_eq!(optional, [true, true, true, true]);
+    without_optional(&mut pod, Referenced::Secret, "maybe");
+    assert_eq!(secrets(&pod), ["db", "registry"]);
+    let spec = pod.spec.unwrap();
+    assert!(spec.volumes.as_ref().unwrap()[0].empty_dir.is_some());
+    assert_eq!(spec.containers[0].env.as_ref().unwrap().len(), 1);
+    assert!(spec.containers[0].env_from.as_ref().unwrap().is_empty());
 }
 
 #[test]
@@ -267,6 +404,7 @@ fn pod_options_apply_as_documented() {
         ]
     );
     assert_eq!(spec.priority_class_name.as_deref(), Some("tenant-low"));
+    assert_eq!(spec.node_selector, None);
     assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
 }
 
