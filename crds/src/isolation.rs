@@ -182,7 +182,12 @@ mod tests {
 
     #[test]
     fn nothing_is_made_unless_asked_for() {
-        let made = objects(&instance(), &Policies::default(), "team-a", &ObjectMeta::default());
+        let made = objects(
+            &instance(),
+            &Policies::default(),
+            "team-a",
+            &ObjectMeta::default(),
+        );
         assert_eq!(made, Isolation::default());
     }
 
@@ -204,13 +209,24 @@ mod tests {
         assert_eq!(selected[keys::SYNCED_BY_UID], "u1");
         let from = &policy.ingress.unwrap()[0].from.clone().unwrap()[0];
         assert_eq!(
-            from.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()[keys::SYNCED_BY_UID],
+            from.pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()[keys::SYNCED_BY_UID],
             "u1",
             "only the instance's own pods reach its pods"
         );
         let egress = policy.egress.unwrap();
         let outside = egress[0].to.as_ref().unwrap()[2].ip_block.as_ref().unwrap();
         assert_eq!(outside.cidr, "0.0.0.0/0");
-        assert!(outside.except.as_ref().unwrap().contains(&"10.0.0.0/8".to_owned()));
+        assert!(
+            outside
+                .except
+                .as_ref()
+                .unwrap()
+                .contains(&"10.0.0.0/8".to_owned())
+        );
     }
 }

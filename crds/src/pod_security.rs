@@ -17,7 +17,9 @@ use crate::v1alpha1::PodSecurityStandard;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// The rule, spelled as the PodSecurity plugin's denial spells it (e.g. `privileged`,
-    /// `hostPath volumes`, `runAsNonRoot != true`), so the two can be compared.
+    /// `hostPath volumes`, `runAsNonRoot != true`), so the two can be compared; like the
+    /// denial, the AppArmor rule says `forbidden AppArmor profiles` once it names several
+    /// values.
     pub check: &'static str,
     /// The offending field path(s), comma-separated, e.g.
     /// `spec.containers[0].securityContext.privileged` or `spec.volumes[1].hostPath`.
@@ -34,15 +36,12 @@ impl fmt::Display for Violation {
 
 /// Every rule `pod` breaks at `level`, in the order the API server lists them (baseline rules,
 /// then restricted ones); empty when the pod would be admitted. `Privileged` always passes.
+/// The pod is read as the plugin sees it once the API server has filled it in: on the host
+/// network an unset host port is the container port, a volume naming no source is an emptyDir,
+/// and a container's deprecated AppArmor annotation stands for its unset profile field.
 pub fn check(level: PodSecurityStandard, pod: &Pod) -> Vec<Violation> {
     let empty = PodSpec::default();
-    let spec = pod.spec.as_ref().unwrap_or(&empty);
-    let view = PodView {
-        annotations: pod.metadata.annotations.as_ref(),
-        spec,
-        psc: spec.security_context.as_ref(),
-        containers: containers(spec),
-    };
+    let view = PodView::new(pod, &empty);
     rules(level).filter_map(|rule| (rule.run)(&view)).collect()
 }
 
@@ -138,7 +137,18 @@ struct PodView<'a> {
     containers: Vec<Ctr<'a>>,
 }
 
-impl PodView<'_> {
+impl<'a> PodView<'a> {
+    /// The view of `pod`, reading `empty` as its spec when it has none.
+    fn new(pod: &'a Pod, empty: &'a PodSpec) -> Self {
+        let spec = pod.spec.as_ref().unwrap_or(empty);
+        PodView {
+            annotations: pod.metadata.annotations.as_ref(),
+            spec,
+            psc: spec.security_context.as_ref(),
+            containers: containers(spec),
+        }
+    }
+
     /// Windows pods are exempt from the Linux-only restricted rules (API validation forbids
     /// the fields there).
     fn is_windows(&self) -> bool {
@@ -160,6 +170,7 @@ struct Ctr<'a> {
     ports: &'a [ContainerPort],
     probes: [(&'static str, Option<&'a Probe>); 3],
     lifecycle: Option<&'a Lifecycle>,
+    ephemeral: bool,
 }
 
 impl<'a> Ctr<'a> {
@@ -175,6 +186,7 @@ impl<'a> Ctr<'a> {
                 ("startupProbe", c.startup_probe.as_ref()),
             ],
             lifecycle: c.lifecycle.as_ref(),
+            ephemeral: false,
         }
     }
 
@@ -190,6 +202,7 @@ impl<'a> Ctr<'a> {
                 ("startupProbe", c.startup_probe.as_ref()),
             ],
             lifecycle: c.lifecycle.as_ref(),
+            ephemeral: true,
         }
     }
 
@@ -464,15 +477,21 @@ fn host_path_volumes(p: &PodView<'_>) -> Option<Violation> {
     )
 }
 
-/// Host ports bind the node's network interfaces.
+/// Host ports bind the node's network interfaces. On the host network the API server defaults
+/// every unset host port of a (non-ephemeral) container to its container port.
 fn host_ports(p: &PodView<'_>) -> Option<Violation> {
+    let host_network = p.spec.host_network == Some(true);
     let mut fields = Vec::new();
     let mut names = Vec::new();
     let mut ports = BTreeSet::new();
     for c in &p.containers {
         let mut uses = false;
         for (j, port) in c.ports.iter().enumerate() {
-            if let Some(host_port) = port.host_port.filter(|hp| *hp != 0) {
+            let host_port = match port.host_port.unwrap_or(0) {
+                0 if host_network && !c.ephemeral => port.container_port,
+                host_port => host_port,
+            };
+            if host_port != 0 {
                 uses = true;
                 fields.push(c.field(&format!("ports[{j}].hostPort")));
                 ports.insert(host_port.to_string());
@@ -563,12 +582,17 @@ fn app_armor_profile(p: &PodView<'_>) -> Option<Violation> {
     }
     let mut names = Vec::new();
     for c in &p.containers {
-        if let Some(profile) = c.sc.and_then(|sc| sc.app_armor_profile.as_ref())
-            && !allowed_type(&profile.type_)
-        {
-            fields.push(c.field("securityContext.appArmorProfile.type"));
+        let own = c.sc.and_then(|sc| sc.app_armor_profile.as_ref());
+        let type_ = match own {
+            Some(profile) => Some(profile.type_.clone()),
+            None => app_armor_from_annotation(p, c),
+        };
+        if let Some(type_) = type_.filter(|t| !allowed_type(t)) {
+            if own.is_some() {
+                fields.push(c.field("securityContext.appArmorProfile.type"));
+            }
             names.push(c.name);
-            bad_values.insert(profile.type_.clone());
+            bad_values.insert(type_);
         }
     }
     let allowed_annotation =
@@ -604,6 +628,32 @@ fn app_armor_profile(p: &PodView<'_>) -> Option<Violation> {
             join_quote(&values)
         ),
     )
+}
+
+/// The AppArmor type the API server copies from a container's deprecated annotation into its
+/// unset field before admission, on a pod that is not Windows, unless it would only repeat the
+/// pod's own profile.
+fn app_armor_from_annotation(p: &PodView<'_>, c: &Ctr<'_>) -> Option<String> {
+    if p.is_windows() {
+        return None;
+    }
+    let key = format!("{APP_ARMOR_ANNOTATION_PREFIX}{}", c.name);
+    let (type_, localhost) = match p.annotations?.get(&key)?.as_str() {
+        "unconfined" => ("Unconfined", None),
+        "runtime/default" => ("RuntimeDefault", None),
+        value => {
+            let name = value.strip_prefix("localhost/")?;
+            if name.is_empty() || name.trim() != name || name.len() > 4095 {
+                return None;
+            }
+            ("Localhost", Some(name))
+        }
+    };
+    let pod = p.psc.and_then(|sc| sc.app_armor_profile.as_ref());
+    let repeats_pod = pod.is_some_and(|profile| {
+        profile.type_ == type_ && profile.localhost_profile.as_deref() == localhost
+    });
+    (!repeats_pod).then(|| type_.to_owned())
 }
 
 /// SELinux may only pick one of the container types, never a user or a role.
@@ -853,13 +903,10 @@ fn restricted_volumes(p: &PodView<'_>) -> Option<Violation> {
             ("storageos", v.storageos.is_some()),
         ]
         .into_iter()
-        .find(|(_, set)| *set)
-        .map_or("unknown", |(kind, _)| kind);
-        fields.push(if kind == "unknown" {
-            format!("spec.volumes[{i}]")
-        } else {
-            format!("spec.volumes[{i}].{kind}")
-        });
+        .find(|(_, set)| *set);
+        // A volume that names no source at all is defaulted to an emptyDir.
+        let Some((kind, _)) = kind else { continue };
+        fields.push(format!("spec.volumes[{i}].{kind}"));
         names.push(v.name.as_str());
         kinds.insert(kind);
     }
@@ -1087,13 +1134,7 @@ mod tests {
 
     fn run(rule: fn(&PodView<'_>) -> Option<Violation>, pod: &Pod) -> Option<Violation> {
         let empty = PodSpec::default();
-        let spec = pod.spec.as_ref().unwrap_or(&empty);
-        rule(&PodView {
-            annotations: pod.metadata.annotations.as_ref(),
-            spec,
-            psc: spec.security_context.as_ref(),
-            containers: containers(spec),
-        })
+        rule(&PodView::new(pod, &empty))
     }
 
     fn names(violations: &[Violation]) -> Vec<&'static str> {
@@ -1223,6 +1264,17 @@ mod tests {
     }
 
     #[test]
+    fn container_ports_on_the_host_network_count_as_host_ports() {
+        let p = pod(
+            json!({"spec": {"hostNetwork": true, "containers": [{"name": "c", "ports": [
+            {"containerPort": 8080}]}]}}),
+        );
+        let v = run(host_ports, &p).unwrap();
+        assert_eq!(v.field, "spec.containers[0].ports[0].hostPort");
+        assert_eq!(v.detail, "container \"c\" uses hostPort 8080");
+    }
+
+    #[test]
     fn container_port_without_host_port_passes() {
         let p = pod(json!({"spec": {"containers": [{"name": "c", "ports": [
             {"containerPort": 80}, {"containerPort": 81, "hostPort": 0}]}]}}));
@@ -1276,29 +1328,44 @@ mod tests {
     }
 
     #[test]
-    fn apparmor_unconfined_annotation_is_denied() {
+    fn apparmor_unconfined_annotation_is_denied_as_annotation_and_container_profile() {
         let p = pod(json!({"metadata": {"annotations": {
             "container.apparmor.security.beta.kubernetes.io/c": "unconfined"}}}));
         let v = run(app_armor_profile, &p).unwrap();
+        assert_eq!(v.check, "forbidden AppArmor profiles");
         assert_eq!(
             v.field,
             "metadata.annotations[container.apparmor.security.beta.kubernetes.io/c]"
         );
         assert_eq!(
             v.detail,
-            "annotation must not set AppArmor profile type to \
-             \"container.apparmor.security.beta.kubernetes.io/c=\"unconfined\"\""
+            "container \"c\" and annotation must not set AppArmor profile type to \
+             \"Unconfined\", \"container.apparmor.security.beta.kubernetes.io/c=\"unconfined\"\""
         );
     }
 
     #[test]
-    fn apparmor_several_bad_values_are_named_in_the_plural() {
+    fn apparmor_annotation_of_a_windows_pod_is_read_as_annotation_only() {
+        let p = pod(json!({
+            "metadata": {"annotations": {"container.apparmor.security.beta.kubernetes.io/c": "unconfined"}},
+            "spec": {"os": {"name": "windows"}}}));
+        let v = run(app_armor_profile, &p).unwrap();
+        assert_eq!(v.check, "forbidden AppArmor profile");
+        assert!(v.detail.starts_with("annotation must not set"));
+    }
+
+    #[test]
+    fn apparmor_annotation_repeating_the_pod_profile_is_reported_once() {
         let p = pod(json!({
             "metadata": {"annotations": {"container.apparmor.security.beta.kubernetes.io/c": "unconfined"}},
             "spec": {"securityContext": {"appArmorProfile": {"type": "Unconfined"}}}}));
         let v = run(app_armor_profile, &p).unwrap();
         assert_eq!(v.check, "forbidden AppArmor profiles");
-        assert!(v.detail.starts_with("pod and annotation must not set"));
+        assert_eq!(
+            v.detail,
+            "pod and annotation must not set AppArmor profile type to \"Unconfined\", \
+             \"container.apparmor.security.beta.kubernetes.io/c=\"unconfined\"\""
+        );
     }
 
     #[test]
@@ -1447,6 +1514,13 @@ mod tests {
             {"name": "h", "projected": {"sources": []}},
             {"name": "i", "secret": {"secretName": "s"}}]}}));
         assert_eq!(run(restricted_volumes, &p), None);
+    }
+
+    #[test]
+    fn volume_without_a_source_is_an_empty_dir() {
+        let mut manifest = hardened();
+        manifest["spec"]["volumes"] = json!([{"name": "scratch"}]);
+        assert!(check(Restricted, &pod(manifest)).is_empty());
     }
 
     #[test]

@@ -88,7 +88,10 @@ impl HostPolicy {
 /// Whether `ip` lies in one of `ranges` (CIDRs; ones that do not parse are skipped, the
 /// operator refuses them at start).
 pub fn in_ranges(ip: IpAddr, ranges: &[String]) -> bool {
-    ranges.iter().filter_map(|r| parse_cidr(r)).any(|(net, len)| contains(net, len, ip))
+    ranges
+        .iter()
+        .filter_map(|r| parse_cidr(r))
+        .any(|(net, len)| contains(net, len, ip))
 }
 
 /// Addresses no Endpoints of a tenant may point at, whatever the platform's ranges: loopback,
@@ -96,7 +99,10 @@ pub fn in_ranges(ip: IpAddr, ranges: &[String]) -> bool {
 pub fn is_special(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast()
+            v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
                 || v4.is_broadcast()
         }
         IpAddr::V6(v6) => {
@@ -104,7 +110,9 @@ pub fn is_special(ip: IpAddr) -> bool {
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_special(IpAddr::V4(v4)))
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_special(IpAddr::V4(v4)))
         }
     }
 }
@@ -174,7 +182,14 @@ mod tests {
         assert!(!in_ranges(ip("2001:db8::1"), &ranges));
         assert!(in_ranges(ip("203.0.113.9"), &["0.0.0.0/0".into()]));
         assert!(!in_ranges(ip("203.0.113.9"), &["not a range".into()]));
-        for special in ["127.0.0.1", "169.254.169.254", "0.0.0.0", "::1", "fe80::1", "224.0.0.1"] {
+        for special in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "224.0.0.1",
+        ] {
             assert!(is_special(ip(special)), "{special}");
         }
         assert!(!is_special(ip("203.0.113.9")));

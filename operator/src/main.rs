@@ -10,9 +10,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use virtualcluster_crds::policy::{self, HostPolicy};
 use virtualcluster_crds::runtime::http;
-use virtualcluster_crds::v1alpha1::PodSecurityStandard;
 use virtualcluster_crds::runtime::leader::{self, Elector, Ended, Timing};
 use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
+use virtualcluster_crds::v1alpha1::PodSecurityStandard;
 use virtualcluster_operator::controller::{self, Options};
 use virtualcluster_operator::metrics::Metrics;
 use virtualcluster_operator::settings::{self, Settings};
@@ -75,14 +75,19 @@ struct Args {
     #[arg(long, env = "VC_ALLOWED_TOLERATIONS", value_delimiter = ',')]
     allowed_tolerations: Vec<String>,
     /// Node labels (`key=value`, comma-separated) every synced pod is held to.
-    #[arg(long, env = "VC_NODE_SELECTOR", value_delimiter = ',', value_parser = parse_label)]
-    node_selector: Vec<(String, String)>,
+    #[arg(long, env = "VC_NODE_SELECTOR", value_delimiter = ',')]
+    node_selector: Vec<String>,
     /// The highest value a synced PriorityClass keeps.
     #[arg(long, env = "VC_MAX_PRIORITY", default_value_t = 0)]
     max_priority: i32,
     /// Service types beyond ClusterIP that virtual Services may have on the host
     /// (comma-separated of NodePort, LoadBalancer, ExternalName; empty for none).
-    #[arg(long, env = "VC_ALLOWED_SERVICE_TYPES", value_delimiter = ',', default_value = "NodePort,LoadBalancer,ExternalName")]
+    #[arg(
+        long,
+        env = "VC_ALLOWED_SERVICE_TYPES",
+        value_delimiter = ',',
+        default_value = "NodePort,LoadBalancer,ExternalName"
+    )]
     allowed_service_types: Vec<String>,
     /// Copy Ingress annotations ending in `-snippet` (raw proxy configuration).
     #[arg(long, env = "VC_ALLOW_INGRESS_SNIPPETS", default_value_t = false, action = ArgAction::Set)]
@@ -102,12 +107,6 @@ fn parse_level(text: &str) -> Result<PodSecurityStandard, String> {
         .ok_or_else(|| format!("{text:?} is not one of privileged, baseline, restricted"))
 }
 
-fn parse_label(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{text:?} is not key=value"))
-}
-
 impl Args {
     fn platform(&self) -> anyhow::Result<HostPolicy> {
         for type_ in self.allowed_service_types.iter().filter(|t| !t.is_empty()) {
@@ -123,6 +122,19 @@ impl Args {
             .filter(|c| !c.is_empty())
             .cloned()
             .collect();
+        for cidr in &host_cidrs {
+            anyhow::ensure!(
+                policy::parse_cidr(cidr).is_some(),
+                "--host-cidrs: {cidr:?} is not a range in CIDR notation"
+            );
+        }
+        let mut node_selector = std::collections::BTreeMap::new();
+        for label in self.node_selector.iter().filter(|l| !l.is_empty()) {
+            let (key, value) = label
+                .split_once('=')
+                .with_context(|| format!("--node-selector: {label:?} is not key=value"))?;
+            node_selector.insert(key.to_owned(), value.to_owned());
+        }
         Ok(HostPolicy {
             pod_security: self.pod_security_floor,
             allowed_tolerations: self
@@ -131,7 +143,7 @@ impl Args {
                 .filter(|t| !t.is_empty())
                 .cloned()
                 .collect(),
-            node_selector: self.node_selector.iter().cloned().collect(),
+            node_selector,
             max_priority: self.max_priority,
             service_types: self
                 .allowed_service_types

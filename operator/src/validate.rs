@@ -347,12 +347,17 @@ mod tests {
 
     #[test]
     fn the_pod_security_level_is_the_floor_or_stricter() {
-        use virtualcluster_crds::v1alpha1::PodSecurityStandard::{Baseline, Privileged, Restricted};
+        use virtualcluster_crds::v1alpha1::PodSecurityStandard::{
+            Baseline, Privileged, Restricted,
+        };
         let mut strict = Settings::default();
         strict.platform.pod_security = Restricted;
         let unset = vc("ns", &[]);
         assert_eq!(
-            validate(&unset, None, &Settings::default()).unwrap().policy.pod_security,
+            validate(&unset, None, &Settings::default())
+                .unwrap()
+                .policy
+                .pod_security,
             Baseline
         );
         assert_eq!(
@@ -362,13 +367,20 @@ mod tests {
         let mut asks = vc("ns", &[]);
         asks.spec.policies.pod_security_standard = Some(Restricted);
         assert_eq!(
-            validate(&asks, None, &Settings::default()).unwrap().policy.pod_security,
+            validate(&asks, None, &Settings::default())
+                .unwrap()
+                .policy
+                .pod_security,
             Restricted
         );
         asks.spec.policies.pod_security_standard = Some(Privileged);
         let err = validate(&asks, None, &Settings::default()).unwrap_err();
         assert_eq!(err.reason, BELOW_PLATFORM_FLOOR);
-        assert!(err.message.contains("spec.policies.podSecurityStandard"), "{}", err.message);
+        assert!(
+            err.message.contains("spec.policies.podSecurityStandard"),
+            "{}",
+            err.message
+        );
         assert!(err.message.contains("floor, baseline"), "{}", err.message);
         let mut open = Settings::default();
         open.platform.pod_security = Privileged;

@@ -252,10 +252,14 @@ impl Ctx {
 
     /// Whether a host Ingress that is not this instance's copy serves host name `host`.
     pub fn host_name_taken(&self, host: &str) -> bool {
-        self.opt_in.served_hosts.iter().flat_map(|s| s.state()).any(|i| {
-            !marks::is_copy_of(&self.target.instance, i.labels())
-                && crate::translate::extra::ingress_hosts(&i).any(|h| h == host)
-        })
+        self.opt_in
+            .served_hosts
+            .iter()
+            .flat_map(|s| s.state())
+            .any(|i| {
+                !marks::is_copy_of(&self.target.instance, i.labels())
+                    && crate::translate::extra::ingress_hosts(&i).any(|h| h == host)
+            })
     }
 
     /// Whether `ip` is an address of a host node.

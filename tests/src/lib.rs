@@ -15,6 +15,7 @@ pub mod loopback;
 pub mod nodes;
 pub mod operator;
 pub mod pki;
+pub mod pod_samples;
 pub mod process;
 
 pub use harness::{TestCluster, shared_cluster, unique_name};

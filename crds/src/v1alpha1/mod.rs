@@ -14,8 +14,8 @@ pub use control_plane::{
     ServiceType, Syncer,
 };
 pub use policies::{
-    IpBlock, LimitRangePolicy, NetworkPolicyPolicy, OutgoingConnections, PRIVATE_RANGES, Policies,
-    PodSecurityStandard, ResourceQuotaPolicy,
+    IpBlock, LimitRangePolicy, NetworkPolicyPolicy, OutgoingConnections, PRIVATE_RANGES,
+    PodSecurityStandard, Policies, ResourceQuotaPolicy,
 };
 pub use status::{Phase, VirtualClusterStatus};
 pub use sync::{

@@ -31,7 +31,8 @@ pub struct Policies {
     pub network_policy: NetworkPolicyPolicy,
 }
 
-/// A Pod Security Standard, from the least strict to the most.
+// A Pod Security Standard, from the least strict to the most. (No doc comment: the schema
+// would take it in place of the field's.)
 #[derive(
     schemars::JsonSchema,
     Serialize,

@@ -44,7 +44,10 @@ pub fn admission_configuration(level: PodSecurityStandard) -> String {
 /// The control plane's ConfigMap: its admission configuration.
 pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     ConfigMap {
-        metadata: instance.meta(instance.id().control_plane_config(), Component::ControlPlane),
+        metadata: instance.meta(
+            instance.id().control_plane_config(),
+            Component::ControlPlane,
+        ),
         data: Some(BTreeMap::from([(
             ADMISSION_CONFIG_KEY.into(),
             admission_configuration(instance.valid.policy.pod_security),

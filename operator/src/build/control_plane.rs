@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
     SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
@@ -644,10 +644,11 @@ mod tests {
         assert!(api_args.contains(&format!(
             "--admission-control-config-file={CONFIG_DIR}/{ADMISSION_CONFIG_KEY}"
         )));
-        assert!(pod.volumes.as_ref().unwrap().iter().any(|v| v
-            .config_map
-            .as_ref()
-            .is_some_and(|c| c.name == "demo-control-plane-config")));
+        assert!(pod.volumes.as_ref().unwrap().iter().any(|v| {
+            v.config_map
+                .as_ref()
+                .is_some_and(|c| c.name == "demo-control-plane-config")
+        }));
         assert_eq!(spec.volume_claim_templates.as_ref().unwrap().len(), 1);
         assert!(
             pod.volumes

@@ -114,16 +114,13 @@ pub fn desired(
     let deployment = syncer::deployment(instance, &content_hash(syncer_inputs));
     let admission = admission::config_map(instance);
     // The control plane rolls when its certificates or its configuration files change.
-    let control_plane_inputs = certs
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .chain(
-            admission
-                .data
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.as_str(), v.as_bytes())),
-        );
+    let control_plane_inputs = certs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).chain(
+        admission
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+    );
     let certs_hash = content_hash(control_plane_inputs);
     Ok(Desired {
         secrets: vec![kubeconfigs.admin, kubeconfigs.syncer],

@@ -18,8 +18,8 @@ use virtualcluster_crds::pod_security;
 use crate::cached::HostPod;
 use crate::context::{Ctx, Key};
 use crate::copy;
-use crate::sync::references::{self, Resolved};
 use crate::queue::Next;
+use crate::sync::references::{self, Resolved};
 use crate::translate::extra;
 use crate::translate::pod::{self as translate, BOUND_BY_SYNCER, PodEnv};
 

@@ -92,7 +92,13 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     if let (Some(service), Some(why)) = (&service, &refused) {
         copy::warn(&ctx, service.as_ref(), "ServiceTypeNotAllowed", why.clone()).await;
     } else if let Some(note) = service.as_deref().and_then(left_out) {
-        copy::warn(&ctx, service.as_deref().unwrap(), "ExternalIPsNotSynced", note).await;
+        copy::warn(
+            &ctx,
+            service.as_deref().unwrap(),
+            "ExternalIPsNotSynced",
+            note,
+        )
+        .await;
     }
     let wanted = service.as_deref().filter(|_| refused.is_none());
     let next = copy::sync(

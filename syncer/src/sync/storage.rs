@@ -71,12 +71,22 @@ fn source(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Source {
     };
     let namespace = claim.namespace().unwrap_or_default();
     let sources = [
-        ("spec.dataSource", spec.data_source.as_ref().map(|s| (&s.kind, s.api_group.as_deref(), None, &s.name))),
+        (
+            "spec.dataSource",
+            spec.data_source
+                .as_ref()
+                .map(|s| (&s.kind, s.api_group.as_deref(), None, &s.name)),
+        ),
         (
             "spec.dataSourceRef",
-            spec.data_source_ref
-                .as_ref()
-                .map(|s| (&s.kind, s.api_group.as_deref(), s.namespace.as_deref(), &s.name)),
+            spec.data_source_ref.as_ref().map(|s| {
+                (
+                    &s.kind,
+                    s.api_group.as_deref(),
+                    s.namespace.as_deref(),
+                    &s.name,
+                )
+            }),
         ),
     ];
     let mut result = Source::None;

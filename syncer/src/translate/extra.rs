@@ -60,7 +60,9 @@ pub fn restrict_ingress(
         annotations.retain(|key, _| {
             let snippet = key.ends_with(SNIPPET_SUFFIX);
             if snippet {
-                left_out.push(format!("annotation {key} (snippets are not allowed by the platform)"));
+                left_out.push(format!(
+                    "annotation {key} (snippets are not allowed by the platform)"
+                ));
             }
             !snippet
         });
@@ -71,7 +73,9 @@ pub fn restrict_ingress(
                 let host = rule.host.as_deref().unwrap_or_default();
                 let keep = host.is_empty() || !taken(host);
                 if !keep {
-                    left_out.push(format!("rule for host {host} (another host Ingress serves it)"));
+                    left_out.push(format!(
+                        "rule for host {host} (another host Ingress serves it)"
+                    ));
                 }
                 keep
             });
@@ -230,7 +234,11 @@ pub fn is_system_priority_class(name: &str) -> bool {
 
 /// PriorityClass: never the host's default, whatever the virtual one says, and never above the
 /// platform's cap (`max_value`), so tenants' pods cannot preempt others beyond it.
-pub fn host_priority_class(class: &PriorityClass, target: &Target, max_value: i32) -> PriorityClass {
+pub fn host_priority_class(
+    class: &PriorityClass,
+    target: &Target,
+    max_value: i32,
+) -> PriorityClass {
     let name = class.metadata.name.clone().unwrap_or_default();
     let mut annotations = marks::without_reserved(class.metadata.annotations.as_ref());
     annotations.extend(marks::copy_annotations(&marks::VirtualRef {
@@ -343,7 +351,10 @@ mod tests {
         assert_eq!(hosts, ["shop.example.com"]);
         let spec = ingress.spec.unwrap();
         assert_eq!(spec.rules.unwrap().len(), 2);
-        assert_eq!(spec.tls.unwrap()[0].hosts.as_deref(), Some(&["shop.example.com".to_owned()][..]));
+        assert_eq!(
+            spec.tls.unwrap()[0].hosts.as_deref(),
+            Some(&["shop.example.com".to_owned()][..])
+        );
     }
 
     #[test]
@@ -360,7 +371,10 @@ mod tests {
         let host = host_priority_class(&class, &target(), 100);
         assert_eq!(host.global_default, Some(false));
         assert_eq!(host.value, Some(100), "capped at the platform's maximum");
-        assert_eq!(host_priority_class(&class, &target(), 5000).value, Some(1000));
+        assert_eq!(
+            host_priority_class(&class, &target(), 5000).value,
+            Some(1000)
+        );
         assert_eq!(host.metadata.name.as_deref(), Some("high-x-team-a-x-vc"));
         assert!(marks::is_copy_of(
             &target().instance,

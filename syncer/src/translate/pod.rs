@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, ObjectFieldSelector, Pod, PodDNSConfig, PodDNSConfigOption, PodSpec, PodStatus, Toleration,
-    Volume, VolumeProjection,
+    Container, DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, ObjectFieldSelector, Pod,
+    PodDNSConfig, PodDNSConfigOption, PodSpec, PodStatus, Toleration, Volume, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use virtualcluster_crds::keys;
@@ -141,23 +141,35 @@ fn names(pod: &Pod, kind: Referenced) -> Vec<String> {
 /// Calls `f` with every name `spec` gives another object of its namespace: its kind, the name
 /// (to read or rename), whether it is optional, and the field. The one list of where a pod
 /// names objects, so listing and renaming cannot disagree.
-fn visit_references(
-    spec: &mut PodSpec,
-    f: &mut dyn FnMut(Referenced, &mut String, bool, &str),
-) {
+fn visit_references(spec: &mut PodSpec, f: &mut dyn FnMut(Referenced, &mut String, bool, &str)) {
     use Referenced::{Claim, ConfigMap, Secret};
     for (i, v) in spec.volumes.iter_mut().flatten().enumerate() {
         let at = |field: &str| format!("spec.volumes[{i}].{field}");
         if let Some(s) = v.secret.as_mut()
             && let Some(name) = s.secret_name.as_mut()
         {
-            f(Secret, name, s.optional == Some(true), &at("secret.secretName"));
+            f(
+                Secret,
+                name,
+                s.optional == Some(true),
+                &at("secret.secretName"),
+            );
         }
         if let Some(c) = v.config_map.as_mut() {
-            f(ConfigMap, &mut c.name, c.optional == Some(true), &at("configMap.name"));
+            f(
+                ConfigMap,
+                &mut c.name,
+                c.optional == Some(true),
+                &at("configMap.name"),
+            );
         }
         if let Some(c) = v.persistent_volume_claim.as_mut() {
-            f(Claim, &mut c.claim_name, false, &at("persistentVolumeClaim.claimName"));
+            f(
+                Claim,
+                &mut c.claim_name,
+                false,
+                &at("persistentVolumeClaim.claimName"),
+            );
         }
         if let Some(projected) = v.projected.as_mut() {
             for (j, source) in projected.sources.iter_mut().flatten().enumerate() {
@@ -172,8 +184,17 @@ fn visit_references(
             }
         }
         // Volume drivers' credentials.
-        if let Some(r) = v.csi.as_mut().and_then(|c| c.node_publish_secret_ref.as_mut()) {
-            f(Secret, &mut r.name, false, &at("csi.nodePublishSecretRef.name"));
+        if let Some(r) = v
+            .csi
+            .as_mut()
+            .and_then(|c| c.node_publish_secret_ref.as_mut())
+        {
+            f(
+                Secret,
+                &mut r.name,
+                false,
+                &at("csi.nodePublishSecretRef.name"),
+            );
         }
         if let Some(r) = v.cephfs.as_mut().and_then(|c| c.secret_ref.as_mut()) {
             f(Secret, &mut r.name, false, &at("cephfs.secretRef.name"));
@@ -188,13 +209,23 @@ fn visit_references(
             f(Secret, &mut r.name, false, &at("flexVolume.secretRef.name"));
         }
         if let Some(c) = v.scale_io.as_mut() {
-            f(Secret, &mut c.secret_ref.name, false, &at("scaleIO.secretRef.name"));
+            f(
+                Secret,
+                &mut c.secret_ref.name,
+                false,
+                &at("scaleIO.secretRef.name"),
+            );
         }
         if let Some(r) = v.storageos.as_mut().and_then(|c| c.secret_ref.as_mut()) {
             f(Secret, &mut r.name, false, &at("storageos.secretRef.name"));
         }
         if let Some(c) = v.azure_file.as_mut() {
-            f(Secret, &mut c.secret_name, false, &at("azureFile.secretName"));
+            f(
+                Secret,
+                &mut c.secret_name,
+                false,
+                &at("azureFile.secretName"),
+            );
         }
         // A generic ephemeral volume cloned from a claim.
         if let Some(spec) = v
@@ -220,19 +251,19 @@ fn visit_references(
             }
         }
     }
-    let containers = spec
-        .containers
-        .iter_mut()
-        .map(|c| ("containers", c))
-        .chain(
-            spec.init_containers
-                .iter_mut()
-                .flatten()
-                .map(|c| ("initContainers", c)),
-        );
+    let containers = spec.containers.iter_mut().map(|c| ("containers", c)).chain(
+        spec.init_containers
+            .iter_mut()
+            .flatten()
+            .map(|c| ("initContainers", c)),
+    );
     let mut index = (0, 0);
     for (list, c) in containers {
-        let i = if list == "containers" { &mut index.0 } else { &mut index.1 };
+        let i = if list == "containers" {
+            &mut index.0
+        } else {
+            &mut index.1
+        };
         let at = |field: String| format!("spec.{list}[{i}].{field}");
         for (j, e) in c.env.iter_mut().flatten().enumerate() {
             let Some(from) = e.value_from.as_mut() else {
@@ -261,7 +292,12 @@ fn visit_references(
     }
     // The kubelet pulls without a missing pull secret, as with an optional one.
     for (i, s) in spec.image_pull_secrets.iter_mut().flatten().enumerate() {
-        f(Secret, &mut s.name, true, &format!("spec.imagePullSecrets[{i}].name"));
+        f(
+            Secret,
+            &mut s.name,
+            true,
+            &format!("spec.imagePullSecrets[{i}].name"),
+        );
     }
 }
 
@@ -269,7 +305,12 @@ fn visit_references(
 /// resolve outside the instance (a claim cloned from another kind, or from another namespace).
 pub fn unrenamable(pod: &Pod) -> Vec<String> {
     let mut found = Vec::new();
-    for (i, v) in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).enumerate() {
+    for (i, v) in pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .enumerate()
+    {
         let Some(spec) = v
             .ephemeral
             .as_ref()
@@ -282,10 +323,17 @@ pub fn unrenamable(pod: &Pod) -> Vec<String> {
         if let Some(source) = &spec.data_source
             && !is_claim(&source.kind, source.api_group.as_deref(), None)
         {
-            found.push(format!("{at}.dataSource names a {} (only claims of the virtual cluster may be cloned)", source.kind));
+            found.push(format!(
+                "{at}.dataSource names a {} (only claims of the virtual cluster may be cloned)",
+                source.kind
+            ));
         }
         if let Some(source) = &spec.data_source_ref
-            && !is_claim(&source.kind, source.api_group.as_deref(), source.namespace.as_deref())
+            && !is_claim(
+                &source.kind,
+                source.api_group.as_deref(),
+                source.namespace.as_deref(),
+            )
         {
             found.push(format!("{at}.dataSourceRef names a {} (only claims of the pod's own namespace may be cloned)", source.kind));
         }
@@ -302,7 +350,9 @@ pub fn is_claim(kind: &str, group: Option<&str>, namespace: Option<&str>) -> boo
 /// the empty folder the kubelet would mount, an env var or source is left out. The pod then
 /// starts as it would without the object, and no host object of that name can ever reach it.
 pub fn without_optional(pod: &mut Pod, kind: Referenced, name: &str) {
-    let Some(spec) = pod.spec.as_mut() else { return };
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
     for v in spec.volumes.iter_mut().flatten() {
         let unused = match kind {
             Referenced::Secret => v.secret.as_ref().is_some_and(|s| {
@@ -548,11 +598,15 @@ pub fn allowed_toleration(t: &Toleration, policy: &HostPolicy) -> bool {
         return true;
     }
     let equal = t.operator.as_deref().unwrap_or("Equal") == "Equal";
-    policy.allowed_tolerations.iter().map(|a| toleration(a)).any(|offered| {
-        offered.key.as_deref() == Some(key)
-            && (offered.effect.is_none() || offered.effect == t.effect)
-            && (offered.value.is_none() || (equal && offered.value == t.value))
-    })
+    policy
+        .allowed_tolerations
+        .iter()
+        .map(|a| toleration(a))
+        .any(|offered| {
+            offered.key.as_deref() == Some(key)
+                && (offered.effect.is_none() || offered.effect == t.effect)
+                && (offered.value.is_none() || (equal && offered.value == t.value))
+        })
 }
 
 /// A `kubectl taint`-style toleration (`key=value:Effect`, `key:Effect`, `key=value`, `key`),

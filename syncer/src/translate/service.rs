@@ -43,8 +43,12 @@ pub fn host_service(service: &Service, target: &Target) -> Service {
     }
     // Addresses and ports are the host's to allocate; the virtual Service takes them over.
     without_allocations(&mut spec);
-    // External IPs would capture traffic to addresses the tenant does not own.
+    // External IPs would capture traffic to addresses the tenant does not own. Without them a
+    // ClusterIP Service is not reachable from outside, and may not carry the policy for it.
     spec.external_ips = None;
+    if spec.type_.as_deref().unwrap_or("ClusterIP") == "ClusterIP" {
+        spec.external_traffic_policy = None;
+    }
     Service {
         metadata: target.copy_meta(&service.metadata),
         spec: Some(spec),
@@ -75,7 +79,12 @@ pub fn refusal(service: &Service, policy: &HostPolicy) -> Option<String> {
 
 /// What of `service` is left out of its host copy and its owner should know.
 pub fn left_out(service: &Service) -> Option<String> {
-    let ips = service.spec.as_ref()?.external_ips.as_ref().filter(|ips| !ips.is_empty())?;
+    let ips = service
+        .spec
+        .as_ref()?
+        .external_ips
+        .as_ref()
+        .filter(|ips| !ips.is_empty())?;
     Some(format!(
         "spec.externalIPs ({}) are never copied to the host: they would capture traffic to \
          addresses of others",
@@ -148,9 +157,12 @@ pub fn host_endpoints(
     let mut subsets = endpoints.subsets.clone();
     let mut left_out = Vec::new();
     for subset in subsets.iter_mut().flatten() {
-        for list in [subset.addresses.as_mut(), subset.not_ready_addresses.as_mut()]
-            .into_iter()
-            .flatten()
+        for list in [
+            subset.addresses.as_mut(),
+            subset.not_ready_addresses.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
             list.retain(|a| {
                 let keep = allowed(&a.ip);
@@ -235,6 +247,17 @@ mod tests {
         }));
         let host = host_service(&virtual_service, &target());
         assert_eq!(host.spec.unwrap().external_ips, None);
+        // A ClusterIP Service with external IPs has an external traffic policy (defaulted by
+        // the API server); without them the host refuses it.
+        let cluster_ip = service(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"externalIPs": ["203.0.113.10"], "externalTrafficPolicy": "Cluster"}
+        }));
+        let spec = host_service(&cluster_ip, &target()).spec.unwrap();
+        assert_eq!(
+            (spec.external_ips, spec.external_traffic_policy),
+            (None, None)
+        );
         assert!(left_out(&virtual_service).unwrap().contains("203.0.113.10"));
         let open = HostPolicy::default();
         assert_eq!(refusal(&virtual_service, &open), None);
@@ -245,7 +268,16 @@ mod tests {
         let why = refusal(&virtual_service, &closed).unwrap();
         assert!(why.contains("type LoadBalancer"), "{why}");
         let plain = service(serde_json::json!({"metadata": {"name": "a"}, "spec": {}}));
-        assert_eq!(refusal(&plain, &HostPolicy { service_types: vec![], ..Default::default() }), None);
+        assert_eq!(
+            refusal(
+                &plain,
+                &HostPolicy {
+                    service_types: vec![],
+                    ..Default::default()
+                }
+            ),
+            None
+        );
         assert_eq!(left_out(&plain), None);
     }
 
@@ -265,11 +297,26 @@ mod tests {
         let allowed = |ip: &str| endpoint_allowed(ip, &policy, &|i| i == node, &|i| i == mine);
         let (copy, left_out) = host_endpoints(&endpoints, &target(), &allowed);
         let subset = &copy.subsets.unwrap()[0];
-        let kept: Vec<_> = subset.addresses.iter().flatten().map(|a| a.ip.as_str()).collect();
+        let kept: Vec<_> = subset
+            .addresses
+            .iter()
+            .flatten()
+            .map(|a| a.ip.as_str())
+            .collect();
         assert_eq!(kept, ["203.0.113.5", "10.244.0.9"]);
         assert!(subset.not_ready_addresses.as_ref().unwrap().is_empty());
-        assert_eq!(left_out, ["10.244.0.10", "127.0.0.1", "169.254.169.254", "198.51.100.1"]);
-        assert!(!endpoint_allowed("not-an-ip", &policy, &|_| false, &|_| false));
+        assert_eq!(
+            left_out,
+            [
+                "10.244.0.10",
+                "127.0.0.1",
+                "169.254.169.254",
+                "198.51.100.1"
+            ]
+        );
+        assert!(!endpoint_allowed("not-an-ip", &policy, &|_| false, &|_| {
+            false
+        }));
     }
 
     #[test]

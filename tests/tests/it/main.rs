@@ -3,6 +3,7 @@
 mod admission;
 mod chart;
 mod control_plane;
+mod isolation;
 mod local_cluster;
 mod namespace_cleanup;
 mod operator;

@@ -22,7 +22,7 @@ use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::{InstanceRef, KUBECONFIG_KEY};
 use virtualcluster_crds::keys::CLEANUP_FINALIZER;
 use virtualcluster_crds::keys::NAMESPACE_SYNC;
-use virtualcluster_operator::settings::{DEFAULT_SERVICE_CIDR, Settings};
+use virtualcluster_operator::settings::Settings;
 use virtualcluster_operator::{apply, build, pki, validate};
 use virtualcluster_tests::harness::{eventually, is_status};
 use virtualcluster_tests::operator::{self, Operator, Start};
@@ -238,7 +238,7 @@ where
 /// What the operator's builders make for `vc`, given the certificates it stored.
 fn desired_for(vc: &VirtualCluster, certs: &Secret) -> (Vec<Service>, build::Desired) {
     let settings = Settings::default();
-    let valid = validate::validate(vc, None, &virtualcluster_operator::settings::Settings::default()).unwrap();
+    let valid = validate::validate(vc, None, &Settings::default()).unwrap();
     let instance = build::Instance {
         vc,
         valid: &valid,

@@ -70,6 +70,77 @@ pub(crate) struct Running {
     pub(crate) operator: Operator,
     /// The operator's kubeconfig (its ServiceAccount's token), to start it again.
     operator_identity: PathBuf,
+    operator_args: Vec<String>,
+}
+
+/// A second instance in the namespace of a [`Running`] one; stopped when dropped.
+pub(crate) struct Neighbour {
+    pub(crate) virt: Client,
+    pub(crate) id: InstanceRef,
+    dir: PathBuf,
+}
+
+impl Drop for Neighbour {
+    fn drop(&mut self) {
+        if let Err(err) = instance::stop_instance(&self.dir, &self.id.namespace, &self.id.name) {
+            eprintln!("stopping {}/{}: {err:#}", self.id.namespace, self.id.name);
+        }
+    }
+}
+
+/// Applies VirtualCluster `namespace/name` with `spec`, waits for the operator to render it
+/// and runs its control plane and syncer locally; returns its identity and a client of the
+/// virtual cluster.
+async fn provision(
+    cluster: &TestCluster,
+    host: &Client,
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> (InstanceRef, Client) {
+    let vcs: Api<VirtualCluster> = Api::namespaced(host.clone(), namespace);
+    let vc = json!({
+        "apiVersion": "virtualcluster.dev/v1alpha1",
+        "kind": "VirtualCluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    });
+    let vc = vcs
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&vc),
+        )
+        .await
+        .unwrap();
+    let id = InstanceRef::of(&vc);
+    eventually(
+        "the operator to render control plane and syncer",
+        || async {
+            let sets: Api<StatefulSet> = Api::namespaced(host.clone(), namespace);
+            let deployments: Api<Deployment> = Api::namespaced(host.clone(), namespace);
+            let secrets: Api<Secret> = Api::namespaced(host.clone(), namespace);
+            let rendered = sets.get_opt(&id.control_plane()).await.unwrap().is_some()
+                && deployments.get_opt(&id.syncer()).await.unwrap().is_some()
+                && secrets
+                    .get_opt(&id.kubeconfig_secret())
+                    .await
+                    .unwrap()
+                    .is_some();
+            rendered.then_some(())
+        },
+    )
+    .await;
+    let kubeconfig = instance::run_instance(
+        cluster.dir(),
+        namespace,
+        name,
+        Options::with_syncer(Lifetime::TiedToThisProcess),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("running {namespace}/{name}: {err:#}"));
+    let virt = kubeconfig::client(&kubeconfig).await.unwrap();
+    (id, virt)
 }
 
 impl Drop for Running {
@@ -90,6 +161,17 @@ impl Running {
         name: &str,
         spec: serde_json::Value,
     ) -> Running {
+        Self::start_with(cluster, prefix, name, spec, &[]).await
+    }
+
+    /// [`Running::start`] with the operator given further flags (the platform's settings).
+    pub(crate) async fn start_with(
+        cluster: &TestCluster,
+        prefix: &str,
+        name: &str,
+        spec: serde_json::Value,
+        operator_args: &[&str],
+    ) -> Running {
         let host = cluster.client().await;
         crd::install(&host).await.unwrap();
         let namespace = cluster.namespace(prefix).await;
@@ -99,53 +181,12 @@ impl Running {
             Start {
                 namespaces: &[&namespace],
                 kubeconfig: &identity,
-                args: &[],
+                args: operator_args,
             },
         )
         .await
         .unwrap();
-        let vcs: Api<VirtualCluster> = Api::namespaced(host.clone(), &namespace);
-        let vc = json!({
-            "apiVersion": "virtualcluster.dev/v1alpha1",
-            "kind": "VirtualCluster",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        });
-        let vc = vcs
-            .patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&vc),
-            )
-            .await
-            .unwrap();
-        let id = InstanceRef::of(&vc);
-        eventually(
-            "the operator to render control plane and syncer",
-            || async {
-                let sets: Api<StatefulSet> = Api::namespaced(host.clone(), &namespace);
-                let deployments: Api<Deployment> = Api::namespaced(host.clone(), &namespace);
-                let secrets: Api<Secret> = Api::namespaced(host.clone(), &namespace);
-                let rendered = sets.get_opt(&id.control_plane()).await.unwrap().is_some()
-                    && deployments.get_opt(&id.syncer()).await.unwrap().is_some()
-                    && secrets
-                        .get_opt(&id.kubeconfig_secret())
-                        .await
-                        .unwrap()
-                        .is_some();
-                rendered.then_some(())
-            },
-        )
-        .await;
-        let kubeconfig = instance::run_instance(
-            cluster.dir(),
-            &namespace,
-            name,
-            Options::with_syncer(Lifetime::TiedToThisProcess),
-        )
-        .await
-        .unwrap_or_else(|err| panic!("running {namespace}/{name}: {err:#}"));
-        let virt = kubeconfig::client(&kubeconfig).await.unwrap();
+        let (id, virt) = provision(cluster, &host, &namespace, name, spec).await;
         Running {
             host,
             virt,
@@ -153,17 +194,34 @@ impl Running {
             dir: cluster.dir().to_owned(),
             operator,
             operator_identity: identity,
+            operator_args: operator_args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    /// Another instance in this one's namespace, reconciled by the same operator.
+    pub(crate) async fn another(
+        &self,
+        cluster: &TestCluster,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Neighbour {
+        let (id, virt) = provision(cluster, &self.host, &self.id.namespace, name, spec).await;
+        Neighbour {
+            virt,
+            id,
+            dir: self.dir.clone(),
         }
     }
 
     /// Starts the operator again (after it was killed), with the same identity and namespace.
     pub(crate) async fn restart_operator(&mut self, cluster: &TestCluster) {
+        let args: Vec<&str> = self.operator_args.iter().map(String::as_str).collect();
         self.operator = Operator::start(
             cluster,
             Start {
                 namespaces: &[&self.id.namespace],
                 kubeconfig: &self.operator_identity,
-                args: &[],
+                args: &args,
             },
         )
         .await
@@ -184,12 +242,12 @@ impl Running {
         Api::namespaced(self.virt.clone(), namespace)
     }
 
-    fn host_name(&self, namespace: &str, name: &str) -> String {
+    pub(crate) fn host_name(&self, namespace: &str, name: &str) -> String {
         naming::host_name(name, namespace, &self.id.name)
     }
 
     /// Waits for the host copy of virtual object `namespace/name` in the instance's namespace.
-    async fn host_copy<K>(&self, namespace: &str, name: &str) -> K
+    pub(crate) async fn host_copy<K>(&self, namespace: &str, name: &str) -> K
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone

@@ -1,11 +1,11 @@
 use super::*;
-use virtualcluster_crds::policy::HostPolicy;
 use crate::translate::target;
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapEnvSource, ConfigMapProjection, ConfigMapVolumeSource, EnvFromSource,
     EnvVarSource, KeyToPath, PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity,
     SecretKeySelector, SecretVolumeSource,
 };
+use virtualcluster_crds::policy::HostPolicy;
 
 /// A pod as the virtual API server stores it: with the projected token volume its
 /// ServiceAccount admission adds.
@@ -102,7 +102,10 @@ fn a_tenant_names_no_host_node_and_opens_no_taint_the_platform_did_not_offer() {
         ..Default::default()
     };
     let options = PodSync {
-        node_selector: BTreeMap::from([("zone".into(), "a".into()), ("pool".into(), "spec".into())]),
+        node_selector: BTreeMap::from([
+            ("zone".into(), "a".into()),
+            ("pool".into(), "spec".into()),
+        ]),
         ..Default::default()
     };
     let spec = translate_with(&pod, &options, None, &policy).spec.unwrap();
@@ -142,16 +145,48 @@ fn every_volume_driver_credential_is_renamed_like_the_rest() {
     }));
     assert_eq!(
         secrets(&pod),
-        ["azure", "ceph", "csi-creds", "db", "flex", "iscsi-creds", "rbd-creds", "registry", "scaleio", "sos-creds"]
+        [
+            "azure",
+            "ceph",
+            "csi-creds",
+            "db",
+            "flex",
+            "iscsi-creds",
+            "rbd-creds",
+            "registry",
+            "scaleio",
+            "sos-creds"
+        ]
     );
     let refs = references(&pod);
     let clone = refs.iter().find(|r| r.kind == Referenced::Claim).unwrap();
     assert_eq!(clone.name, "data");
-    assert_eq!(clone.field, "spec.volumes[8].ephemeral.volumeClaimTemplate.spec.dataSource.name");
-    let volumes = translate(&pod, &PodSync::default(), None).spec.unwrap().volumes.unwrap();
+    assert_eq!(
+        clone.field,
+        "spec.volumes[8].ephemeral.volumeClaimTemplate.spec.dataSource.name"
+    );
+    let volumes = translate(&pod, &PodSync::default(), None)
+        .spec
+        .unwrap()
+        .volumes
+        .unwrap();
     let json = serde_json::to_string(&volumes).unwrap();
-    for raw in ["\"csi-creds\"", "\"ceph\"", "\"rbd-creds\"", "\"iscsi-creds\"", "\"flex\"", "\"scaleio\"", "\"sos-creds\"", "\"azure\"", "\"data\"", "someone-elses-pv"] {
-        assert!(!json.contains(raw), "{raw} reaches the host as written: {json}");
+    for raw in [
+        "\"csi-creds\"",
+        "\"ceph\"",
+        "\"rbd-creds\"",
+        "\"iscsi-creds\"",
+        "\"flex\"",
+        "\"scaleio\"",
+        "\"sos-creds\"",
+        "\"azure\"",
+        "\"data\"",
+        "someone-elses-pv",
+    ] {
+        assert!(
+            !json.contains(raw),
+            "{raw} reaches the host as written: {json}"
+        );
     }
     assert!(json.contains("csi-creds-x-shop-x-vc"));
     assert!(json.contains("data-x-shop-x-vc"));
@@ -170,7 +205,11 @@ fn a_clone_of_anything_but_a_claim_of_the_namespace_is_refused() {
     }));
     let refused = unrenamable(&pod);
     assert_eq!(refused.len(), 2, "{refused:?}");
-    assert!(refused[0].contains("dataSource names a VolumeSnapshot"), "{}", refused[0]);
+    assert!(
+        refused[0].contains("dataSource names a VolumeSnapshot"),
+        "{}",
+        refused[0]
+    );
     assert!(refused[1].contains("dataSourceRef"), "{}", refused[1]);
 }
 

@@ -1,0 +1,802 @@
+//! Tenant isolation end to end: a hostile tenant (cluster-admin of its virtual cluster) and a
+//! VirtualCluster's author try what would reach further on the host than the platform allows,
+//! against the real virtual and host API servers, the syncer as rendered with its deployed
+//! identity, and the operator under its ServiceAccount. Each refusal is checked, and beside it
+//! the ordinary case that still syncs.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service,
+};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use virtualcluster_crds::v1alpha1::PodSecurityStandard;
+use virtualcluster_crds::{VirtualCluster, isolation, keys, marks, naming, pod_security, policy};
+use virtualcluster_tests::harness::{eventually, eventually_within, unique_name, wait_gone};
+use virtualcluster_tests::pod_samples::sample_pods;
+use virtualcluster_tests::shared_cluster;
+
+use crate::syncer::{LONG, Running, create, create_namespace, object};
+
+/// The note of the Warning Event of `reason` the syncer published about virtual object
+/// `namespace/name`, once there is one.
+async fn warned(virt: &Client, namespace: &str, name: &str, reason: &str) -> String {
+    let events: Api<Event> = Api::namespaced(virt.clone(), namespace);
+    eventually_within(
+        &format!("a {reason} Event about {namespace}/{name}"),
+        LONG,
+        || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                })
+                .map(|e| e.note.unwrap_or_default())
+        },
+    )
+    .await
+}
+
+/// Creates pod `name` in virtual namespace `namespace` with `spec`, returning the API server's
+/// refusal if it refuses.
+async fn try_pod(
+    virt: &Client,
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<Pod, String> {
+    let pod: Pod = object(json!({"metadata": {"name": name}, "spec": spec}));
+    Api::<Pod>::namespaced(virt.clone(), namespace)
+        .create(&PostParams::default(), &pod)
+        .await
+        .map_err(|err| err.to_string())
+}
+
+fn container(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = json!({"name": "c", "image": "registry.k8s.io/pause:3.10"});
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+/// Waits until the syncer has said why virtual pod `namespace/name` has no host pod, and
+/// checks it has none and shows the reason in its status.
+async fn refused(running: &Running, namespace: &str, name: &str, reason: &str) -> String {
+    let note = warned(&running.virt, namespace, name, reason).await;
+    let host_name = running.host_name(namespace, name);
+    assert!(
+        running
+            .host_api::<Pod>()
+            .get_opt(&host_name)
+            .await
+            .unwrap()
+            .is_none(),
+        "pod {namespace}/{name} was refused ({note}) but runs on the host"
+    );
+    let pods = running.virtual_api::<Pod>(namespace);
+    eventually(&format!("{namespace}/{name} to show {reason}"), || async {
+        let pod = pods.get(name).await.unwrap();
+        pod.status?
+            .conditions?
+            .into_iter()
+            .any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some(reason)
+            })
+            .then_some(())
+    })
+    .await;
+    note
+}
+
+#[tokio::test]
+async fn a_hostile_tenant_reaches_nothing_on_the_host_and_ordinary_workloads_still_sync() {
+    let cluster = shared_cluster().await;
+    let running = Running::start(cluster, "isolation", "vc", json!({})).await;
+    let virt = &running.virt;
+    create_namespace(virt, "shop").await;
+
+    // The ordinary case: a pod with a ConfigMap volume runs on the host, its reference renamed.
+    create(
+        &running.virtual_api::<ConfigMap>("shop"),
+        json!({"metadata": {"name": "settings"}, "data": {"k": "v"}}),
+    )
+    .await;
+    try_pod(virt, "shop", "plain", json!({
+        "containers": [container(json!({"volumeMounts": [{"name": "conf", "mountPath": "/conf"}]}))],
+        "volumes": [{"name": "conf", "configMap": {"name": "settings"}}]
+    }))
+    .await
+    .unwrap();
+    let plain: Pod = running.host_copy("shop", "plain").await;
+    let volumes = plain.spec.unwrap().volumes.unwrap();
+    let conf = volumes.iter().find(|v| v.name == "conf").unwrap();
+    assert_eq!(
+        conf.config_map.as_ref().unwrap().name,
+        running.host_name("shop", "settings")
+    );
+
+    // The virtual API server refuses what breaks the level (baseline) with its own errors.
+    let err = try_pod(
+        virt,
+        "shop",
+        "privileged",
+        json!({
+            "containers": [container(json!({"securityContext": {"privileged": true}}))]
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("privileged"), "{err}");
+    let err = try_pod(
+        virt,
+        "shop",
+        "root-fs",
+        json!({
+            "containers": [container(json!({}))],
+            "volumes": [{"name": "root", "hostPath": {"path": "/"}}]
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("violates PodSecurity \"baseline:latest\""),
+        "{err}"
+    );
+    assert!(err.contains("hostPath"), "{err}");
+
+    // A tenant may label its namespace less strictly; the virtual API server then admits such
+    // pods, and the syncer refuses them.
+    create(
+        &Api::<Namespace>::all(virt.clone()),
+        json!({"metadata": {"name": "loose", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}),
+    )
+    .await;
+    eventually("the default ServiceAccount of loose", || async {
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(virt.clone(), "loose")
+            .get_opt("default")
+            .await
+            .unwrap()
+    })
+    .await;
+    let hostile = [
+        (
+            "root-fs",
+            json!({"containers": [container(json!({}))], "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}),
+            "hostPath",
+        ),
+        (
+            "host-network",
+            json!({"hostNetwork": true, "containers": [container(json!({}))]}),
+            "hostNetwork",
+        ),
+        (
+            "host-pid",
+            json!({"hostPID": true, "hostIPC": true, "containers": [container(json!({}))]}),
+            "hostPID",
+        ),
+        (
+            "sys-admin",
+            json!({"containers": [container(json!({"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}))]}),
+            "SYS_ADMIN",
+        ),
+        (
+            "host-port",
+            json!({"containers": [container(json!({"ports": [{"containerPort": 80, "hostPort": 80}]}))]}),
+            "hostPort",
+        ),
+    ];
+    for (name, spec, _) in &hostile {
+        try_pod(virt, "loose", name, spec.clone()).await.unwrap();
+    }
+    for (name, _, field) in &hostile {
+        let note = refused(&running, "loose", name, "PodSecurityViolation").await;
+        assert!(note.contains("baseline"), "{name}: {note}");
+        assert!(note.contains(field), "{name}: {note} does not name {field}");
+    }
+
+    // Placement: no host node named, no taint opened, no critical priority.
+    try_pod(
+        virt,
+        "shop",
+        "placed",
+        json!({
+            "nodeName": "not-a-node",
+            "priorityClassName": "system-node-critical",
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [container(json!({}))]
+        }),
+    )
+    .await
+    .unwrap();
+    let placed: Pod = running.host_copy("shop", "placed").await;
+    let spec = placed.spec.unwrap();
+    assert_ne!(spec.node_name.as_deref(), Some("not-a-node"));
+    assert_eq!(spec.priority_class_name, None);
+    for t in spec.tolerations.iter().flatten() {
+        let key = t.key.as_deref().unwrap_or_default();
+        assert!(key.starts_with("node.kubernetes.io/"), "{t:?}");
+        assert_eq!(t.effect.as_deref(), Some("NoExecute"), "{t:?}");
+    }
+
+    // References: a Secret whose host name someone else's object holds is never mounted.
+    let foreign_name = running.host_name("shop", "creds");
+    let foreign = create(
+        &running.host_api::<Secret>(),
+        json!({"metadata": {"name": foreign_name}, "stringData": {"token": "not-yours"}}),
+    )
+    .await;
+    create(
+        &running.virtual_api::<Secret>("shop"),
+        json!({"metadata": {"name": "creds"}, "stringData": {"token": "mine"}}),
+    )
+    .await;
+    try_pod(virt, "shop", "thief", json!({
+        "containers": [container(json!({}))],
+        "volumes": [{"name": "v", "csi": {"driver": "secrets.example.com", "nodePublishSecretRef": {"name": "creds"}}}]
+    }))
+    .await
+    .unwrap();
+    let note = refused(&running, "shop", "thief", "ReferenceNotAllowed").await;
+    assert!(note.contains("csi.nodePublishSecretRef"), "{note}");
+    assert!(note.contains(&foreign_name), "{note}");
+    warned(virt, "shop", "creds", "HostNameConflict").await;
+    let after = running
+        .host_api::<Secret>()
+        .get(&foreign_name)
+        .await
+        .unwrap();
+    assert_eq!(after.uid(), foreign.uid());
+    assert_eq!(
+        after.resource_version(),
+        foreign.resource_version(),
+        "the foreign Secret was changed"
+    );
+
+    // Network: external IPs are never copied; Endpoints never point at the host's own.
+    create(
+        &running.virtual_api::<Service>("shop"),
+        json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"},
+               "externalIPs": ["203.0.113.10"], "ports": [{"port": 80}]}}),
+    )
+    .await;
+    let web: Service = running.host_copy("shop", "web").await;
+    assert_eq!(web.spec.unwrap().external_ips, None);
+    warned(virt, "shop", "web", "ExternalIPsNotSynced").await;
+    let node = Api::<Node>::all(running.host.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find_map(|n| {
+            n.status?
+                .addresses?
+                .into_iter()
+                .find(|a| a.type_ == "InternalIP")
+        })
+        .map(|a| a.address);
+    let node_ip = node.expect("a host node with an address");
+    let other_pod_ip = plain_other_ip(&running).await;
+    create(
+        &running.virtual_api::<Service>("shop"),
+        json!({"metadata": {"name": "db"}, "spec": {"ports": [{"port": 5432}]}}),
+    )
+    .await;
+    // Endpoints are written once the virtual Service carries its host address (it is made
+    // anew for that, and Endpoints of a deleted Service go with it).
+    let db_copy: Service = running.host_copy("shop", "db").await;
+    let db_ip = db_copy.spec.unwrap().cluster_ip;
+    eventually(
+        "the virtual db Service to carry its host address",
+        || async {
+            let service = running
+                .virtual_api::<Service>("shop")
+                .get_opt("db")
+                .await
+                .unwrap()?;
+            (service.spec?.cluster_ip == db_ip).then_some(())
+        },
+    )
+    .await;
+    create(
+        &running.virtual_api::<Endpoints>("shop"),
+        json!({"metadata": {"name": "db"}, "subsets": [{
+            "addresses": [{"ip": "203.0.113.9"}, {"ip": node_ip}, {"ip": other_pod_ip}],
+            "ports": [{"port": 5432}]
+        }]}),
+    )
+    .await;
+    let db: Endpoints = running.host_copy("shop", "db").await;
+    let kept: Vec<String> = db
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .map(|a| a.ip.clone())
+        .collect();
+    assert_eq!(kept, ["203.0.113.9"]);
+    let note = warned(virt, "shop", "db", "EndpointsNotAllowed").await;
+    assert!(
+        note.contains(&node_ip) && note.contains(&other_pod_ip),
+        "{note}"
+    );
+}
+
+/// The address of a pod of the host that is not the instance's (made for the test in a
+/// namespace of its own), once it runs.
+async fn plain_other_ip(running: &Running) -> String {
+    let namespace = unique_name("isolation-neighbour");
+    create(
+        &Api::<Namespace>::all(running.host.clone()),
+        json!({"metadata": {"name": namespace, "labels": {"virtualcluster.dev/test": "true"}}}),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(running.host.clone(), &namespace);
+    eventually("the neighbour's default ServiceAccount", || async {
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
+            running.host.clone(),
+            &namespace,
+        )
+        .get_opt("default")
+        .await
+        .unwrap()
+    })
+    .await;
+    create(
+        &pods,
+        json!({"metadata": {"name": "neighbour"}, "spec": {"containers": [container(json!({}))]}}),
+    )
+    .await;
+    eventually_within("the neighbour pod's address", LONG, || async {
+        pods.get("neighbour").await.unwrap().status?.pod_ip
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_platform_bounds_what_authors_and_tenants_may_ask_for() {
+    let cluster = shared_cluster().await;
+    let spec = json!({
+        "sync": {"toHost": {"ingresses": {"enabled": true}}},
+        "policies": {
+            "podSecurityStandard": "restricted",
+            "resourceQuota": {"enabled": true, "quota": {"count/pods": "7"}},
+            "limitRange": {"enabled": true},
+            "networkPolicy": {"enabled": true}
+        }
+    });
+    let running = Running::start_with(
+        cluster,
+        "platform",
+        "vc",
+        spec,
+        &[
+            "--allowed-service-types=NodePort",
+            "--pod-security-floor=baseline",
+        ],
+    )
+    .await;
+    let host = &running.host;
+    let id = &running.id;
+
+    // The instance's namespace holds its quota, limits and network policy.
+    let name = isolation::name(id);
+    let quota = running
+        .host_api::<ResourceQuota>()
+        .get(&name)
+        .await
+        .unwrap();
+    assert_eq!(quota.spec.unwrap().hard.unwrap()["count/pods"].0, "7");
+    assert!(marks::is_copy_of(
+        id,
+        quota.metadata.labels.as_ref().unwrap()
+    ));
+    let limits = running.host_api::<LimitRange>().get(&name).await.unwrap();
+    assert_eq!(
+        limits.spec.unwrap().limits[0]
+            .default_request
+            .as_ref()
+            .unwrap()["cpu"]
+            .0,
+        "100m"
+    );
+    let policy = running
+        .host_api::<NetworkPolicy>()
+        .get(&name)
+        .await
+        .unwrap();
+    let selected = policy
+        .spec
+        .unwrap()
+        .pod_selector
+        .unwrap()
+        .match_labels
+        .unwrap();
+    assert_eq!(selected[keys::SYNCED_BY_UID], id.uid);
+
+    // An author may not go below the platform's floor.
+    let vcs: Api<VirtualCluster> = Api::namespaced(host.clone(), &id.namespace);
+    create(
+        &vcs,
+        json!({"apiVersion": "virtualcluster.dev/v1alpha1", "kind": "VirtualCluster",
+               "metadata": {"name": "loose"}, "spec": {"policies": {"podSecurityStandard": "privileged"}}}),
+    )
+    .await;
+    let message = eventually("the loose VirtualCluster to be refused", || async {
+        let vc = vcs.get("loose").await.unwrap();
+        vc.status?
+            .conditions
+            .into_iter()
+            .find(|c| {
+                c.type_ == "ConfigValid" && c.status == "False" && c.reason == "BelowPlatformFloor"
+            })
+            .map(|c| c.message)
+    })
+    .await;
+    assert!(message.contains("floor, baseline"), "{message}");
+    vcs.delete("loose", &DeleteParams::default()).await.unwrap();
+
+    // At the restricted level the virtual API server refuses a plain root pod.
+    let virt = &running.virt;
+    create_namespace(virt, "shop").await;
+    let err = try_pod(
+        virt,
+        "shop",
+        "root",
+        json!({"containers": [container(json!({}))]}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("violates PodSecurity \"restricted:latest\""),
+        "{err}"
+    );
+
+    // Service types follow the platform: NodePort yes, LoadBalancer no.
+    create(
+        &running.virtual_api::<Service>("shop"),
+        json!({"metadata": {"name": "open"}, "spec": {"type": "NodePort", "selector": {"app": "a"}, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    let _: Service = running.host_copy("shop", "open").await;
+    create(
+        &running.virtual_api::<Service>("shop"),
+        json!({"metadata": {"name": "exposed"}, "spec": {"type": "LoadBalancer", "selector": {"app": "a"}, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    let note = warned(virt, "shop", "exposed", "ServiceTypeNotAllowed").await;
+    assert!(note.contains("LoadBalancer"), "{note}");
+    assert!(
+        running
+            .host_api::<Service>()
+            .get_opt(&running.host_name("shop", "exposed"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Ingresses: host names others serve and snippets stay off the host.
+    let other = unique_name("isolation-ingress");
+    create(
+        &Api::<Namespace>::all(host.clone()),
+        json!({"metadata": {"name": other, "labels": {"virtualcluster.dev/test": "true"}}}),
+    )
+    .await;
+    create(
+        &Api::<Ingress>::namespaced(host.clone(), &other),
+        json!({"metadata": {"name": "bank"}, "spec": {"rules": [{"host": format!("{other}.example.com")}]}}),
+    )
+    .await;
+    let taken = format!("{other}.example.com");
+    let backend = json!({"service": {"name": "open", "port": {"number": 80}}});
+    create(
+        &running.virtual_api::<Ingress>("shop"),
+        json!({"metadata": {"name": "web", "annotations": {
+                   "nginx.ingress.kubernetes.io/server-snippet": "location / { return 200; }"}},
+               "spec": {"rules": [
+                   {"host": "free.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}},
+                   {"host": taken, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
+               ]}}),
+    )
+    .await;
+    let copy: Ingress = running.host_copy("shop", "web").await;
+    let hosts: Vec<_> = copy
+        .spec
+        .clone()
+        .unwrap()
+        .rules
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.host)
+        .collect();
+    assert_eq!(hosts, ["free.example.com"]);
+    assert!(!copy.annotations().keys().any(|k| k.ends_with("-snippet")));
+    let note = warned(virt, "shop", "web", "HostNameConflict").await;
+    assert!(note.contains(&taken) && note.contains("snippet"), "{note}");
+    let _ = Api::<Namespace>::all(host.clone())
+        .delete(&other, &DeleteParams::default())
+        .await;
+
+    // The cleanup removes the quota, limits and network policy with the instance.
+    crate::syncer::stop_syncer(&running);
+    vcs.delete(&id.name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone("the VirtualCluster", &vcs, &id.name).await;
+    for (what, gone) in [
+        (
+            "ResourceQuota",
+            running
+                .host_api::<ResourceQuota>()
+                .get_opt(&name)
+                .await
+                .unwrap()
+                .is_none(),
+        ),
+        (
+            "LimitRange",
+            running
+                .host_api::<LimitRange>()
+                .get_opt(&name)
+                .await
+                .unwrap()
+                .is_none(),
+        ),
+        (
+            "NetworkPolicy",
+            running
+                .host_api::<NetworkPolicy>()
+                .get_opt(&name)
+                .await
+                .unwrap()
+                .is_none(),
+        ),
+    ] {
+        assert!(gone, "the instance's {what} outlived it");
+    }
+}
+
+#[tokio::test]
+async fn host_namespaces_an_instance_creates_are_held_to_its_level_and_counted() {
+    let cluster = shared_cluster().await;
+    let prefix = unique_name("iso");
+    let spec = json!({
+        "sync": {"toHost": {"namespaces": {"enabled": true, "mappings": {"byName": {"team-*": format!("{prefix}-*")}}}}},
+        "policies": {"resourceQuota": {"enabled": true}, "networkPolicy": {"enabled": true}}
+    });
+    let running =
+        Running::start_with(cluster, "created", "vc", spec, &["--max-host-namespaces=1"]).await;
+    let hosts: Api<Namespace> = Api::all(running.host.clone());
+    create_namespace(&running.virt, "team-a").await;
+    let first = format!("{prefix}-a");
+    let created = eventually(&format!("host namespace {first}"), || async {
+        hosts.get_opt(&first).await.unwrap()
+    })
+    .await;
+    let labels = created.labels();
+    for (key, value) in policy::pod_security_labels(PodSecurityStandard::Baseline) {
+        assert_eq!(labels.get(&key), Some(&value), "{key}");
+    }
+    let name = isolation::name(&running.id);
+    eventually("the quota of the created namespace", || async {
+        Api::<ResourceQuota>::namespaced(running.host.clone(), &first)
+            .get_opt(&name)
+            .await
+            .unwrap()
+    })
+    .await;
+    Api::<NetworkPolicy>::namespaced(running.host.clone(), &first)
+        .get(&name)
+        .await
+        .unwrap();
+    // The host's admission backs the syncer there: a privileged pod is refused outright.
+    let err = Api::<Pod>::namespaced(running.host.clone(), &first)
+        .create(
+            &PostParams { dry_run: true, ..Default::default() },
+            &object(json!({"metadata": {"name": "p"}, "spec": {"hostNetwork": true, "containers": [container(json!({}))]}})),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("violates PodSecurity"), "{err}");
+
+    // One namespace is all the platform allows this instance.
+    create_namespace(&running.virt, "team-b").await;
+    let note = warned(&running.virt, "default", "team-b", "HostNamespaceLimit").await;
+    assert!(note.contains(&format!("{prefix}-b")), "{note}");
+    assert!(
+        hosts
+            .get_opt(&format!("{prefix}-b"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    crate::syncer::stop_syncer(&running);
+    let vcs: Api<VirtualCluster> = Api::namespaced(running.host.clone(), &running.id.namespace);
+    vcs.delete(&running.id.name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone("the VirtualCluster", &vcs, &running.id.name).await;
+    eventually_within(&format!("{first} to go"), LONG, || async {
+        hosts
+            .get_opt(&first)
+            .await
+            .unwrap()
+            .is_none_or(|ns| ns.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+}
+
+/// `b-x-vc` with virtual namespace `n` and `vc` with virtual namespace `n-x-b` give their
+/// copies the same host names in one host namespace: neither ever mounts, changes or deletes
+/// the other's.
+#[tokio::test]
+async fn two_instances_whose_names_collide_never_touch_each_others_objects() {
+    let cluster = shared_cluster().await;
+    let first = Running::start(cluster, "collide", "b-x-vc", json!({})).await;
+    let second = first.another(cluster, "vc", json!({})).await;
+    assert_eq!(
+        naming::host_name("s", "n", "b-x-vc"),
+        naming::host_name("s", "n-x-b", "vc"),
+        "the names collide"
+    );
+    let host_name = naming::host_name("s", "n", "b-x-vc");
+    let pod_name = naming::host_name("p", "n", "b-x-vc");
+    let spec = json!({
+        "containers": [container(json!({"envFrom": [{"secretRef": {"name": "s"}}]}))]
+    });
+
+    create_namespace(&first.virt, "n").await;
+    create(
+        &Api::<Secret>::namespaced(first.virt.clone(), "n"),
+        json!({"metadata": {"name": "s"}, "stringData": {"who": "first"}}),
+    )
+    .await;
+    try_pod(&first.virt, "n", "p", spec.clone()).await.unwrap();
+    let secret: Secret = first.host_copy("n", "s").await;
+    let pod: Pod = first.host_copy("n", "p").await;
+
+    create_namespace(&second.virt, "n-x-b").await;
+    create(
+        &Api::<Secret>::namespaced(second.virt.clone(), "n-x-b"),
+        json!({"metadata": {"name": "s"}, "stringData": {"who": "second"}}),
+    )
+    .await;
+    try_pod(&second.virt, "n-x-b", "p", spec).await.unwrap();
+    warned(&second.virt, "n-x-b", "s", "HostNameConflict").await;
+    // Its pod names objects whose host names the first's copies hold (its Secret, and the
+    // CA bundle every pod mounts): it does not run.
+    let note = warned(&second.virt, "n-x-b", "p", "ReferenceNotAllowed").await;
+    assert!(
+        note.contains("-x-n-x-b-x-vc, which an object that is not"),
+        "{note}"
+    );
+
+    // The second deletes its objects: the first's copies stay as they were.
+    Api::<Pod>::namespaced(second.virt.clone(), "n-x-b")
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(second.virt.clone(), "n-x-b")
+        .delete("s", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let secret_after = first.host_api::<Secret>().get(&host_name).await.unwrap();
+    assert_eq!(secret_after.uid(), secret.uid());
+    assert_eq!(
+        secret_after.data, secret.data,
+        "the second instance changed the first's Secret"
+    );
+    assert!(marks::is_copy_of(&first.id, secret_after.labels()));
+    let pod_after = first.host_api::<Pod>().get(&pod_name).await.unwrap();
+    assert_eq!(
+        pod_after.uid(),
+        pod.uid(),
+        "the first's host pod was replaced"
+    );
+    assert!(marks::is_copy_of(&first.id, pod_after.labels()));
+    let _ = second.id.clone();
+}
+
+/// The syncer's own check gives the verdict of the real PodSecurity admission for every sample
+/// pod, at both levels.
+#[tokio::test]
+async fn the_pod_security_check_agrees_with_the_api_server() {
+    let cluster = shared_cluster().await;
+    let host = cluster.client().await;
+    let mut namespaces = Vec::new();
+    for level in [
+        PodSecurityStandard::Baseline,
+        PodSecurityStandard::Restricted,
+    ] {
+        let namespace = cluster.namespace(&format!("pss-{level}")).await;
+        let mut labels = serde_json::Map::new();
+        labels.insert(
+            "pod-security.kubernetes.io/enforce".into(),
+            level.as_str().into(),
+        );
+        labels.insert(
+            "pod-security.kubernetes.io/enforce-version".into(),
+            "latest".into(),
+        );
+        Api::<Namespace>::all(host.clone())
+            .patch(
+                &namespace,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"metadata": {"labels": labels}})),
+            )
+            .await
+            .unwrap();
+        namespaces.push((level, namespace));
+    }
+    let samples = sample_pods();
+    assert!(samples.len() >= 300, "{} samples", samples.len());
+    let mut cases = Vec::new();
+    for (level, namespace) in &namespaces {
+        for (name, pod) in &samples {
+            cases.push((*level, namespace.clone(), name.clone(), pod.clone()));
+        }
+    }
+    let verdicts: Vec<_> = futures::stream::iter(cases)
+        .map(|(level, namespace, name, mut pod)| {
+            let api: Api<Pod> = Api::namespaced(host.clone(), &namespace);
+            async move {
+                pod.metadata.name = Some(name.clone());
+                pod.metadata.namespace = None;
+                let params = PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                };
+                let server = match api.create(&params, &pod).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s))
+                        if s.code == 403 && s.message.contains("violates PodSecurity") =>
+                    {
+                        Err(s.message)
+                    }
+                    Err(err) => panic!("sample {name} was refused for another reason: {err}"),
+                };
+                let ours = pod_security::check(level, &pod);
+                (level, name, server, ours)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut disagreements = Vec::new();
+    let mut refused = 0;
+    for (level, name, server, ours) in &verdicts {
+        if server.is_err() {
+            refused += 1;
+        }
+        if server.is_ok() != ours.is_empty() {
+            disagreements.push(format!("{level} {name}: server {server:?}, check {ours:?}"));
+        }
+    }
+    println!(
+        "pod security cross-check: {} verdicts, {refused} refused by the API server, {} disagreements",
+        verdicts.len(),
+        disagreements.len()
+    );
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    assert!(
+        refused > 0 && refused < verdicts.len(),
+        "samples must both pass and fail"
+    );
+}
