@@ -6,7 +6,8 @@
 //! throughput next to the rate the host API server takes the same pods directly.
 //!
 //!   cargo run --release -p virtualcluster-tests --bin bench-syncer -- [--pods N] [--rate R]
-//!       [--concurrency C] [--nodes N] [--pod-workers W] [--syncer-env NAME=VALUE] [--keep]
+//!       [--concurrency C] [--nodes N] [--pod-workers W] [--syncer-env NAME=VALUE]
+//!       [--syncer-binary PATH] [--keep]
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -58,6 +59,10 @@ struct Args {
     /// Run the syncer with this environment variable (`NAME=VALUE`) added; repeatable.
     #[arg(long = "syncer-env", value_parser = parse_env)]
     syncer_env: Vec<(String, String)>,
+    /// Run this syncer binary instead of building the workspace's (another version's release
+    /// build, to compare with).
+    #[arg(long)]
+    syncer_binary: Option<std::path::PathBuf>,
     /// Leave the cluster running afterwards.
     #[arg(long)]
     keep: bool,
@@ -89,7 +94,10 @@ async fn main() -> Result<()> {
     ensure!(args.rate >= 0.0, "--rate must not be negative");
     eprintln!("bench: building the operator and the syncer (release)");
     let operator_binary = tokio::task::spawn_blocking(|| operator::build(true)).await??;
-    let syncer_binary = tokio::task::spawn_blocking(|| syncer::build(true)).await??;
+    let syncer_binary = match args.syncer_binary.clone() {
+        Some(binary) => binary,
+        None => tokio::task::spawn_blocking(|| syncer::build(true)).await??,
+    };
     let bin_dir = tokio::task::spawn_blocking(binaries::ensure).await??;
     // At most twice --pods at once (the paced and the unpaced phase's copies, or the paced
     // phase's and the direct ones), plus the instance's own pods; kwok nodes take 110 each.

@@ -346,9 +346,10 @@ async fn creates_every_child_as_specified_and_becomes_ready() {
 
     // Every namespaced child is owned by the VirtualCluster, as its controller.
     let versions = child_versions(&setup, &id).await;
-    // 2 Services, 3 Secrets, ConfigMap, ServiceAccount, Role, RoleBinding, StatefulSet,
-    // Deployment, and the syncer's ClusterRole and ClusterRoleBinding (not owned, labelled).
-    assert_eq!(versions.len(), 13, "{versions:?}");
+    // 2 Services, 3 Secrets, 2 ConfigMaps (the control plane's and the syncer's),
+    // ServiceAccount, Role, RoleBinding, StatefulSet, Deployment, and the syncer's ClusterRole
+    // and ClusterRoleBinding (not owned, labelled).
+    assert_eq!(versions.len(), 14, "{versions:?}");
     let sts = setup.api::<StatefulSet>().get("demo").await.unwrap();
     // Built once and right: a changed spec (say, a certificate hash that moved) would roll
     // the control plane of a new instance for nothing.

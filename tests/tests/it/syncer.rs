@@ -1013,7 +1013,15 @@ async fn kinds_turned_on_are_synced_and_narrowed_to_the_instance() {
         },
         "fromHost": {"storageClasses": {"enabled": true}}
     }});
-    let running = Running::start(cluster, "syncer-opt-in", "vc", spec).await;
+    // The platform lets synced PriorityClasses keep values up to 1000 (0 by default).
+    let running = Running::start_with(
+        cluster,
+        "syncer-opt-in",
+        "vc",
+        spec,
+        &["--max-priority=1000"],
+    )
+    .await;
     let id = &running.id;
     let ns = "shop";
     let namespaces: Api<Namespace> = Api::all(running.virt.clone());

@@ -40,13 +40,23 @@ fn plan_of(
 ) -> Result<Plan> {
     let mounted = Mounted {
         secrets: secrets.to_vec(),
-        config_maps: Vec::new(),
+        config_maps: control_plane_config_maps(),
     };
     let addresses = Addresses {
         ports: ports.clone(),
         services: BTreeMap::new(),
     };
     plan(&pod(sts), &mounted, &addresses, root)
+}
+
+/// The ConfigMaps the control plane mounts (its admission configuration).
+fn control_plane_config_maps() -> Vec<k8s_openapi::api::core::v1::ConfigMap> {
+    let (desired, _) = crate::instance::rendered::rendered(|_| {});
+    desired
+        .config_maps
+        .into_iter()
+        .filter(|c| c.metadata.name.as_deref() == Some("demo-control-plane-config"))
+        .collect()
 }
 
 fn arg<'a>(process: &'a LocalProcess, flag: &str) -> &'a str {
@@ -67,7 +77,10 @@ fn the_rendered_control_plane_becomes_three_local_processes() {
     );
     assert_eq!(pod(&sts).name, "demo-0");
     assert_eq!(pod(&sts).mounted_secrets(), ["demo-certs"]);
-    assert!(pod(&sts).mounted_config_maps().is_empty());
+    assert_eq!(
+        pod(&sts).mounted_config_maps(),
+        ["demo-control-plane-config"]
+    );
     let ports = local_ports(&sts);
     let plan = plan_of(&sts, &secrets, &ports, Path::new(ROOT)).unwrap();
 
@@ -152,14 +165,14 @@ fn secret_volumes_become_files_honouring_items_with_ports_rewritten() {
     let names: Vec<_> = plan
         .files
         .iter()
-        .map(|f| f.path.strip_prefix(&pki).unwrap().to_str().unwrap())
+        .filter_map(|f| f.path.strip_prefix(&pki).ok()?.to_str())
         .collect();
     // The items the pod asks for, not the admin's or the syncer's keys.
     assert_eq!(names.len(), 13, "{names:?}");
     assert!(names.contains(&file::CA_KEY));
     assert!(!names.contains(&file::ADMIN_KEY));
     assert!(!names.contains(&file::SYNCER_KEY));
-    for file in &plan.files {
+    for file in plan.files.iter().filter(|f| f.path.starts_with(&pki)) {
         let key = file.path.file_name().unwrap().to_str().unwrap();
         if key == file::CONTROLLER_MANAGER_KUBECONFIG {
             let text = String::from_utf8(file.contents.clone()).unwrap();
@@ -169,6 +182,11 @@ fn secret_volumes_become_files_honouring_items_with_ports_rewritten() {
             assert_eq!(file.contents, certs[key].0, "{key}");
         }
     }
+
+    // The admission configuration is written as rendered.
+    let admission = Path::new(ROOT).join("volumes/config/admission.yaml");
+    let written = plan.files.iter().find(|f| f.path == admission).unwrap();
+    assert!(String::from_utf8_lossy(&written.contents).contains("PodSecurityConfiguration"));
 
     // The data volume is a claim here: kept across runs.
     let data = plan.folders.iter().find(|f| f.volume == "data").unwrap();

@@ -139,7 +139,12 @@ fn the_volumes_become_files_with_the_local_api_server_in_the_kubeconfig() {
     let config = file(&format!("volumes/config/{SYNCER_CONFIG_KEY}"));
     assert_eq!(
         config.contents,
-        mounted.config_maps[0].data.as_ref().unwrap()[SYNCER_CONFIG_KEY].as_bytes()
+        mounted
+            .config_maps
+            .iter()
+            .find_map(|c| c.data.as_ref()?.get(SYNCER_CONFIG_KEY))
+            .unwrap()
+            .as_bytes()
     );
 
     // The kubeconfig reaches the local API server instead of the Service; nothing else changes.
