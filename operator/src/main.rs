@@ -54,6 +54,10 @@ struct Args {
     /// Default syncer image.
     #[arg(long, env = "VC_SYNCER_IMAGE", default_value = settings::DEFAULT_SYNCER_IMAGE)]
     syncer_image: String,
+    /// Images a VirtualCluster may name in spec.syncer.image (comma-separated; exact, or a
+    /// prefix ending in `*`); by default any tag or digest of --syncer-image's repository.
+    #[arg(long, env = "VC_ALLOWED_SYNCER_IMAGES", value_delimiter = ',')]
+    allowed_syncer_images: Vec<String>,
     /// Service IP range of virtual clusters whose spec names none.
     #[arg(long, env = "VC_SERVICE_CIDR", default_value = settings::DEFAULT_SERVICE_CIDR)]
     service_cidr: String,
@@ -167,6 +171,17 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format);
     let platform = args.platform()?;
+    let allowed_syncer_images: Vec<String> = args
+        .allowed_syncer_images
+        .iter()
+        .filter(|i| !i.is_empty())
+        .cloned()
+        .collect();
+    let allowed_syncer_images = if allowed_syncer_images.is_empty() {
+        settings::default_allowed_syncer_images(&args.syncer_image)
+    } else {
+        allowed_syncer_images
+    };
     let metrics = Arc::new(Metrics::default());
     let health = http::start(args.metrics_addr, {
         let metrics = metrics.clone();
@@ -211,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
             syncer_image: args.syncer_image,
             service_cidr: args.service_cidr,
             platform,
+            allowed_syncer_images,
         },
         resync: Duration::from_secs(args.resync_seconds),
         concurrency: args.concurrency,

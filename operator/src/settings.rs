@@ -30,6 +30,26 @@ pub struct Settings {
     /// What the platform lets instances' workloads do on the host; its pod security level is
     /// the floor a VirtualCluster may tighten but never loosen.
     pub platform: HostPolicy,
+    /// Images a VirtualCluster may name in `spec.syncer.image`: exact, or a prefix ending in
+    /// `*`. The syncer runs with the instance's host credentials, so its code is the
+    /// platform's to choose.
+    pub allowed_syncer_images: Vec<String>,
+}
+
+/// The images allowed by default: any tag or digest of the repository of `syncer_image`.
+pub fn default_allowed_syncer_images(syncer_image: &str) -> Vec<String> {
+    let repository = repository(syncer_image);
+    vec![format!("{repository}:*"), format!("{repository}@*")]
+}
+
+/// The repository of image reference `image` (without tag or digest).
+fn repository(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    match without_digest.rsplit_once(':') {
+        // A colon after the last slash starts the tag; before it, it is a registry's port.
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => without_digest,
+    }
 }
 
 impl Default for Settings {
@@ -41,6 +61,27 @@ impl Default for Settings {
             syncer_image: DEFAULT_SYNCER_IMAGE.into(),
             service_cidr: DEFAULT_SERVICE_CIDR.into(),
             platform: HostPolicy::default(),
+            allowed_syncer_images: default_allowed_syncer_images(DEFAULT_SYNCER_IMAGE),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_allows_the_syncers_own_repository_only() {
+        assert_eq!(
+            default_allowed_syncer_images("registry.local:5000/team/syncer:v1"),
+            [
+                "registry.local:5000/team/syncer:*",
+                "registry.local:5000/team/syncer@*"
+            ]
+        );
+        assert_eq!(
+            default_allowed_syncer_images("syncer@sha256:abc"),
+            ["syncer:*", "syncer@*"]
+        );
     }
 }

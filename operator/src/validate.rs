@@ -83,6 +83,21 @@ pub fn validate(
         ),
     })?;
     let policy = host_policy(vc, &settings.platform)?;
+    if let Some(image) = &vc.spec.syncer.image
+        && !settings
+            .allowed_syncer_images
+            .iter()
+            .any(|pattern| image_matches(pattern, image))
+    {
+        return Err(Invalid {
+            reason: SYNCER_IMAGE_NOT_ALLOWED,
+            message: format!(
+                "spec.syncer.image: {image:?} is not an image the platform allows for syncers \
+                 (allowed: {}); leave it unset for the operator's own",
+                settings.allowed_syncer_images.join(", ")
+            ),
+        });
+    }
     Ok(Valid {
         instance,
         mapper,
@@ -90,6 +105,18 @@ pub fn validate(
         kubernetes_service_ip,
         policy,
     })
+}
+
+/// Reason of a syncer image the platform does not allow.
+pub const SYNCER_IMAGE_NOT_ALLOWED: &str = "SyncerImageNotAllowed";
+
+/// Whether image reference `image` matches `pattern`: equal, or starting with what precedes a
+/// trailing `*`.
+fn image_matches(pattern: &str, image: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => image.starts_with(prefix),
+        None => image == pattern,
+    }
 }
 
 /// Reason of a pod security level below the platform's floor.
@@ -388,6 +415,27 @@ mod tests {
             validate(&asks, None, &open).unwrap().policy.pod_security,
             Privileged
         );
+    }
+
+    #[test]
+    fn only_syncer_images_the_platform_allows_are_run() {
+        let mut own = vc("ns", &[]);
+        own.spec.syncer.image = Some(format!(
+            "ghcr.io/virtualcluster-dev/virtualcluster-syncer:v9"
+        ));
+        assert!(validate(&own, None, &Settings::default()).is_ok());
+        let mut foreign = vc("ns", &[]);
+        foreign.spec.syncer.image =
+            Some("ghcr.io/virtualcluster-dev/virtualcluster-syncer-evil:v1".into());
+        let err = validate(&foreign, None, &Settings::default()).unwrap_err();
+        assert_eq!(err.reason, SYNCER_IMAGE_NOT_ALLOWED);
+        assert!(err.message.contains("spec.syncer.image"), "{}", err.message);
+        let mut open = Settings::default();
+        open.allowed_syncer_images
+            .push("ghcr.io/virtualcluster-dev/*".into());
+        assert!(validate(&foreign, None, &open).is_ok());
+        // Unset runs the operator's own.
+        assert!(validate(&vc("ns", &[]), None, &Settings::default()).is_ok());
     }
 
     #[test]

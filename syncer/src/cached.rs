@@ -27,10 +27,11 @@ pub struct CachedPod {
 
 impl From<Pod> for CachedPod {
     fn from(pod: Pod) -> Self {
+        let (config_maps, secrets) = translate::used(&pod);
         Self {
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-            config_maps: translate::config_maps(&pod).into(),
-            secrets: translate::secrets(&pod).into(),
+            config_maps: config_maps.into(),
+            secrets: secrets.into(),
             spec: text(pod.spec.as_ref()),
             status: text(pod.status.as_ref()),
             metadata: pod.metadata,

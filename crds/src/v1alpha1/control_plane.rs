@@ -110,7 +110,9 @@ pub struct Syncer {
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 5))]
     pub replicas: i32,
-    /// Syncer image. Defaults to the image the operator was configured with.
+    /// Syncer image. Defaults to the image the operator was configured with; another must be
+    /// one the platform allows (by default any tag or digest of that image's repository), since
+    /// the syncer runs with the instance's host credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Compute resources of the syncer container.

@@ -135,19 +135,21 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
                 .map(|_| extra::priority_class_name(&ctx.target, class))
         });
     let policy = &ctx.config.policy;
-    let mut env = PodEnv {
+    let tokens = mint_tokens(ctx, key, pod).await?;
+    let env = PodEnv {
         target: &ctx.target,
         options: &ctx.config.sync.to_host.pods,
         dns_ip: dns_ip.as_deref(),
         api_server_ip: &api_server_ip,
-        tokens: &[],
+        tokens: &tokens,
         service_account,
         priority_class,
         policy,
     };
+    let desired = translate::host_pod(pod, &env);
     // The final object is held to the instance's level: a pod the virtual API server let
     // through (a namespace labelled less strictly, or admitted before) never runs.
-    let violations = pod_security::check(policy.pod_security, &translate::host_pod(pod, &env));
+    let violations = pod_security::check(policy.pod_security, &desired);
     if !violations.is_empty() {
         let note = format!(
             "the pod breaks the {} Pod Security Standard and does not run on the host: {}",
@@ -161,9 +163,6 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
         refuse(ctx, pod, POD_SECURITY_REFUSED, note).await?;
         return Ok(Next::Done);
     }
-    let tokens = mint_tokens(ctx, key, pod).await?;
-    env.tokens = &tokens;
-    let desired = translate::host_pod(pod, &env);
     copy::create(ctx, &ctx.host_api::<Pod>(&key.namespace), &desired, pod).await
 }
 

@@ -69,13 +69,30 @@ fn projected_sources(pod: &Pod) -> impl Iterator<Item = &VolumeProjection> {
 
 /// The ConfigMaps a pod uses, by virtual name.
 pub fn config_maps(pod: &Pod) -> Vec<String> {
-    names(pod, Referenced::ConfigMap)
+    used(pod).0
 }
 
 /// The Secrets a pod uses, by virtual name (image pull secrets and volume drivers' credentials
 /// included).
 pub fn secrets(pod: &Pod) -> Vec<String> {
-    names(pod, Referenced::Secret)
+    used(pod).1
+}
+
+/// [`config_maps`] and [`secrets`] at once, each sorted and without duplicates.
+pub fn used(pod: &Pod) -> (Vec<String>, Vec<String>) {
+    let (mut config_maps, mut secrets) = (Vec::new(), Vec::new());
+    for r in references(pod) {
+        match r.kind {
+            Referenced::ConfigMap => config_maps.push(r.name),
+            Referenced::Secret => secrets.push(r.name),
+            Referenced::Claim => {}
+        }
+    }
+    for names in [&mut config_maps, &mut secrets] {
+        names.sort();
+        names.dedup();
+    }
+    (config_maps, secrets)
 }
 
 /// The kinds of object a pod refers to by name, in its own namespace.
@@ -125,17 +142,6 @@ pub fn references(pod: &Pod) -> Vec<Reference> {
         });
     }
     found
-}
-
-fn names(pod: &Pod, kind: Referenced) -> Vec<String> {
-    let mut names: Vec<String> = references(pod)
-        .into_iter()
-        .filter(|r| r.kind == kind)
-        .map(|r| r.name)
-        .collect();
-    names.sort();
-    names.dedup();
-    names
 }
 
 /// Calls `f` with every name `spec` gives another object of its namespace: its kind, the name

@@ -461,7 +461,8 @@ impl Bench<'_> {
                 .describe_writes(|k| k.resource == "pods" || k.resource == "serviceaccounts")
         );
         println!(
-            "    syncer CPU {cpu_paced:.1} s, peak RSS {:.1} MiB",
+            "    syncer CPU {cpu_paced:.1} s ({:.2} ms per pod), peak RSS {:.1} MiB",
+            cpu_paced * 1000.0 / n as f64,
             mib(rss_paced)
         );
         println!("    CPU by process: {}", machine_paced.describe());

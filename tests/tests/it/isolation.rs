@@ -448,6 +448,40 @@ async fn the_platform_bounds_what_authors_and_tenants_may_ask_for() {
     .await;
     assert!(message.contains("floor, baseline"), "{message}");
     vcs.delete("loose", &DeleteParams::default()).await.unwrap();
+    // Nor run a syncer image of their own choosing with the instance's host credentials.
+    create(
+        &vcs,
+        json!({"apiVersion": "virtualcluster.dev/v1alpha1", "kind": "VirtualCluster",
+               "metadata": {"name": "own-syncer"}, "spec": {"syncer": {"image": "example.com/my-syncer:v1"}}}),
+    )
+    .await;
+    let message = eventually("the own-syncer VirtualCluster to be refused", || async {
+        let vc = vcs.get("own-syncer").await.unwrap();
+        vc.status?
+            .conditions
+            .into_iter()
+            .find(|c| {
+                c.type_ == "ConfigValid"
+                    && c.status == "False"
+                    && c.reason == "SyncerImageNotAllowed"
+            })
+            .map(|c| c.message)
+    })
+    .await;
+    assert!(message.contains("example.com/my-syncer:v1"), "{message}");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(host.clone(), &id.namespace);
+    assert!(
+        deployments
+            .get_opt("own-syncer-syncer")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing rolled"
+    );
+    vcs.delete("own-syncer", &DeleteParams::default())
+        .await
+        .unwrap();
 
     // At the restricted level the virtual API server refuses a plain root pod.
     let virt = &running.virt;
