@@ -420,9 +420,7 @@ mod tests {
     #[test]
     fn only_syncer_images_the_platform_allows_are_run() {
         let mut own = vc("ns", &[]);
-        own.spec.syncer.image = Some(format!(
-            "ghcr.io/virtualcluster-dev/virtualcluster-syncer:v9"
-        ));
+        own.spec.syncer.image = Some("ghcr.io/virtualcluster-dev/virtualcluster-syncer:v9".into());
         assert!(validate(&own, None, &Settings::default()).is_ok());
         let mut foreign = vc("ns", &[]);
         foreign.spec.syncer.image =
