@@ -101,6 +101,18 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
             isolate(&ctx, &place.namespace).await?;
         }
         (Some(_), Some(host)) if origin(&host).as_deref() == Some(keys::ORIGIN_CREATED) => {
+            // Held to the level the instance has now (it may have changed, or a hand edit
+            // loosened it).
+            let wanted = policy::pod_security_labels(ctx.config.policy.pod_security);
+            if wanted.iter().any(|(k, v)| host.labels().get(k) != Some(v)) {
+                let patch = serde_json::json!({"metadata": {"uid": host.uid(), "labels": wanted}});
+                api.patch(
+                    &host.name_any(),
+                    &copy::merge_params(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            }
             isolate(&ctx, &place.namespace).await?;
         }
         (Some(_), Some(host)) if origin(&host).is_some() => {}

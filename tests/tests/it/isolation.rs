@@ -624,6 +624,24 @@ async fn host_namespaces_an_instance_creates_are_held_to_its_level_and_counted()
     for (key, value) in policy::pod_security_labels(PodSecurityStandard::Baseline) {
         assert_eq!(labels.get(&key), Some(&value), "{key}");
     }
+    // A hand edit that loosens it is put back.
+    hosts
+        .patch(
+            &first,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})),
+        )
+        .await
+        .unwrap();
+    eventually(&format!("{first} to be held to baseline again"), || async {
+        let ns = hosts.get(&first).await.unwrap();
+        (ns.labels()
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str)
+            == Some("baseline"))
+        .then_some(())
+    })
+    .await;
     let name = isolation::name(&running.id);
     eventually("the quota of the created namespace", || async {
         Api::<ResourceQuota>::namespaced(running.host.clone(), &first)
