@@ -2,6 +2,7 @@
 //! the syncer must agree on: namespace mapping, DNS name checks and the keys of the labels,
 //! annotations and finalizer the project puts on objects. Each rule lives here once.
 
+pub mod claim_policy;
 pub mod compare;
 pub mod dns;
 pub mod instance;

@@ -12,8 +12,43 @@ pub fn committed_yaml() -> String {
     std::fs::read_to_string(path).expect("reading crds/virtualcluster.yaml")
 }
 
-/// Applies the committed CRD (server-side, idempotent) and returns once it is Established.
+/// `crds/claim-policy.yaml`, as committed.
+pub fn claim_policy_yaml() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/claim-policy.yaml");
+    std::fs::read_to_string(path).expect("reading crds/claim-policy.yaml")
+}
+
+/// Applies the committed admission policy that authorizes host namespace claims and its
+/// binding (server-side, idempotent).
+pub async fn install_claim_policy(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use serde::Deserialize;
+    let params = PatchParams::apply("virtualcluster-tests").force();
+    let yaml = claim_policy_yaml();
+    let mut docs = serde_yaml::Deserializer::from_str(&yaml);
+    let policy = ValidatingAdmissionPolicy::deserialize(docs.next().expect("the policy"))?;
+    let binding = ValidatingAdmissionPolicyBinding::deserialize(docs.next().expect("its binding"))?;
+    let name = policy.metadata.name.clone().expect("the policy has a name");
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .patch(&name, &params, &Patch::Apply(&policy))
+        .await?;
+    let name = binding
+        .metadata
+        .name
+        .clone()
+        .expect("the binding has a name");
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .patch(&name, &params, &Patch::Apply(&binding))
+        .await?;
+    Ok(())
+}
+
+/// Applies the committed CRD and the claim policy (server-side, idempotent) and returns once
+/// the CRD is Established.
 pub async fn install(client: &kube::Client) -> anyhow::Result<()> {
+    install_claim_policy(client).await?;
     let crd: CustomResourceDefinition = serde_yaml::from_str(&committed_yaml())?;
     let name = crd.metadata.name.clone().expect("the CRD has a name");
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());

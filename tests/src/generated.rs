@@ -4,6 +4,9 @@
 //!   CRD, `crds/virtualcluster.yaml` (Helm reads a chart's CRDs only from inside the chart);
 //! - `charts/virtualcluster-operator/files/role.yaml`: a byte copy of `config/rbac/role.yaml`,
 //!   whose rules the chart's ClusterRole renders;
+//! - `crds/claim-policy.yaml` and `charts/virtualcluster-operator/templates/claim-policy.yaml`
+//!   (the same, named after the release): the admission policy that authorizes host namespace
+//!   claims, from `virtualcluster_crds::claim_policy`;
 //! - the README's field reference, from the CRD's descriptions, defaults and rules.
 //!
 //! `cargo run -q -p virtualcluster-tests --bin update-generated` writes them; a test fails when
@@ -39,6 +42,7 @@ pub fn expected() -> Result<Vec<Generated>> {
     };
     let crd = read(&root.join("crds/virtualcluster.yaml"))?;
     let role = read(&root.join("config/rbac/role.yaml"))?;
+    let claim_policy = virtualcluster_crds::claim_policy::yaml();
     let readme_path = root.join("README.md");
     let readme = with_field_reference(&read(&readme_path)?, &field_reference(&crd)?)?;
     Ok(vec![
@@ -49,6 +53,16 @@ pub fn expected() -> Result<Vec<Generated>> {
         Generated {
             path: chart_dir().join("files/role.yaml"),
             contents: role,
+        },
+        Generated {
+            path: root.join("crds/claim-policy.yaml"),
+            contents: claim_policy,
+        },
+        Generated {
+            path: chart_dir().join("templates/claim-policy.yaml"),
+            contents: virtualcluster_crds::claim_policy::yaml_named(
+                "{{ include \"virtualcluster-operator.fullname\" . }}-claim-host-namespaces",
+            ),
         },
         Generated {
             path: readme_path,

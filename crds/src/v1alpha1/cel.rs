@@ -11,8 +11,10 @@ use kube::core::{Reason, Rule as CelRule};
 use crate::dns::{LABEL_REGEX, MAX_LABEL_LEN, MAX_PATTERN_PREFIX_LEN};
 use crate::mapping::Rule;
 
-/// How many mappings one VirtualCluster may have; bounds the cost of the pairwise CEL rules.
-pub const MAX_MAPPINGS: usize = 32;
+/// How many mappings one VirtualCluster may have; bounds the cost of the pairwise CEL rules and
+/// of the admission policy's authorization checks (350,000 each in a budget of 10,000,000; see
+/// [`crate::claim_policy`]).
+pub const MAX_MAPPINGS: usize = 24;
 
 /// Longest raw host value: a 63-character name written with `${name}` in it.
 pub const MAX_HOST_VALUE_LEN: usize = MAX_LABEL_LEN + crate::mapping::NAME_PLACEHOLDER.len();

@@ -384,7 +384,7 @@ async fn admission_table() {
             "too many mappings",
             "vc",
             mapped(&too_many),
-            Refused(field::BY_NAME, "must have at most 32 items"),
+            Refused(field::BY_NAME, "must have at most 24 items"),
         ),
         // Refused: the rest of the spec
         (

@@ -852,3 +852,122 @@ async fn the_pod_security_check_agrees_with_the_api_server() {
         "samples must both pass and fail"
     );
 }
+
+/// A namespace-level user may claim host namespaces through mappings only where a platform
+/// admin granted `claim` on `hostnamespaces.virtualcluster.dev` with that name (or prefix).
+#[tokio::test]
+async fn host_namespaces_are_claimed_with_the_authors_own_rights() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let cluster = shared_cluster().await;
+    let admin = cluster.client().await;
+    virtualcluster_tests::crd::install(&admin).await.unwrap();
+    let namespace = cluster.namespace("claims").await;
+    let user = format!("author-{namespace}");
+    // The author may create VirtualClusters in their namespace, nothing more.
+    create(
+        &Api::<Role>::namespaced(admin.clone(), &namespace),
+        json!({"metadata": {"name": "authors"}, "rules": [{"apiGroups": ["virtualcluster.dev"],
+               "resources": ["virtualclusters"], "verbs": ["create", "get", "list", "delete"]}]}),
+    )
+    .await;
+    create(
+        &Api::<RoleBinding>::namespaced(admin.clone(), &namespace),
+        json!({"metadata": {"name": "authors"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "authors"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
+    )
+    .await;
+    let mut config = virtualcluster_tests::kubeconfig::config(cluster.kubeconfig_path())
+        .await
+        .unwrap();
+    config.auth_info.impersonate = Some(user.clone());
+    let author = Client::try_from(config).unwrap();
+    let vcs: Api<VirtualCluster> = Api::namespaced(author.clone(), &namespace);
+    let loot = format!("{namespace}-loot");
+    let vc = |name: &str, host_side: &str| -> VirtualCluster {
+        object(
+            json!({"apiVersion": "virtualcluster.dev/v1alpha1", "kind": "VirtualCluster",
+                      "metadata": {"name": name},
+                      "spec": {"sync": {"toHost": {"namespaces": {"enabled": true,
+                               "mappings": {"byName": {"x-*": host_side}}}}}}}),
+        )
+    };
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+
+    let exact = |name: &str, host: &str| -> VirtualCluster {
+        object(
+            json!({"apiVersion": "virtualcluster.dev/v1alpha1", "kind": "VirtualCluster",
+                      "metadata": {"name": name},
+                      "spec": {"sync": {"toHost": {"namespaces": {"enabled": true,
+                               "mappings": {"byName": {"loot": host}}}}}}}),
+        )
+    };
+    // Not granted: refused, naming the namespace (or prefix) and the permission.
+    let err = vcs
+        .create(&params, &exact("exact", &loot))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("claiming host namespace {loot}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("claim on hostnamespaces.virtualcluster.dev"),
+        "{err}"
+    );
+    let pattern = format!("{namespace}-t-*");
+    let prefix = format!("{namespace}-t-");
+    let err = vcs
+        .create(&params, &vc("pattern", &pattern))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("claiming host namespace {prefix}")),
+        "{err}"
+    );
+    // Without namespace syncing nothing is claimed.
+    let plain: VirtualCluster = object(json!({"apiVersion": "virtualcluster.dev/v1alpha1",
+        "kind": "VirtualCluster", "metadata": {"name": "plain"}, "spec": {}}));
+    vcs.create(&params, &plain).await.unwrap();
+
+    // Granted by a platform admin: the exact name and the prefix.
+    create(
+        &Api::<Role>::namespaced(admin.clone(), &namespace),
+        json!({"metadata": {"name": "claims"}, "rules": [{"apiGroups": ["virtualcluster.dev"],
+               "resources": ["hostnamespaces"], "verbs": ["claim"], "resourceNames": [loot, prefix]}]}),
+    )
+    .await;
+    create(
+        &Api::<RoleBinding>::namespaced(admin.clone(), &namespace),
+        json!({"metadata": {"name": "claims"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "claims"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
+    )
+    .await;
+    eventually("the grant to take effect", || async {
+        vcs.create(&params, &exact("exact", &loot)).await.ok()
+    })
+    .await;
+    vcs.create(&params, &vc("pattern", &pattern)).await.unwrap();
+    // The grant is for those names only.
+    let other = format!("{namespace}-other");
+    let err = vcs
+        .create(&params, &exact("other", &other))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("claiming host namespace {other}")),
+        "{err}"
+    );
+    // A cluster admin holds it through `*`.
+    Api::<VirtualCluster>::namespaced(admin.clone(), &namespace)
+        .create(&params, &exact("admin", &other))
+        .await
+        .unwrap();
+}
