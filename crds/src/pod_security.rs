@@ -230,6 +230,27 @@ fn violation(check: &'static str, fields: Vec<String>, detail: String) -> Option
     })
 }
 
+/// Rule `check` broken by every container `breaks` picks, each named at its `field`, with
+/// what they must do (`must`) in the detail.
+fn by_container(
+    p: &PodView<'_>,
+    check: &'static str,
+    field: &str,
+    breaks: impl Fn(&Ctr<'_>) -> bool,
+    must: &str,
+) -> Option<Violation> {
+    let bad: Vec<&Ctr<'_>> = p.containers.iter().filter(|c| breaks(c)).collect();
+    if bad.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = bad.iter().map(|c| c.name).collect();
+    violation(
+        check,
+        bad.iter().map(|c| c.field(field)).collect(),
+        format!("{} {must}", containers_phrase(&names)),
+    )
+}
+
 fn pluralize<'s>(singular: &'s str, plural: &'s str, count: usize) -> &'s str {
     if count == 1 { singular } else { plural }
 }
@@ -395,24 +416,12 @@ fn host_namespaces(p: &PodView<'_>) -> Option<Violation> {
 
 /// Privileged containers disable most isolation.
 fn privileged(p: &PodView<'_>) -> Option<Violation> {
-    let bad: Vec<&Ctr<'_>> = p
-        .containers
-        .iter()
-        .filter(|c| c.sc.and_then(|sc| sc.privileged) == Some(true))
-        .collect();
-    if bad.is_empty() {
-        return None;
-    }
-    let names: Vec<&str> = bad.iter().map(|c| c.name).collect();
-    violation(
+    by_container(
+        p,
         PRIVILEGED,
-        bad.iter()
-            .map(|c| c.field("securityContext.privileged"))
-            .collect(),
-        format!(
-            "{} must not set securityContext.privileged=true",
-            containers_phrase(&names)
-        ),
+        "securityContext.privileged",
+        |c| c.sc.and_then(|sc| sc.privileged) == Some(true),
+        "must not set securityContext.privileged=true",
     )
 }
 
@@ -936,24 +945,12 @@ fn allow_privilege_escalation(p: &PodView<'_>) -> Option<Violation> {
     if p.is_windows() {
         return None;
     }
-    let bad: Vec<&Ctr<'_>> = p
-        .containers
-        .iter()
-        .filter(|c| c.sc.and_then(|sc| sc.allow_privilege_escalation) != Some(false))
-        .collect();
-    if bad.is_empty() {
-        return None;
-    }
-    let names: Vec<&str> = bad.iter().map(|c| c.name).collect();
-    violation(
+    by_container(
+        p,
         PRIVILEGE_ESCALATION,
-        bad.iter()
-            .map(|c| c.field("securityContext.allowPrivilegeEscalation"))
-            .collect(),
-        format!(
-            "{} must set securityContext.allowPrivilegeEscalation=false",
-            containers_phrase(&names)
-        ),
+        "securityContext.allowPrivilegeEscalation",
+        |c| c.sc.and_then(|sc| sc.allow_privilege_escalation) != Some(false),
+        "must set securityContext.allowPrivilegeEscalation=false",
     )
 }
 

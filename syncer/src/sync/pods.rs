@@ -113,7 +113,8 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
         Resolved::Wait(delay) => return Ok(Next::After(delay)),
         Resolved::Refused(note) => {
             refuse(ctx, &pod, REFERENCE_REFUSED, note).await?;
-            return Ok(Next::Done);
+            // The foreign object may go, and this instance's copy take its name.
+            return Ok(Next::After(copy::CLASH_RECHECK));
         }
     }
     let pod = &pod;

@@ -570,34 +570,25 @@ async fn the_platform_bounds_what_authors_and_tenants_may_ask_for() {
         .await
         .unwrap();
     wait_gone("the VirtualCluster", &vcs, &id.name).await;
+    let quota = running
+        .host_api::<ResourceQuota>()
+        .get_opt(&name)
+        .await
+        .unwrap();
+    let limits = running
+        .host_api::<LimitRange>()
+        .get_opt(&name)
+        .await
+        .unwrap();
+    let policy = running
+        .host_api::<NetworkPolicy>()
+        .get_opt(&name)
+        .await
+        .unwrap();
     for (what, gone) in [
-        (
-            "ResourceQuota",
-            running
-                .host_api::<ResourceQuota>()
-                .get_opt(&name)
-                .await
-                .unwrap()
-                .is_none(),
-        ),
-        (
-            "LimitRange",
-            running
-                .host_api::<LimitRange>()
-                .get_opt(&name)
-                .await
-                .unwrap()
-                .is_none(),
-        ),
-        (
-            "NetworkPolicy",
-            running
-                .host_api::<NetworkPolicy>()
-                .get_opt(&name)
-                .await
-                .unwrap()
-                .is_none(),
-        ),
+        ("ResourceQuota", quota.is_none()),
+        ("LimitRange", limits.is_none()),
+        ("NetworkPolicy", policy.is_none()),
     ] {
         assert!(gone, "the instance's {what} outlived it");
     }
