@@ -43,8 +43,23 @@ pub struct Context {
     /// Safety-net resync of an instance with nothing to do.
     pub resync: Duration,
     pub verified: apply::Verified,
-    /// Every VirtualCluster the operator watches, to check host mappings across instances.
+    /// The VirtualClusters of this controller's namespace.
     pub instances: reflector::Store<VirtualCluster>,
+    /// Every VirtualCluster the operator watches, whatever controller watches it, to check
+    /// host mappings across instances.
+    pub everyone: Vec<reflector::Store<VirtualCluster>>,
+}
+
+/// The VirtualClusters one controller fills (`writer`) and those every controller's stores
+/// hold (`everyone`, its own included).
+pub struct Instances {
+    pub writer: reflector::store::Writer<VirtualCluster>,
+    pub everyone: Vec<reflector::Store<VirtualCluster>>,
+}
+
+/// A store of VirtualClusters for one controller (see [`Instances`]).
+pub fn instances_writer() -> reflector::store::Writer<VirtualCluster> {
+    reflector::store::Writer::default()
 }
 
 /// How often an instance refused for a conflict with another is looked at again (the other
@@ -71,13 +86,18 @@ pub async fn run(
     namespace: Option<String>,
     options: Options,
     metrics: Arc<Metrics>,
+    instances: Instances,
 ) {
     let vcs: Api<VirtualCluster> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     let (caches, streams) = caches::watch(&client, namespace.as_deref());
-    let (vc_store, vc_writer) = reflector::store();
+    let Instances {
+        writer: vc_writer,
+        everyone,
+    } = instances;
+    let vc_store = vc_writer.as_reader();
     let vc_stream = watcher(vcs, watcher::Config::default())
         .default_backoff()
         .modify(|vc: &mut VirtualCluster| vc.managed_fields_mut().clear())
@@ -99,6 +119,7 @@ pub async fn run(
         resync: options.resync,
         verified: apply::Verified::default(),
         instances: vc_store.clone(),
+        everyone,
     });
     Controller::for_stream(vc_stream, vc_store)
         .with_config(
@@ -226,7 +247,11 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
             return Ok(Action::await_change());
         }
     };
-    let instances = ctx.instances.state();
+    let instances: Vec<Arc<VirtualCluster>> = ctx
+        .everyone
+        .iter()
+        .flat_map(|store| store.state())
+        .collect();
     let others: Vec<&VirtualCluster> = instances.iter().map(AsRef::as_ref).collect();
     if let Err(invalid) = validate::conflict(vc, &valid, &others) {
         report(vc, ctx, Err(&invalid), None, None, 0, None).await?;

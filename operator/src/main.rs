@@ -243,12 +243,27 @@ async fn main() -> anyhow::Result<()> {
     } else {
         namespaces.into_iter().map(Some).collect()
     };
-    let controllers =
-        || {
-            futures::future::join_all(scopes.into_iter().map(|scope| {
-                controller::run(client.clone(), scope, options.clone(), metrics.clone())
-            }))
-        };
+    // One store of VirtualClusters per watched namespace; every controller reads them all, so
+    // the conflict check sees each instance the operator watches.
+    let writers: Vec<_> = scopes
+        .iter()
+        .map(|_| controller::instances_writer())
+        .collect();
+    let everyone: Vec<_> = writers.iter().map(|w| w.as_reader()).collect();
+    let controllers = || {
+        futures::future::join_all(scopes.into_iter().zip(writers).map(|(scope, writer)| {
+            controller::run(
+                client.clone(),
+                scope,
+                options.clone(),
+                metrics.clone(),
+                controller::Instances {
+                    writer,
+                    everyone: everyone.clone(),
+                },
+            )
+        }))
+    };
     match leader::lead(elector, controllers).await? {
         Ended::Finished(_) => anyhow::bail!("the controllers stopped"),
         // Another replica leads now; exit so nothing reconciles twice (the pod restarts as a

@@ -905,3 +905,58 @@ async fn a_second_instance_whose_host_mappings_overlap_the_first_is_refused() {
     let first = setup.vcs().get("first").await.unwrap();
     assert_eq!(condition(&first, "ConfigValid").unwrap().status, "True");
 }
+
+/// With `--namespaces a,b` each namespace has a controller of its own; the conflict check still
+/// sees the instances of both.
+#[tokio::test]
+async fn instances_in_different_watched_namespaces_are_checked_against_each_other() {
+    let cluster = shared_cluster().await;
+    let client = cluster.client().await;
+    crd::install(&client).await.unwrap();
+    let a = cluster.namespace("op-watch-a").await;
+    let b = cluster.namespace("op-watch-b").await;
+    let kubeconfig = operator::identity(cluster, &a).await.unwrap();
+    let operator = Operator::start(
+        cluster,
+        Start {
+            namespaces: &[&a, &b],
+            kubeconfig: &kubeconfig,
+            args: &[],
+        },
+    )
+    .await
+    .unwrap();
+    let in_namespace = |namespace: &str| Instances {
+        client: client.clone(),
+        namespace: namespace.to_owned(),
+        log: operator.log_path(),
+    };
+    let (first, second) = (in_namespace(&a), in_namespace(&b));
+    let host = format!("h-{a}");
+    let mapping = |virtual_ns: &str| {
+        json!({"sync": {"toHost": {"namespaces": {
+            "enabled": true, "mappings": {"byName": {virtual_ns: host}},
+        }}}})
+    };
+    first.create("first", mapping("x")).await;
+    first
+        .wait_vc("first", "provisioned", |vc| {
+            condition(vc, "ConfigValid").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    second.create("second", mapping("y")).await;
+    let vc = second
+        .wait_vc("second", "ConfigValid=False", |vc| {
+            condition(vc, "ConfigValid").is_some_and(|c| c.status == "False")
+        })
+        .await;
+    let refused = condition(&vc, "ConfigValid").unwrap();
+    assert_eq!(refused.reason, "MappingConflict");
+    assert!(
+        refused
+            .message
+            .contains(&format!("VirtualCluster {a}/first")),
+        "{}",
+        refused.message
+    );
+}
