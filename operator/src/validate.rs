@@ -232,9 +232,7 @@ pub fn conflict(
 /// The first usable address of `cidr` (network address + 1), if it is a valid range with room
 /// for it.
 pub fn first_address(cidr: &str) -> Option<IpAddr> {
-    let (addr, len) = cidr.split_once('/')?;
-    let addr: IpAddr = addr.parse().ok()?;
-    let len: u32 = len.parse().ok()?;
+    let (addr, len) = virtualcluster_crds::policy::parse_cidr(cidr)?;
     match addr {
         IpAddr::V4(v4) if len <= 30 => {
             let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);

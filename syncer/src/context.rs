@@ -272,20 +272,27 @@ impl Ctx {
         })
     }
 
-    /// Whether `ip` is the address of one of this instance's host pods or Services.
-    pub fn is_own_address(&self, ip: std::net::IpAddr) -> bool {
-        let is = |s: &str| s.parse() == Ok(ip);
-        self.stores.host_services.state().iter().any(|s| {
-            s.spec
-                .iter()
-                .flat_map(|spec| spec.cluster_ips.iter().flatten())
-                .any(|a| is(a))
-        }) || self.stores.host_pods.state().iter().any(|p| {
-            p.status()
-                .iter()
-                .flat_map(|s| s.pod_ips.iter().flatten())
-                .any(|a| is(&a.ip))
-        })
+    /// The addresses of this instance's host pods and Services.
+    pub fn own_addresses(&self) -> std::collections::HashSet<std::net::IpAddr> {
+        let services = self.stores.host_services.state();
+        let service_ips = services
+            .iter()
+            .flat_map(|s| {
+                s.spec
+                    .iter()
+                    .flat_map(|spec| spec.cluster_ips.iter().flatten())
+            })
+            .filter_map(|a| a.parse().ok());
+        let pod_ips: Vec<std::net::IpAddr> = self
+            .stores
+            .host_pods
+            .state()
+            .iter()
+            .filter_map(|p| p.status())
+            .flat_map(|s| s.pod_ips.into_iter().flatten())
+            .filter_map(|a| a.ip.parse().ok())
+            .collect();
+        service_ips.chain(pod_ips).collect()
     }
 
     /// UID of the virtual object a host copy was made from.

@@ -93,7 +93,16 @@ const WRITE: &[&str] = &[
 /// What the syncer does in a host namespace it syncs into: the kinds it copies there, the
 /// host's events it reads back, and (in its own namespace) the Lease its replicas elect a
 /// leader with.
-pub fn namespaced_rules() -> Vec<PolicyRule> {
+pub fn namespaced_rules(instance: &Instance<'_>) -> Vec<PolicyRule> {
+    // The quota and limits `spec.policies` ask for, made by the syncer where it syncs: it may
+    // create them, and change or delete only its own (by name), never another's quota.
+    let isolation = virtualcluster_crds::isolation::name(instance.id());
+    let mut own_isolation = rule(
+        &[""],
+        &["resourcequotas", "limitranges"],
+        &["get", "update", "patch", "delete"],
+    );
+    own_isolation.resource_names = Some(vec![isolation]);
     vec![
         rule(
             &[""],
@@ -118,8 +127,8 @@ pub fn namespaced_rules() -> Vec<PolicyRule> {
             WRITE,
         ),
         rule(&["policy"], &["poddisruptionbudgets"], WRITE),
-        // The quota and limits `spec.policies` ask for, made by the syncer where it syncs.
-        rule(&[""], &["resourcequotas", "limitranges"], WRITE),
+        rule(&[""], &["resourcequotas", "limitranges"], &["create"]),
+        own_isolation,
         rule(&["coordination.k8s.io"], &["leases"], WRITE),
     ]
 }
@@ -132,7 +141,7 @@ pub fn cluster_rules(instance: &Instance<'_>) -> Vec<PolicyRule> {
     let mut rules = vec![rule(&[""], &["nodes"], READ)];
     if sync.to_host.namespaces.enabled {
         rules.push(rule(&[""], &["namespaces"], WRITE));
-        rules.extend(namespaced_rules());
+        rules.extend(namespaced_rules(instance));
     }
     if sync.from_host.storage_classes.enabled {
         rules.push(rule(&["storage.k8s.io"], &["storageclasses"], READ));
@@ -184,7 +193,7 @@ pub fn rbac(instance: &Instance<'_>) -> SyncerRbac {
         },
         role: Role {
             metadata: instance.meta(name.clone(), Component::Syncer),
-            rules: Some(namespaced_rules()),
+            rules: Some(namespaced_rules(instance)),
         },
         role_binding: RoleBinding {
             metadata: instance.meta(name.clone(), Component::Syncer),
@@ -396,6 +405,43 @@ mod tests {
         assert_eq!(parsed.service_cidr, crate::settings::DEFAULT_SERVICE_CIDR);
         let recorded = recorded_namespace_sync(cm.metadata.annotations.as_ref().unwrap());
         assert_eq!(recorded.as_ref(), Some(&vc.spec.sync.to_host.namespaces));
+    }
+}
+
+#[cfg(test)]
+mod isolation_rbac_tests {
+    use super::super::fixtures;
+    use super::*;
+    use crate::settings::Settings;
+
+    /// The syncer makes the instance's quota and limits, and may change or delete no other.
+    #[test]
+    fn the_syncer_changes_only_its_own_quota_and_limits() {
+        let settings = Settings::default();
+        let vc = fixtures::vc(|_| {});
+        let valid = fixtures::valid(&vc);
+        let instance = Instance {
+            vc: &vc,
+            valid: &valid,
+            settings: &settings,
+        };
+        let rules = namespaced_rules(&instance);
+        let quota_rules: Vec<_> = rules
+            .iter()
+            .filter(|r| r.resources.iter().flatten().any(|r| r == "resourcequotas"))
+            .collect();
+        assert_eq!(quota_rules.len(), 2, "{quota_rules:?}");
+        for rule in quota_rules {
+            if rule.verbs == ["create"] {
+                assert_eq!(rule.resource_names, None);
+            } else {
+                assert_eq!(
+                    rule.resource_names.as_deref(),
+                    Some(&["demo-workloads".to_owned()][..])
+                );
+                assert!(rule.verbs.contains(&"delete".to_owned()));
+            }
+        }
     }
 }
 

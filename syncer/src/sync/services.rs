@@ -197,12 +197,14 @@ pub async fn reconcile_endpoints(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next
         .get(&key.object_ref())
         .filter(|_| selectorless);
     let copy = ctx.host_copy(&ctx.stores.host_endpoints, &key);
+    // The instance's own addresses, read from the caches once and only if an address needs them.
+    let own = std::sync::OnceLock::new();
     let allowed = |ip: &str| {
         endpoint_allowed(
             ip,
             &ctx.config.policy,
             &|ip| ctx.is_host_node_address(ip),
-            &|ip| ctx.is_own_address(ip),
+            &|ip| own.get_or_init(|| ctx.own_addresses()).contains(&ip),
         )
     };
     if let Some(endpoints) = &endpoints {

@@ -366,6 +366,23 @@ async fn plain_other_ip(running: &Running) -> String {
     .await
 }
 
+/// The message of VirtualCluster `name`'s `ConfigValid=False` condition of `reason`, once it
+/// has one.
+async fn invalid(vcs: &Api<VirtualCluster>, name: &str, reason: &str) -> String {
+    eventually(
+        &format!("VirtualCluster {name} to be refused with {reason}"),
+        || async {
+            let vc = vcs.get(name).await.unwrap();
+            vc.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "ConfigValid" && c.status == "False" && c.reason == reason)
+                .map(|c| c.message)
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn the_platform_bounds_what_authors_and_tenants_may_ask_for() {
     let cluster = shared_cluster().await;
@@ -435,17 +452,7 @@ async fn the_platform_bounds_what_authors_and_tenants_may_ask_for() {
                "metadata": {"name": "loose"}, "spec": {"policies": {"podSecurityStandard": "privileged"}}}),
     )
     .await;
-    let message = eventually("the loose VirtualCluster to be refused", || async {
-        let vc = vcs.get("loose").await.unwrap();
-        vc.status?
-            .conditions
-            .into_iter()
-            .find(|c| {
-                c.type_ == "ConfigValid" && c.status == "False" && c.reason == "BelowPlatformFloor"
-            })
-            .map(|c| c.message)
-    })
-    .await;
+    let message = invalid(&vcs, "loose", "BelowPlatformFloor").await;
     assert!(message.contains("floor, baseline"), "{message}");
     vcs.delete("loose", &DeleteParams::default()).await.unwrap();
     // Nor run a syncer image of their own choosing with the instance's host credentials.
@@ -455,19 +462,7 @@ async fn the_platform_bounds_what_authors_and_tenants_may_ask_for() {
                "metadata": {"name": "own-syncer"}, "spec": {"syncer": {"image": "example.com/my-syncer:v1"}}}),
     )
     .await;
-    let message = eventually("the own-syncer VirtualCluster to be refused", || async {
-        let vc = vcs.get("own-syncer").await.unwrap();
-        vc.status?
-            .conditions
-            .into_iter()
-            .find(|c| {
-                c.type_ == "ConfigValid"
-                    && c.status == "False"
-                    && c.reason == "SyncerImageNotAllowed"
-            })
-            .map(|c| c.message)
-    })
-    .await;
+    let message = invalid(&vcs, "own-syncer", "SyncerImageNotAllowed").await;
     assert!(message.contains("example.com/my-syncer:v1"), "{message}");
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(host.clone(), &id.namespace);
@@ -754,7 +749,6 @@ async fn two_instances_whose_names_collide_never_touch_each_others_objects() {
         "the first's host pod was replaced"
     );
     assert!(marks::is_copy_of(&first.id, pod_after.labels()));
-    let _ = second.id.clone();
 }
 
 /// The syncer's own check gives the verdict of the real PodSecurity admission for every sample
