@@ -28,6 +28,15 @@ pub const NAME_PLACEHOLDER: &str = "${name}";
 pub const RESERVED_HOST_NAMESPACES: [&str; 4] =
     ["kube-system", "kube-public", "kube-node-lease", "default"];
 
+/// The prefix of the host's system namespaces (those above and whatever add-ons install, such as
+/// `kube-flannel`): no mapping may lead to a namespace that starts with it.
+pub const SYSTEM_HOST_PREFIX: &str = "kube-";
+
+/// Whether host namespace `name` is one no mapping may lead to.
+pub fn is_reserved_host(name: &str) -> bool {
+    name.starts_with(SYSTEM_HOST_PREFIX) || RESERVED_HOST_NAMESPACES.contains(&name)
+}
+
 /// Virtual namespaces the virtual cluster itself needs. They always sync the default way
 /// (renamed into the instance's namespace), so they cannot be mapped.
 pub const SYSTEM_VIRTUAL_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
@@ -91,7 +100,7 @@ impl Rule {
                 "a host namespace, with ${name} replaced by the VirtualCluster's name, must be a DNS-1123 label of at most 63 characters, or a pattern whose prefix before '*' is at most 32 lowercase letters, digits and '-' starting with a letter or digit"
             }
             Rule::ReservedHostNamespace => {
-                "no mapping may target kube-system, kube-public, kube-node-lease or default"
+                "no mapping may target default or a system namespace: kube-system, kube-public, kube-node-lease or any other starting with kube-"
             }
             Rule::OwnNamespace => "no mapping may target the VirtualCluster's own namespace",
             Rule::DuplicateHostNamespace => {
@@ -382,7 +391,9 @@ fn validate_one(
         if !host_ok {
             broken.push(violation(Rule::HostName));
         }
-        if host.matches_any(&RESERVED_HOST_NAMESPACES) {
+        if host.matches_any(&RESERVED_HOST_NAMESPACES)
+            || host.overlaps(&Side::Pattern(SYSTEM_HOST_PREFIX.into()))
+        {
             broken.push(violation(Rule::ReservedHostNamespace));
         }
         if host.capture(instance.namespace).is_some() {

@@ -104,7 +104,15 @@ struct Args {
     /// private range by default.
     #[arg(long, env = "VC_HOST_CIDRS", value_delimiter = ',')]
     host_cidrs: Vec<String>,
+    /// Host namespaces no VirtualCluster may claim with namespace syncing (comma-separated),
+    /// besides `default`, every `kube-*` one and the operator's own (`POD_NAMESPACE`, or the
+    /// ServiceAccount's namespace in a pod).
+    #[arg(long, env = "VC_RESERVED_NAMESPACES", value_delimiter = ',')]
+    reserved_namespaces: Vec<String>,
 }
+
+/// Where a pod finds the namespace it runs in.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 fn parse_level(text: &str) -> Result<PodSecurityStandard, String> {
     PodSecurityStandard::parse(text)
@@ -182,6 +190,19 @@ async fn main() -> anyhow::Result<()> {
     } else {
         allowed_syncer_images
     };
+    // The operator's own namespace holds its credentials and Lease: never a tenant's to claim.
+    let own_namespace = args.lease_namespace.clone().or_else(|| {
+        std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+            .ok()
+            .map(|ns| ns.trim().to_owned())
+    });
+    let reserved_namespaces: Vec<String> = args
+        .reserved_namespaces
+        .iter()
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .chain(own_namespace)
+        .collect();
     let metrics = Arc::new(Metrics::default());
     let health = http::start(args.metrics_addr, {
         let metrics = metrics.clone();
@@ -209,10 +230,7 @@ async fn main() -> anyhow::Result<()> {
         let namespace = args
             .lease_namespace
             .clone()
-            .or_else(|| {
-                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-                    .ok()
-            })
+            .or_else(|| std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok())
             .unwrap_or_else(|| client.default_namespace().to_owned());
         let api: Api<Lease> = Api::namespaced(client.clone(), namespace.trim());
         Elector::new(api, &args.lease_name, &identity, Timing::default())
@@ -227,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
             service_cidr: args.service_cidr,
             platform,
             allowed_syncer_images,
+            reserved_namespaces,
         },
         resync: Duration::from_secs(args.resync_seconds),
         concurrency: args.concurrency,

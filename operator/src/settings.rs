@@ -34,6 +34,9 @@ pub struct Settings {
     /// `*`. The syncer runs with the instance's host credentials, so its code is the
     /// platform's to choose.
     pub allowed_syncer_images: Vec<String>,
+    /// Host namespaces no mapping may claim besides the system ones: the operator's own and
+    /// those the platform lists.
+    pub reserved_namespaces: Vec<String>,
 }
 
 /// The images allowed by default: any tag or digest of the repository of `syncer_image`.
@@ -62,6 +65,7 @@ impl Default for Settings {
             service_cidr: DEFAULT_SERVICE_CIDR.into(),
             platform: HostPolicy::default(),
             allowed_syncer_images: default_allowed_syncer_images(DEFAULT_SYNCER_IMAGE),
+            reserved_namespaces: Vec::new(),
         }
     }
 }

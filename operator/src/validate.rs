@@ -64,6 +64,20 @@ pub fn validate(
                 .join("; "),
         }
     })?;
+    if let Some(reserved) = settings
+        .reserved_namespaces
+        .iter()
+        .find(|ns| mapper.claims_host(ns))
+    {
+        return Err(Invalid {
+            reason: NAMESPACE_NOT_CLAIMABLE,
+            message: format!(
+                "spec.sync.toHost.namespaces.mappings.byName: a host side could claim namespace \
+                 {reserved}, which the platform reserves (the operator's own namespace, or one \
+                 listed in --reserved-namespaces); no VirtualCluster may claim it"
+            ),
+        });
+    }
     if let Some(running) = running {
         mapping::validate_transition(running, namespaces).map_err(|v| Invalid {
             reason: v.rule.reason(),
@@ -106,6 +120,9 @@ pub fn validate(
         policy,
     })
 }
+
+/// Reason of a mapping that could claim a namespace the platform reserves.
+pub const NAMESPACE_NOT_CLAIMABLE: &str = "NamespaceNotClaimable";
 
 /// Reason of a syncer image the platform does not allow.
 pub const SYNCER_IMAGE_NOT_ALLOWED: &str = "SyncerImageNotAllowed";
@@ -269,6 +286,32 @@ mod tests {
                 k8s_openapi::jiff::Timestamp::from_second(second).unwrap(),
             ));
         vc
+    }
+
+    #[test]
+    fn no_mapping_claims_a_namespace_the_platform_reserves() {
+        let settings = Settings {
+            reserved_namespaces: vec!["virtualcluster-system".into()],
+            ..Settings::default()
+        };
+        for mappings in [
+            &[("ops", "virtualcluster-system")][..],
+            &[("v-*", "virtualcluster-*")][..],
+        ] {
+            let err = validate(&vc("team-a", mappings), None, &settings).unwrap_err();
+            assert_eq!(err.reason, NAMESPACE_NOT_CLAIMABLE, "{mappings:?}");
+            assert!(
+                err.message.contains("virtualcluster-system"),
+                "{}",
+                err.message
+            );
+        }
+        validate(
+            &vc("team-a", &[("v-*", "virtualcluster-tenant-*")]),
+            None,
+            &settings,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -15,6 +15,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
+use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::keys;
 use virtualcluster_crds::marks;
@@ -131,6 +132,21 @@ pub struct Namespaces {
     pub host_config_maps: Option<Store<ConfigMap>>,
     pub host_secrets: Option<Store<Secret>>,
     pub host_services: Option<Store<Service>>,
+    /// Every VirtualCluster on the host: a host namespace holding one is never imported (its
+    /// Secrets include that instance's credentials).
+    pub instances: Option<Store<VirtualCluster>>,
+}
+
+impl Namespaces {
+    /// Whether host namespace `namespace` holds a VirtualCluster, so no instance may claim it.
+    pub fn holds_instance(&self, namespace: &str) -> bool {
+        self.instances.as_ref().is_some_and(|store| {
+            store
+                .state()
+                .iter()
+                .any(|vc| vc.metadata.namespace.as_deref() == Some(namespace))
+        })
+    }
 }
 
 pub struct Queues {

@@ -20,6 +20,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::runtime::http::Health;
 use virtualcluster_crds::{mapping, marks};
@@ -313,6 +314,7 @@ pub async fn run(
         let (c, cs) = own::<ConfigMap>(&host, &mapper);
         let (s, ss) = own::<Secret>(&host, &mapper);
         let (svc, svcs) = own::<Service>(&host, &mapper);
+        let (vcs, vcss) = reflect(Api::<VirtualCluster>::all(host.clone()), all());
         (
             Namespaces {
                 virtual_: Some(v),
@@ -321,8 +323,9 @@ pub async fn run(
                 host_config_maps: Some(c),
                 host_secrets: Some(s),
                 host_services: Some(svc),
+                instances: Some(vcs),
             },
-            Some((vs, hs, ps, cs, ss, svcs)),
+            Some((vs, hs, ps, cs, ss, svcs, vcss)),
         )
     } else {
         (Namespaces::default(), None)
@@ -554,7 +557,14 @@ pub async fn run(
         }
     }
 
-    if let Some((vs, hs, ps, cs, ss, svcs)) = namespace_streams {
+    if let Some((vs, hs, ps, cs, ss, svcs, vcss)) = namespace_streams {
+        let (queue, c) = (q.namespaces.clone(), Arc::clone(&ctx));
+        feed(&mut feeds, vcss, move |vc: VirtualCluster| {
+            // A namespace that holds an instance is not claimed: look at it again.
+            let namespace = vc.namespace().unwrap_or_default();
+            queue.extend(c.target.mapper.virtual_for(&namespace));
+            sync::imports::enqueue_namespace(&c, &namespace);
+        });
         let queue = q.namespaces.clone();
         feed(&mut feeds, vs, move |n: Namespace| queue.add(n.name_any()));
         let (queue, c) = (q.namespaces.clone(), Arc::clone(&ctx));
@@ -598,6 +608,9 @@ pub async fn run(
         store.wait_until_ready().await?;
     }
     if let Some(store) = &namespaces.host_services {
+        store.wait_until_ready().await?;
+    }
+    if let Some(store) = &namespaces.instances {
         store.wait_until_ready().await?;
     }
     // What the virtual cluster shows already is read before the host Events are listed, so

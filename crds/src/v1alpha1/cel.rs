@@ -166,8 +166,10 @@ pub fn no_reserved_host_namespace() -> CelRule {
     rule(
         format!(
             "{BY_NAME}.all(k, {h}.endsWith('*') \
-             ? !{reserved}.exists(r, r.startsWith({h}.substring(0, size({h}) - 1))) \
-             : !({h} in {reserved}))"
+             ? !({reserved}.exists(r, r.startsWith({h}.substring(0, size({h}) - 1))) \
+                 || {h}.startsWith('{system}') || '{system}'.startsWith({h}.substring(0, size({h}) - 1))) \
+             : !({h} in {reserved} || {h}.startsWith('{system}')))",
+            system = crate::mapping::SYSTEM_HOST_PREFIX
         ),
         Rule::ReservedHostNamespace,
     )

@@ -141,6 +141,8 @@ pub fn cluster_rules(instance: &Instance<'_>) -> Vec<PolicyRule> {
     let mut rules = vec![rule(&[""], &["nodes"], READ)];
     if sync.to_host.namespaces.enabled {
         rules.push(rule(&[""], &["namespaces"], WRITE));
+        // A host namespace holding a VirtualCluster is never claimed.
+        rules.push(rule(&["virtualcluster.dev"], &["virtualclusters"], READ));
         rules.extend(namespaced_rules(instance));
     }
     if sync.from_host.storage_classes.enabled {

@@ -95,7 +95,9 @@ where
         .is_some_and(|ns| {
             marks::is_copy_of(&ctx.target.instance, ns.labels())
                 && ns.metadata.deletion_timestamp.is_none()
-        });
+        })
+        // One that came to hold a VirtualCluster after it was imported shows nothing more.
+        && !ctx.namespaces.holds_instance(&place.namespace);
     store
         .get(&ObjectRef::new(&key.name).within(&place.namespace))
         .filter(|_| held)

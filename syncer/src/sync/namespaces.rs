@@ -117,6 +117,11 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
         }
         (Some(_), Some(host)) if origin(&host).is_some() => {}
         (Some(virtual_ns), Some(host)) => {
+            if let Some(note) = reserved(&ctx, &host, &name) {
+                // Looked at again when the VirtualCluster stream changes.
+                copy::warn(&ctx, virtual_ns.as_ref(), "HostNamespaceReserved", note).await;
+                return Ok(Next::Done);
+            }
             if let Some(note) = held_by_another(&host, &name) {
                 copy::warn(&ctx, virtual_ns.as_ref(), "HostNamespaceConflict", note).await;
                 return Ok(Next::After(copy::CLASH_RECHECK));
@@ -132,6 +137,8 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
             // Held by another instance: its name shows in the host namespace's labels, and
             // the operator refuses mappings that could claim another's namespaces.
             None if held_by_another(&host, &name).is_some() => {}
+            // Never claimed: the VirtualCluster stream looks again when it changes.
+            _ if reserved(&ctx, &host, &name).is_some() => {}
             // A host namespace a host-side mapping claims: it appears in the virtual cluster.
             _ => {
                 if origin(&host).is_none() {
@@ -153,6 +160,19 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
         (None, None) => {}
     }
     Ok(Next::Done)
+}
+
+/// Why host namespace `host` may not be claimed for virtual namespace `name`: it holds a
+/// VirtualCluster (whatever the mappings say; it may have come to hold one after the instance
+/// was made).
+fn reserved(ctx: &Ctx, host: &Namespace, name: &str) -> Option<String> {
+    let host = host.name_any();
+    ctx.namespaces.holds_instance(&host).then(|| {
+        format!(
+            "host namespace {host} holds a VirtualCluster, and no instance may claim such a \
+             namespace; nothing of namespace {name} is synced there"
+        )
+    })
 }
 
 /// Why host namespace `host` cannot be used for virtual namespace `name`: another instance's

@@ -339,6 +339,18 @@ async fn admission_table() {
             by_name(Rule::ReservedHostNamespace),
         ),
         (
+            "host kube-flannel",
+            "vc",
+            mapped(&[("a", "kube-flannel")]),
+            by_name(Rule::ReservedHostNamespace),
+        ),
+        (
+            "host pattern ku*, which could match kube-system",
+            "vc",
+            mapped(&[("a*", "ku*")]),
+            by_name(Rule::ReservedHostNamespace),
+        ),
+        (
             "host pattern kube-*",
             "vc",
             mapped(&[("a*", "kube-*")]),

@@ -956,3 +956,100 @@ async fn host_namespaces_are_claimed_with_the_authors_own_rights() {
         .await
         .unwrap();
 }
+
+/// Never claimable, whoever asks: a namespace the platform reserves is refused at
+/// reconciliation, and a host namespace holding a VirtualCluster is not imported by a pattern
+/// that matches it, neither when it held one first nor when it comes to hold one later.
+#[tokio::test]
+async fn namespaces_the_platform_reserves_or_that_hold_an_instance_are_never_claimed() {
+    let cluster = shared_cluster().await;
+    let host = cluster.client().await;
+    virtualcluster_tests::crd::install(&host).await.unwrap();
+    let prefix = unique_name("rsv");
+    let (free, holding) = (format!("{prefix}-free"), format!("{prefix}-vc"));
+    let hosts: Api<Namespace> = Api::all(host.clone());
+    for name in [&free, &holding] {
+        create(&hosts, json!({"metadata": {"name": name}})).await;
+    }
+    let other_vc = json!({"apiVersion": "virtualcluster.dev/v1alpha1", "kind": "VirtualCluster",
+                          "metadata": {"name": "other"}, "spec": {}});
+    // Another instance's namespace (its Secrets hold that instance's credentials).
+    create(
+        &Api::<VirtualCluster>::namespaced(host.clone(), &holding),
+        other_vc.clone(),
+    )
+    .await;
+    create(
+        &Api::<ConfigMap>::namespaced(host.clone(), &free),
+        json!({"metadata": {"name": "settings"}, "data": {"k": "v"}}),
+    )
+    .await;
+
+    let reserved = unique_name("ops");
+    let spec = json!({"sync": {"toHost": {"namespaces": {"enabled": true,
+        "mappings": {"byName": {"m-*": format!("{prefix}-*")}}}}}});
+    let running = Running::start_with(
+        cluster,
+        "reserved",
+        "vc",
+        spec,
+        &[&format!("--reserved-namespaces={reserved}")],
+    )
+    .await;
+
+    // The plain namespace is imported, with the host's ConfigMap.
+    let imported: Api<ConfigMap> = Api::namespaced(running.virt.clone(), "m-free");
+    eventually(
+        "the host's ConfigMap in virtual namespace m-free",
+        || async { imported.get_opt("settings").await.unwrap() },
+    )
+    .await;
+    // The one holding a VirtualCluster is not, even when the tenant asks for it by name.
+    assert!(
+        Api::<Namespace>::all(running.virt.clone())
+            .get_opt("m-vc")
+            .await
+            .unwrap()
+            .is_none(),
+        "m-vc was shown in the virtual cluster"
+    );
+    create_namespace(&running.virt, "m-vc").await;
+    let note = warned(&running.virt, "default", "m-vc", "HostNamespaceReserved").await;
+    assert!(note.contains(&holding), "{note}");
+    let labels = hosts.get(&holding).await.unwrap().labels().clone();
+    assert!(
+        !labels.contains_key(keys::SYNCED_BY_UID),
+        "{holding} was marked: {labels:?}"
+    );
+
+    // A namespace that comes to hold a VirtualCluster after it was imported shows nothing more.
+    create(
+        &Api::<VirtualCluster>::namespaced(host.clone(), &free),
+        other_vc,
+    )
+    .await;
+    wait_gone("the imported ConfigMap of m-free", &imported, "settings").await;
+    Api::<ConfigMap>::namespaced(host.clone(), &free)
+        .get("settings")
+        .await
+        .expect("the host's ConfigMap stays");
+
+    // A mapping to a namespace the platform reserves is refused before anything is made.
+    let vcs: Api<VirtualCluster> = Api::namespaced(host.clone(), &running.id.namespace);
+    create(
+        &vcs,
+        json!({"apiVersion": "virtualcluster.dev/v1alpha1", "kind": "VirtualCluster",
+               "metadata": {"name": "ops"},
+               "spec": {"sync": {"toHost": {"namespaces": {"enabled": true,
+                   "mappings": {"byName": {"o": reserved.clone()}}}}}}}),
+    )
+    .await;
+    let message = invalid(&vcs, "ops", "NamespaceNotClaimable").await;
+    assert!(message.contains(&reserved), "{message}");
+    for namespace in [&free, &holding] {
+        Api::<VirtualCluster>::namespaced(host.clone(), namespace)
+            .delete("other", &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
