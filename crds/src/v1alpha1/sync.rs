@@ -102,6 +102,11 @@ pub struct PodSync {
     /// Runtime class set on every synced pod on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_class_name: Option<String>,
+    /// Keep each host pod's virtual service-account tokens in a host Secret of its own
+    /// (`HOSTPOD-sa-token`, removed with the pod) instead of in the host pod's annotations,
+    /// which everyone who may read pods in the host namespace can read.
+    #[serde(rename = "useSecretsForSATokens", default)]
+    pub use_secrets_for_sa_tokens: bool,
 }
 
 impl Default for PodSync {
@@ -113,6 +118,7 @@ impl Default for PodSync {
             node_selector: BTreeMap::new(),
             priority_class_name: None,
             runtime_class_name: None,
+            use_secrets_for_sa_tokens: false,
         }
     }
 }

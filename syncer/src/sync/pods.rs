@@ -3,17 +3,19 @@
 //! deletes the other: a host pod deleted by hand deletes its virtual pod, as a lost node would,
 //! so its controller replaces it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod, ServiceAccount};
-use kube::api::{ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod, Secret, ServiceAccount};
+use kube::api::{ObjectMeta, Patch, PostParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use virtualcluster_crds::pod_security;
+use virtualcluster_crds::{marks, pod_security};
 
 use crate::cached::HostPod;
 use crate::context::{Ctx, Key};
@@ -137,12 +139,20 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
         });
     let policy = &ctx.config.policy;
     let tokens = mint_tokens(ctx, key, pod).await?;
+    let token_secret = token_secret(ctx, key, pod);
+    if let Some(name) = &token_secret {
+        match write_tokens(ctx, key, pod, name, &tokens).await? {
+            Next::Done => {}
+            next => return Ok(next),
+        }
+    }
     let env = PodEnv {
         target: &ctx.target,
         options: &ctx.config.sync.to_host.pods,
         dns_ip: dns_ip.as_deref(),
         api_server_ip: &api_server_ip,
         tokens: &tokens,
+        token_secret: token_secret.as_deref(),
         service_account,
         priority_class,
         policy,
@@ -215,6 +225,108 @@ fn needs_cluster_dns(pod: &Pod) -> bool {
     }
 }
 
+/// The host Secret that holds the tokens of virtual pod `pod` (at `key`), when they are kept in
+/// Secrets (`useSecretsForSATokens`) and it projects any.
+fn token_secret(ctx: &Ctx, key: &Key, pod: &Pod) -> Option<String> {
+    (ctx.config.sync.to_host.pods.use_secrets_for_sa_tokens
+        && !translate::token_requests(pod).is_empty())
+    .then(|| translate::token_secret_name(&ctx.target.host_name(&key.namespace, &key.name)))
+}
+
+/// Writes `tokens` into the pod's token Secret `name` before its host pod is made. A Secret of
+/// that name that is not this pod's token Secret is never touched: the pod waits, with the clash
+/// reported.
+async fn write_tokens(
+    ctx: &Ctx,
+    key: &Key,
+    pod: &Pod,
+    name: &str,
+    tokens: &[String],
+) -> anyhow::Result<Next> {
+    let uid = pod.uid().unwrap_or_default();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(marks::copy_labels(&ctx.target.instance, &key.namespace)),
+            annotations: Some(BTreeMap::from([(TOKENS_OF.to_owned(), uid.clone())])),
+            ..Default::default()
+        },
+        string_data: Some(
+            tokens
+                .iter()
+                .enumerate()
+                .map(|(i, token)| (translate::token_key(i), token.clone()))
+                .collect(),
+        ),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    let api: Api<Secret> = ctx.host_api(&key.namespace);
+    match api.create(&copy::post_params(), &secret).await {
+        Ok(_) => return Ok(Next::Done),
+        Err(err) if copy::is_status(&err, 409) => {}
+        Err(err) => return Err(err.into()),
+    }
+    match api.get_opt(name).await? {
+        // Left by an attempt that stopped before its pod was made: this pod's, made again.
+        Some(live)
+            if marks::is_copy_of(&ctx.target.instance, live.labels())
+                && live.annotations().get(TOKENS_OF) == Some(&uid) =>
+        {
+            let patch = serde_json::json!({
+                "metadata": {"uid": live.uid()},
+                "stringData": secret.string_data,
+            });
+            api.patch(name, &copy::merge_params(), &Patch::Merge(&patch))
+                .await?;
+            Ok(Next::Done)
+        }
+        Some(_) => {
+            let note = format!(
+                "host Secret {name}, where this pod's service-account tokens go, exists and is \
+                 not this pod's; the pod does not run on the host until it is gone"
+            );
+            copy::warn(ctx, pod, "TokenSecretClash", note).await;
+            Ok(Next::After(copy::CLASH_RECHECK))
+        }
+        None => Ok(Next::After(Duration::from_millis(200))),
+    }
+}
+
+/// Makes host pod `copy` the owner of its token Secret `name`, so that the Secret goes with it
+/// (whoever deletes the pod); read from the cache, written once.
+async fn own_tokens(ctx: &Ctx, key: &Key, name: &str, copy: &HostPod) -> anyhow::Result<()> {
+    let host_namespace = ctx.target.host_namespace(&key.namespace);
+    let Some(secret) = ctx
+        .stores
+        .host_secrets
+        .get(&ObjectRef::new(name).within(&host_namespace))
+    else {
+        return Ok(());
+    };
+    let uid = copy.uid().unwrap_or_default();
+    if secret.owner_references().iter().any(|o| o.uid == uid)
+        || secret.annotations().get(TOKENS_OF) != Ctx::copy_of_uid(copy).map(str::to_owned).as_ref()
+    {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "metadata": {
+            "uid": secret.uid(),
+            "ownerReferences": [{
+                "apiVersion": "v1", "kind": "Pod", "name": copy.name_any(), "uid": uid,
+            }],
+        },
+    });
+    Api::<Secret>::namespaced(ctx.host.clone(), &host_namespace)
+        .patch(name, &copy::merge_params(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Annotation of a token Secret: the UID of the virtual pod whose tokens it holds.
+const TOKENS_OF: &str = "virtualcluster.dev/tokens-of";
+
 /// Tokens of the pod's virtual ServiceAccount, one per token its volumes project, bound to the
 /// virtual pod.
 async fn mint_tokens(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Vec<String>> {
@@ -272,12 +384,17 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
         })
         .collect();
     let api_server_ip = ctx.api_server_ip().unwrap_or_default();
+    let token_secret = token_secret(ctx, key, pod);
+    if let Some(name) = &token_secret {
+        own_tokens(ctx, key, name, copy).await?;
+    }
     let env = PodEnv {
         target: &ctx.target,
         options: &ctx.config.sync.to_host.pods,
         dns_ip: None,
         api_server_ip: &api_server_ip,
         tokens: &tokens,
+        token_secret: token_secret.as_deref(),
         service_account: None,
         priority_class: None,
         policy: &ctx.config.policy,

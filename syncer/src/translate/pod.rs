@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, ObjectFieldSelector, Pod,
-    PodDNSConfig, PodDNSConfigOption, PodSpec, PodStatus, Toleration, Volume, VolumeProjection,
+    Container, DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, KeyToPath,
+    ObjectFieldSelector, Pod, PodDNSConfig, PodDNSConfigOption, PodSpec, PodStatus,
+    SecretProjection, Toleration, Volume, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use virtualcluster_crds::keys;
@@ -15,6 +16,16 @@ use virtualcluster_crds::policy::{DEFAULT_TOLERATION_PREFIX, HostPolicy};
 use virtualcluster_crds::v1alpha1::PodSync;
 
 use super::Target;
+
+/// Key of the `index`th token in a pod's token Secret (see [`token_secret_name`]).
+pub fn token_key(index: usize) -> String {
+    format!("token-{index}")
+}
+
+/// The host Secret holding the tokens of host pod `host_pod` with `useSecretsForSATokens`.
+pub fn token_secret_name(host_pod: &str) -> String {
+    format!("{host_pod}-sa-token")
+}
 
 /// Host pod annotation holding the token of the `index`th service-account token projection.
 pub fn token_annotation(index: usize) -> String {
@@ -35,6 +46,9 @@ pub struct PodEnv<'a> {
     pub api_server_ip: &'a str,
     /// Tokens minted in the virtual cluster, one per [`token_requests`] entry.
     pub tokens: &'a [String],
+    /// The host Secret that holds them (as [`token_key`]s) with `useSecretsForSATokens`;
+    /// otherwise they are annotations of the host pod.
+    pub token_secret: Option<&'a str>,
     /// The host name of the pod's ServiceAccount when service accounts are synced.
     pub service_account: Option<String>,
     /// The host name of the pod's PriorityClass when priority classes are synced.
@@ -439,8 +453,10 @@ pub fn host_pod(pod: &Pod, env: &PodEnv<'_>) -> Pod {
     let rename = |n: &str| target.host_name(&namespace, n);
     let mut metadata = target.copy_meta(&pod.metadata);
     let annotations = metadata.annotations.get_or_insert_default();
-    for (index, token) in env.tokens.iter().enumerate() {
-        annotations.insert(token_annotation(index), token.clone());
+    if env.token_secret.is_none() {
+        for (index, token) in env.tokens.iter().enumerate() {
+            annotations.insert(token_annotation(index), token.clone());
+        }
     }
     let mut spec = pod.spec.clone().unwrap_or_default();
 
@@ -463,7 +479,7 @@ pub fn host_pod(pod: &Pod, env: &PodEnv<'_>) -> Pod {
     visit_references(&mut spec, &mut |_, name, _, _| *name = rename(name));
     let mut token_index = 0;
     for volume in spec.volumes.iter_mut().flatten() {
-        translate_volume(volume, &mut token_index);
+        translate_volume(volume, &mut token_index, env.token_secret);
     }
     for container in spec
         .containers
@@ -660,7 +676,7 @@ fn rename_fields<'a>(items: impl Iterator<Item = &'a mut DownwardAPIVolumeFile>)
 
 /// The parts of a volume that read the pod's own fields or mint tokens: the virtual values
 /// instead of the host's.
-fn translate_volume(volume: &mut Volume, token_index: &mut usize) {
+fn translate_volume(volume: &mut Volume, token_index: &mut usize, token_secret: Option<&str>) {
     if let Some(downward) = volume.downward_api.as_mut() {
         rename_fields(downward.items.iter_mut().flatten());
     }
@@ -678,10 +694,23 @@ fn translate_volume(volume: &mut Volume, token_index: &mut usize) {
                 rename_fields(downward.items.iter_mut().flatten());
             }
             if let Some(token) = source.service_account_token.take() {
-                // The virtual cluster's token, from the annotation the syncer sets; the
-                // kubelet would mint a host token here.
-                let annotation = token_annotation(*token_index);
+                // The virtual cluster's token, from the Secret or the annotation the syncer
+                // sets; the kubelet would mint a host token here.
+                let index = *token_index;
                 *token_index += 1;
+                if let Some(secret) = token_secret {
+                    source.secret = Some(SecretProjection {
+                        name: secret.to_owned(),
+                        items: Some(vec![KeyToPath {
+                            key: token_key(index),
+                            path: token.path,
+                            ..Default::default()
+                        }]),
+                        optional: Some(false),
+                    });
+                    continue;
+                }
+                let annotation = token_annotation(index);
                 source.downward_api = Some(DownwardAPIProjection {
                     items: Some(vec![DownwardAPIVolumeFile {
                         path: token.path,

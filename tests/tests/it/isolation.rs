@@ -1053,3 +1053,89 @@ async fn namespaces_the_platform_reserves_or_that_hold_an_instance_are_never_cla
             .unwrap();
     }
 }
+
+/// With `useSecretsForSATokens`, a pod's virtual service-account token is in a host Secret of
+/// its own, owned by the host pod (so it goes with it), and not in the host pod's annotations,
+/// which whoever may read pods in the host namespace can read; the token is the virtual
+/// cluster's, for the pod's ServiceAccount there.
+#[tokio::test]
+async fn service_account_tokens_are_kept_in_a_secret_of_the_pods_own_when_asked() {
+    use k8s_openapi::api::authentication::v1::TokenReview;
+    let cluster = shared_cluster().await;
+    let spec = json!({"sync": {"toHost": {"pods": {"useSecretsForSATokens": true}}}});
+    let running = Running::start(cluster, "tokens", "vc", spec).await;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = running.virtual_api("default");
+    eventually("the virtual default ServiceAccount", || async {
+        accounts.get_opt("default").await.unwrap()
+    })
+    .await;
+    try_pod(
+        &running.virt,
+        "default",
+        "p",
+        json!({"containers": [container(json!({}))]}),
+    )
+    .await
+    .unwrap();
+    let host_pod: Pod = running.host_copy("default", "p").await;
+    let annotations = host_pod.annotations();
+    assert!(
+        !annotations
+            .keys()
+            .any(|k| k.starts_with("virtualcluster.dev/token")),
+        "a token in the host pod's annotations: {annotations:?}"
+    );
+    let secret_name = format!("{}-sa-token", host_pod.name_any());
+    let projected = host_pod
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| p.sources.iter().flatten())
+        .find_map(|s| s.secret.as_ref())
+        .expect("a projected Secret in the host pod");
+    assert_eq!(projected.name, secret_name);
+
+    let secrets: Api<Secret> = running.host_api();
+    let uid = host_pod.uid().unwrap();
+    let secret = eventually("the token Secret owned by the host pod", || async {
+        secrets
+            .get_opt(&secret_name)
+            .await
+            .unwrap()
+            .filter(|s| s.owner_references().iter().any(|o| o.uid == uid))
+    })
+    .await;
+    assert!(marks::is_copy_of(&running.id, secret.labels()));
+    let token = String::from_utf8(secret.data.unwrap()["token-0"].0.clone()).unwrap();
+    let review: TokenReview = object(json!({"spec": {"token": token}}));
+    let reviewed = Api::<TokenReview>::all(running.virt.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(reviewed.authenticated, Some(true), "{reviewed:?}");
+    assert_eq!(
+        reviewed.user.unwrap().username.as_deref(),
+        Some("system:serviceaccount:default:default")
+    );
+
+    // The Secret goes with the pod.
+    Api::<Pod>::namespaced(running.virt.clone(), "default")
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually_within("the token Secret to go with its pod", LONG, || async {
+        secrets
+            .get_opt(&secret_name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}

@@ -64,6 +64,7 @@ fn translate_with(pod: &Pod, options: &PodSync, dns: Option<&str>, policy: &Host
             dns_ip: dns,
             api_server_ip: "10.96.0.42",
             tokens: &["virtual-token".into()],
+            token_secret: None,
             service_account: None,
             priority_class: None,
             policy,
@@ -318,6 +319,49 @@ fn every_reference_moves_with_the_pod() {
     assert_eq!(spec.service_account_name, None);
     assert_eq!(spec.automount_service_account_token, Some(false));
     assert_eq!(spec.hostname.as_deref(), Some("web-0"));
+}
+
+#[test]
+fn with_secrets_for_tokens_the_token_is_read_from_the_pods_secret_not_an_annotation() {
+    let target = target();
+    let options = PodSync {
+        use_secrets_for_sa_tokens: true,
+        ..Default::default()
+    };
+    let host = host_pod(
+        &virtual_pod(),
+        &PodEnv {
+            target: &target,
+            options: &options,
+            dns_ip: None,
+            api_server_ip: "10.96.0.42",
+            tokens: &["virtual-token".into()],
+            token_secret: Some("web-x-default-x-vc-sa-token"),
+            service_account: None,
+            priority_class: None,
+            policy: &HostPolicy::default(),
+        },
+    );
+    let annotations = host.metadata.annotations.clone().unwrap_or_default();
+    assert!(
+        !annotations.values().any(|v| v == "virtual-token"),
+        "{annotations:?}"
+    );
+    let sources = host.spec.unwrap().volumes.unwrap()[3]
+        .projected
+        .clone()
+        .unwrap()
+        .sources
+        .unwrap();
+    assert_eq!(sources[0].service_account_token, None);
+    assert_eq!(sources[0].downward_api, None);
+    let secret = sources[0].secret.as_ref().unwrap();
+    assert_eq!(secret.name, "web-x-default-x-vc-sa-token");
+    let item = &secret.items.as_ref().unwrap()[0];
+    assert_eq!(
+        (item.key.as_str(), item.path.as_str()),
+        ("token-0", "token")
+    );
 }
 
 #[test]
