@@ -268,18 +268,29 @@ async fn write_tokens(
         Err(err) => return Err(err.into()),
     }
     match api.get_opt(name).await? {
-        // Left by an attempt that stopped before its pod was made: this pod's, made again.
-        Some(live)
-            if marks::is_copy_of(&ctx.target.instance, live.labels())
-                && live.annotations().get(TOKENS_OF) == Some(&uid) =>
-        {
+        // This instance's token Secret of the same host pod name: left by an attempt that
+        // stopped before its pod was made, or by the pod this one replaces (a StatefulSet's),
+        // whose host pod goes. Taken over, and no longer owned by that host pod.
+        Some(live) if marks::is_copy_of(&ctx.target.instance, live.labels()) => {
             let patch = serde_json::json!({
-                "metadata": {"uid": live.uid()},
+                "metadata": {
+                    "uid": live.uid(),
+                    "annotations": {TOKENS_OF: uid},
+                    "ownerReferences": null,
+                },
                 "stringData": secret.string_data,
             });
-            api.patch(name, &copy::merge_params(), &Patch::Merge(&patch))
-                .await?;
-            Ok(Next::Done)
+            match api
+                .patch(name, &copy::merge_params(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Ok(Next::Done),
+                // Gone meanwhile: made anew on the next look.
+                Err(err) if copy::is_status(&err, 404) || copy::is_status(&err, 409) => {
+                    Ok(Next::After(Duration::from_millis(200)))
+                }
+                Err(err) => Err(err.into()),
+            }
         }
         Some(_) => {
             let note = format!(

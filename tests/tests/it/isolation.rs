@@ -1124,11 +1124,52 @@ async fn service_account_tokens_are_kept_in_a_secret_of_the_pods_own_when_asked(
         Some("system:serviceaccount:default:default")
     );
 
+    // A pod of the same name made again at once (as a StatefulSet does) takes the Secret over.
+    let pods: Api<Pod> = Api::namespaced(running.virt.clone(), "default");
+    let first = pods.get("p").await.unwrap().uid().unwrap();
+    pods.delete("p", &DeleteParams::default()).await.unwrap();
+    eventually_within("virtual pod p to go", LONG, || async {
+        pods.get_opt("p")
+            .await
+            .unwrap()
+            .is_none_or(|p| p.uid().as_deref() != Some(first.as_str()))
+            .then_some(())
+    })
+    .await;
+    try_pod(
+        &running.virt,
+        "default",
+        "p",
+        json!({"containers": [container(json!({}))]}),
+    )
+    .await
+    .unwrap();
+    let second = pods.get("p").await.unwrap().uid().unwrap();
+    let hosts: Api<Pod> = running.host_api();
+    let replaced = eventually_within("the host copy of the new pod p", LONG, || async {
+        hosts
+            .get_opt(&host_pod.name_any())
+            .await
+            .unwrap()
+            .filter(|h| h.annotations().get(keys::VIRTUAL_UID) == Some(&second))
+    })
+    .await;
+    let uid = replaced.uid().unwrap();
+    eventually_within(
+        "the token Secret owned by the new host pod",
+        LONG,
+        || async {
+            secrets
+                .get_opt(&secret_name)
+                .await
+                .unwrap()
+                .filter(|s| s.owner_references().iter().any(|o| o.uid == uid))
+        },
+    )
+    .await;
+
     // The Secret goes with the pod.
-    Api::<Pod>::namespaced(running.virt.clone(), "default")
-        .delete("p", &DeleteParams::default())
-        .await
-        .unwrap();
+    pods.delete("p", &DeleteParams::default()).await.unwrap();
     eventually_within("the token Secret to go with its pod", LONG, || async {
         secrets
             .get_opt(&secret_name)
