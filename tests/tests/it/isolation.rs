@@ -1069,14 +1069,11 @@ async fn service_account_tokens_are_kept_in_a_secret_of_the_pods_own_when_asked(
         accounts.get_opt("default").await.unwrap()
     })
     .await;
-    try_pod(
-        &running.virt,
-        "default",
-        "p",
-        json!({"containers": [container(json!({}))]}),
-    )
-    .await
-    .unwrap();
+    let make_pod = || async {
+        let spec = json!({"containers": [container(json!({}))]});
+        try_pod(&running.virt, "default", "p", spec).await.unwrap()
+    };
+    make_pod().await;
     let host_pod: Pod = running.host_copy("default", "p").await;
     let annotations = host_pod.annotations();
     assert!(
@@ -1136,14 +1133,7 @@ async fn service_account_tokens_are_kept_in_a_secret_of_the_pods_own_when_asked(
             .then_some(())
     })
     .await;
-    try_pod(
-        &running.virt,
-        "default",
-        "p",
-        json!({"containers": [container(json!({}))]}),
-    )
-    .await
-    .unwrap();
+    make_pod().await;
     let second = pods.get("p").await.unwrap().uid().unwrap();
     let hosts: Api<Pod> = running.host_api();
     let replaced = eventually_within("the host copy of the new pod p", LONG, || async {
