@@ -68,6 +68,11 @@ pub const SYNCED_BY_UID: &str = "virtualcluster.dev/synced-by-uid";
 /// tenants' namespaces apart (same key as the [`VIRTUAL_NAMESPACE`] annotation).
 pub const OBJECT_NAMESPACE_LABEL: &str = VIRTUAL_NAMESPACE;
 
+/// Annotation on a host Secret holding a pod's service-account tokens
+/// (`useSecretsForSATokens`): the UID of the virtual pod whose tokens it holds. A copy of a
+/// virtual Secret never has it (reserved keys are not copied).
+pub const TOKENS_OF: &str = "virtualcluster.dev/tokens-of";
+
 /// Prefix of every key above: keys with it are the project's, and are never copied from a
 /// virtual object to the host, so tenants cannot forge marks.
 pub const RESERVED_PREFIX: &str = "virtualcluster.dev/";

@@ -29,9 +29,39 @@ pub fn host_name(name: &str, namespace: &str, instance: &str) -> String {
     format!("{}-{}", &full[..cut], &digest[..HASH_LEN]).replace(".-", "-")
 }
 
+/// Longest name of most objects (a DNS-1123 subdomain).
+const MAX_SUBDOMAIN_LEN: usize = 253;
+
+/// `name` followed by `suffix`, for an object that belongs with object `name`. Past 253
+/// characters `name` is cut and the first 10 hex digits of its SHA-256 put before the suffix, so
+/// two long names never give the same result.
+pub fn suffixed(name: &str, suffix: &str) -> String {
+    let full = format!("{name}{suffix}");
+    if full.len() <= MAX_SUBDOMAIN_LEN {
+        return full;
+    }
+    let digest = hex::encode(Sha256::digest(name.as_bytes()));
+    let keep = MAX_SUBDOMAIN_LEN - suffix.len() - HASH_LEN - 1;
+    let cut = (0..=keep)
+        .rev()
+        .find(|&i| name.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}-{}{suffix}", &name[..cut], &digest[..HASH_LEN]).replace(".-", "-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suffixed_names_stay_within_the_limit_and_apart() {
+        assert_eq!(suffixed("web-0", "-sa-token"), "web-0-sa-token");
+        let (a, b) = ("a".repeat(250), format!("{}b", "a".repeat(249)));
+        let (sa, sb) = (suffixed(&a, "-sa-token"), suffixed(&b, "-sa-token"));
+        assert_eq!(sa.len(), 253);
+        assert!(sa.ends_with("-sa-token"));
+        assert_ne!(sa, sb);
+    }
 
     #[test]
     fn short_names_are_joined() {

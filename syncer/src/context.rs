@@ -142,9 +142,8 @@ impl Namespaces {
     pub fn holds_instance(&self, namespace: &str) -> bool {
         self.instances.as_ref().is_some_and(|store| {
             store
-                .state()
-                .iter()
-                .any(|vc| vc.metadata.namespace.as_deref() == Some(namespace))
+                .find(|vc| vc.metadata.namespace.as_deref() == Some(namespace))
+                .is_some()
         })
     }
 }

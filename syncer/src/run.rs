@@ -560,10 +560,13 @@ pub async fn run(
     if let Some((vs, hs, ps, cs, ss, svcs, vcss)) = namespace_streams {
         let (queue, c) = (q.namespaces.clone(), Arc::clone(&ctx));
         feed(&mut feeds, vcss, move |vc: VirtualCluster| {
-            // A namespace that holds an instance is not claimed: look at it again.
+            // A claimed namespace that holds an instance is not claimed after all: look at it
+            // again (every other instance's change, its status too, costs nothing more).
             let namespace = vc.namespace().unwrap_or_default();
-            queue.extend(c.target.mapper.virtual_for(&namespace));
-            sync::imports::enqueue_namespace(&c, &namespace);
+            if c.target.mapper.claims_host(&namespace) {
+                queue.extend(c.target.mapper.virtual_for(&namespace));
+                sync::imports::enqueue_namespace(&c, &namespace);
+            }
         });
         let queue = q.namespaces.clone();
         feed(&mut feeds, vs, move |n: Namespace| queue.add(n.name_any()));

@@ -15,7 +15,7 @@ use kube::api::{ObjectMeta, Patch, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use virtualcluster_crds::{marks, pod_security};
+use virtualcluster_crds::{keys, marks, pod_security};
 
 use crate::cached::HostPod;
 use crate::context::{Ctx, Key};
@@ -248,7 +248,7 @@ async fn write_tokens(
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             labels: Some(marks::copy_labels(&ctx.target.instance, &key.namespace)),
-            annotations: Some(BTreeMap::from([(TOKENS_OF.to_owned(), uid.clone())])),
+            annotations: Some(BTreeMap::from([(keys::TOKENS_OF.to_owned(), uid.clone())])),
             ..Default::default()
         },
         string_data: Some(
@@ -268,14 +268,18 @@ async fn write_tokens(
         Err(err) => return Err(err.into()),
     }
     match api.get_opt(name).await? {
-        // This instance's token Secret of the same host pod name: left by an attempt that
-        // stopped before its pod was made, or by the pod this one replaces (a StatefulSet's),
-        // whose host pod goes. Taken over, and no longer owned by that host pod.
-        Some(live) if marks::is_copy_of(&ctx.target.instance, live.labels()) => {
+        // This instance's token Secret of the same host pod name (not its copy of a virtual
+        // Secret, which never has the annotation): left by an attempt that stopped before its
+        // pod was made, or by the pod this one replaces (a StatefulSet's), whose host pod goes.
+        // Taken over, and no longer owned by that host pod.
+        Some(live)
+            if marks::is_copy_of(&ctx.target.instance, live.labels())
+                && live.annotations().contains_key(keys::TOKENS_OF) =>
+        {
             let patch = serde_json::json!({
                 "metadata": {
                     "uid": live.uid(),
-                    "annotations": {TOKENS_OF: uid},
+                    "annotations": {keys::TOKENS_OF: uid},
                     "ownerReferences": null,
                 },
                 "stringData": secret.string_data,
@@ -317,7 +321,11 @@ async fn own_tokens(ctx: &Ctx, key: &Key, name: &str, copy: &HostPod) -> anyhow:
     };
     let uid = copy.uid().unwrap_or_default();
     if secret.owner_references().iter().any(|o| o.uid == uid)
-        || secret.annotations().get(TOKENS_OF) != Ctx::copy_of_uid(copy).map(str::to_owned).as_ref()
+        || secret
+            .annotations()
+            .get(keys::TOKENS_OF)
+            .map(String::as_str)
+            != Ctx::copy_of_uid(copy)
     {
         return Ok(());
     }
@@ -334,9 +342,6 @@ async fn own_tokens(ctx: &Ctx, key: &Key, name: &str, copy: &HostPod) -> anyhow:
         .await?;
     Ok(())
 }
-
-/// Annotation of a token Secret: the UID of the virtual pod whose tokens it holds.
-const TOKENS_OF: &str = "virtualcluster.dev/tokens-of";
 
 /// Tokens of the pod's virtual ServiceAccount, one per token its volumes project, bound to the
 /// virtual pod.

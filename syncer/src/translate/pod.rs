@@ -24,7 +24,7 @@ pub fn token_key(index: usize) -> String {
 
 /// The host Secret holding the tokens of host pod `host_pod` with `useSecretsForSATokens`.
 pub fn token_secret_name(host_pod: &str) -> String {
-    format!("{host_pod}-sa-token")
+    virtualcluster_crds::naming::suffixed(host_pod, "-sa-token")
 }
 
 /// Host pod annotation holding the token of the `index`th service-account token projection.

@@ -1097,15 +1097,23 @@ async fn service_account_tokens_are_kept_in_a_secret_of_the_pods_own_when_asked(
     assert_eq!(projected.name, secret_name);
 
     let secrets: Api<Secret> = running.host_api();
-    let uid = host_pod.uid().unwrap();
-    let secret = eventually("the token Secret owned by the host pod", || async {
-        secrets
-            .get_opt(&secret_name)
+    // The token Secret once host pod `pod` owns it.
+    let owned_by = |pod: Pod| {
+        let (secrets, name) = (&secrets, &secret_name);
+        async move {
+            let uid = pod.uid().unwrap();
+            let what = format!("the token Secret owned by host pod {uid}");
+            eventually_within(&what, LONG, || async {
+                secrets
+                    .get_opt(name)
+                    .await
+                    .unwrap()
+                    .filter(|s| s.owner_references().iter().any(|o| o.uid == uid))
+            })
             .await
-            .unwrap()
-            .filter(|s| s.owner_references().iter().any(|o| o.uid == uid))
-    })
-    .await;
+        }
+    };
+    let secret = owned_by(host_pod.clone()).await;
     assert!(marks::is_copy_of(&running.id, secret.labels()));
     let token = String::from_utf8(secret.data.unwrap()["token-0"].0.clone()).unwrap();
     let review: TokenReview = object(json!({"spec": {"token": token}}));
@@ -1144,19 +1152,7 @@ async fn service_account_tokens_are_kept_in_a_secret_of_the_pods_own_when_asked(
             .filter(|h| h.annotations().get(keys::VIRTUAL_UID) == Some(&second))
     })
     .await;
-    let uid = replaced.uid().unwrap();
-    eventually_within(
-        "the token Secret owned by the new host pod",
-        LONG,
-        || async {
-            secrets
-                .get_opt(&secret_name)
-                .await
-                .unwrap()
-                .filter(|s| s.owner_references().iter().any(|o| o.uid == uid))
-        },
-    )
-    .await;
+    owned_by(replaced).await;
 
     // The Secret goes with the pod.
     pods.delete("p", &DeleteParams::default()).await.unwrap();
