@@ -389,18 +389,65 @@ pub fn component_kubeconfig(dir: &Path, client: Client) -> PathBuf {
         .join(format!("{}.kubeconfig", client.file_stem()))
 }
 
-/// `count` distinct free loopback ports. Each listener is held until all are picked so that
-/// the same port is not handed out twice; another process may still take one before it is
-/// used, which is unlikely enough with the kernel's randomised ephemeral ports.
+/// `count` distinct free ports for listeners. They are drawn below the kernel's ephemeral
+/// range: a port from that range can be taken at any moment as the local end of some
+/// process's outbound connection (a long watch holds it for minutes), and a listener started
+/// later on it fails with "address in use". Each candidate is bound on every address, as the
+/// components listen, and held until all are picked so that none is handed out twice.
 pub fn free_loopback_ports(count: usize) -> Result<Vec<u16>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("finding free loopback ports")?;
-    Ok(listeners
+    let (low, _) = ephemeral_range();
+    let first = 10_000u16.min(low.saturating_sub(1_000));
+    let span = u64::from(low - first);
+    let mut seed = random_seed();
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..(count * 200).max(200) {
+        if held.len() == count {
+            break;
+        }
+        // xorshift: a cheap spread over the range, seeded per call.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = first + (seed % span) as u16;
+        if let Ok(listener) = TcpListener::bind(("0.0.0.0", port)) {
+            held.push(listener);
+        }
+    }
+    if held.len() < count {
+        bail!(
+            "found only {} of {count} free ports below {low}",
+            held.len()
+        );
+    }
+    Ok(held
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<std::io::Result<_>>()?)
+}
+
+/// The kernel's ephemeral port range, or Linux's default when it cannot be read.
+fn ephemeral_range() -> (u16, u16) {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .filter(|(low, _)| *low > 2_000)
+        .unwrap_or((32_768, 60_999))
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() | 1
 }
 
 fn free_ports<const N: usize>() -> Result<[u16; N]> {

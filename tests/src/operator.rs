@@ -2,7 +2,6 @@
 //! bound to the ClusterRole in `config/rbac/role.yaml`, never as cluster admin, so every test
 //! that runs it tests that role too.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -210,7 +209,9 @@ impl Operator {
         binary: &Path,
         lifetime: Lifetime,
     ) -> Result<Operator> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let [port] = crate::cluster::free_loopback_ports(1)?[..] else {
+            unreachable!("one port asked for")
+        };
         let identity = unique_name("operator");
         let mut cmd = Command::new(binary);
         cmd.env("KUBECONFIG", start.kubeconfig)
