@@ -13,6 +13,7 @@
 use serde_json::json;
 
 use crate::keys::GROUP;
+use crate::policy_docs;
 use crate::v1alpha1::cel::MAX_MAPPINGS;
 
 /// What the API server charges for one authorization check, and a policy's budget per request.
@@ -67,12 +68,9 @@ pub fn yaml_named(name: &str) -> String {
             })
         })
         .collect();
-    let policy = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
+    let docs = policy_docs::policy_and_binding(
+        name,
+        json!({
             "matchConstraints": {"resourceRules": [{
                 "apiGroups": [GROUP],
                 "apiVersions": ["*"],
@@ -84,21 +82,12 @@ pub fn yaml_named(name: &str) -> String {
                 {"name": "claims", "expression": claims},
             ],
             "validations": validations,
-        },
-    });
-    let binding = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"]},
-    });
-    let doc = |v| serde_yaml::to_string(&v).expect("the policy always serializes");
-    format!(
-        "# Generated from crds/src/claim_policy.rs by `cargo run -q -p virtualcluster-tests --bin update-generated`; do not edit.\n\
-         # Who may claim host namespaces through namespace mappings (see crds/src/claim_policy.rs).\n\
-         ---\n{}---\n{}",
-        doc(policy),
-        doc(binding)
+        }),
+    );
+    policy_docs::generated_yaml(
+        "crds/src/claim_policy.rs",
+        "Who may claim host namespaces through namespace mappings",
+        docs,
     )
 }
 

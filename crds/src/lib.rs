@@ -13,8 +13,10 @@ pub mod marks;
 pub mod naming;
 pub mod pod_security;
 pub mod policy;
+pub mod policy_docs;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+pub mod syncer_access;
 pub mod v1alpha1;
 
 pub use v1alpha1::VirtualCluster;

@@ -12,7 +12,10 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{ApiResource, NotUsed, Object};
 use kube::core::PartialObjectMeta;
@@ -56,6 +59,16 @@ pub struct Caches {
     /// Host namespaces some instance's syncer created or imported (by their marks): a mapping
     /// of another instance that claims one of them reports the clash.
     pub held_namespaces: Store<Meta<Namespace>>,
+    /// The syncers' RoleBindings in the host namespaces their instances hold (see
+    /// [`crate::access`]), wherever they are.
+    pub held_bindings: Store<Meta<RoleBinding>>,
+    /// Every VirtualCluster on the host, whatever namespaces the operator reconciles: a host
+    /// namespace holding one is never held by an instance.
+    pub residents: Store<Meta<virtualcluster_crds::VirtualCluster>>,
+    /// The isolation objects of `spec.policies` (see [`crate::isolation`]), wherever they are.
+    pub resource_quotas: Store<Meta<ResourceQuota>>,
+    pub limit_ranges: Store<Meta<LimitRange>>,
+    pub network_policies: Store<Meta<NetworkPolicy>>,
 }
 
 /// A watch of one kind of child and the stream of changed objects it yields.
@@ -78,6 +91,11 @@ pub struct Streams {
     pub stateful_sets: ChildStream<Lite<StatefulSetStatus>>,
     pub deployments: ChildStream<Lite<DeploymentStatus>>,
     pub held_namespaces: ChildStream<Meta<Namespace>>,
+    pub held_bindings: ChildStream<Meta<RoleBinding>>,
+    pub residents: ChildStream<Meta<virtualcluster_crds::VirtualCluster>>,
+    pub resource_quotas: ChildStream<Meta<ResourceQuota>>,
+    pub limit_ranges: ChildStream<Meta<LimitRange>>,
+    pub network_policies: ChildStream<Meta<NetworkPolicy>>,
 }
 
 /// Watches of the children in `namespace` (all namespaces when `None`). Cluster-scoped
@@ -126,6 +144,29 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
         Api::<Meta<Namespace>>::all(client.clone()),
         keys::SYNCED_BY_UID,
     );
+    let (held_bindings, held_bindings_stream) = reflect(
+        Api::<Meta<RoleBinding>>::all(client.clone()),
+        &format!(
+            "{cluster_selector},{}",
+            virtualcluster_crds::syncer_access::BINDING_LABEL
+        ),
+    );
+    let (residents, residents_stream) = reflect(
+        Api::<Meta<virtualcluster_crds::VirtualCluster>>::all(client.clone()),
+        "",
+    );
+    let (resource_quotas, resource_quotas_stream) = reflect_meta(
+        Api::<Meta<ResourceQuota>>::all(client.clone()),
+        &cluster_selector,
+    );
+    let (limit_ranges, limit_ranges_stream) = reflect_meta(
+        Api::<Meta<LimitRange>>::all(client.clone()),
+        &cluster_selector,
+    );
+    let (network_policies, network_policies_stream) = reflect_meta(
+        Api::<Meta<NetworkPolicy>>::all(client.clone()),
+        &cluster_selector,
+    );
     (
         Caches {
             services,
@@ -140,6 +181,11 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
             stateful_sets,
             deployments,
             held_namespaces,
+            held_bindings,
+            residents,
+            resource_quotas,
+            limit_ranges,
+            network_policies,
         },
         Streams {
             services: services_stream,
@@ -154,6 +200,11 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Streams) {
             stateful_sets: stateful_sets_stream,
             deployments: deployments_stream,
             held_namespaces: held_namespaces_stream,
+            held_bindings: held_bindings_stream,
+            residents: residents_stream,
+            resource_quotas: resource_quotas_stream,
+            limit_ranges: limit_ranges_stream,
+            network_policies: network_policies_stream,
         },
     )
 }
@@ -289,6 +340,13 @@ impl Caches {
         self.role_bindings.wait_until_ready().await?;
         self.cluster_roles.wait_until_ready().await?;
         self.cluster_role_bindings.wait_until_ready().await?;
+        // Rights follow what these show: never decided from a partial list.
+        self.held_namespaces.wait_until_ready().await?;
+        self.held_bindings.wait_until_ready().await?;
+        self.residents.wait_until_ready().await?;
+        self.resource_quotas.wait_until_ready().await?;
+        self.limit_ranges.wait_until_ready().await?;
+        self.network_policies.wait_until_ready().await?;
         self.stateful_sets.wait_until_ready().await?;
         self.deployments.wait_until_ready().await
     }

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -27,7 +27,7 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::{Component, InstanceRef};
-use virtualcluster_crds::{keys, marks};
+use virtualcluster_crds::{keys, marks, syncer_access};
 
 use crate::controller::{Context, publish, publish_about, write_status};
 use crate::error::Error;
@@ -107,7 +107,17 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
         strip(&api, object, &kind.kind, &[keys::IMPORTED_BY_UID]).await?;
     }
 
-    // 5. Host namespaces: those it created go (and are waited for), those it imported stay,
+    // 5. The syncer's rights in the host namespaces it held (it is stopped), and the quota,
+    //    limits and network policy the operator held them to: before the marks go, while they
+    //    still tell which namespaces they are.
+    let bindings = format!("{},{}", id.label_selector(), syncer_access::BINDING_LABEL);
+    delete_labelled_everywhere::<RoleBinding>(ctx, &id, &bindings).await?;
+    let selector = id.label_selector();
+    delete_labelled_everywhere::<ResourceQuota>(ctx, &id, &selector).await?;
+    delete_labelled_everywhere::<LimitRange>(ctx, &id, &selector).await?;
+    delete_labelled_everywhere::<NetworkPolicy>(ctx, &id, &selector).await?;
+
+    // 6. Host namespaces: those it created go (and are waited for), those it imported stay,
     //    without its marks.
     let mut terminating = Vec::new();
     for namespace in &marked_namespaces {
@@ -162,7 +172,7 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
         )));
     }
 
-    // 6. Cluster-scoped objects, which cannot have a namespaced owner.
+    // 7. Cluster-scoped objects, which cannot have a namespaced owner.
     let mut cluster_removed = 0;
     cluster_removed += delete_labelled::<ClusterRoleBinding>(ctx, &id).await?;
     cluster_removed += delete_labelled::<ClusterRole>(ctx, &id).await?;
@@ -396,6 +406,33 @@ where
     Ok(deleted)
 }
 
+/// Deletes the namespaced objects of kind `K` that `selector` finds in any namespace and whose
+/// labels mark them as the instance's.
+async fn delete_labelled_everywhere<K>(
+    ctx: &Context,
+    id: &InstanceRef,
+    selector: &str,
+) -> Result<usize, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let found = Api::<K>::all(ctx.client.clone())
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(Error::kube(format!("listing {}s", K::kind(&()))))?;
+    let mut deleted = 0;
+    for object in &found.items {
+        let api = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+        if delete_owned(&api, id, object).await? {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
 /// Deletes `object` if its labels mark it as the instance's, and only the very object that was
 /// read (UID precondition). Returns whether it deleted it.
 async fn delete_owned<K>(api: &Api<K>, id: &InstanceRef, object: &K) -> Result<bool, Error>
@@ -411,7 +448,7 @@ where
 
 /// Deletes `object`, and only the very object that was read (UID precondition). Returns whether
 /// it deleted it.
-async fn delete_precisely<K>(api: &Api<K>, object: &K, kind: &str) -> Result<bool, Error>
+pub(crate) async fn delete_precisely<K>(api: &Api<K>, object: &K, kind: &str) -> Result<bool, Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {

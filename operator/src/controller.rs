@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
+use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PostParams};
@@ -22,11 +23,13 @@ use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::keys::CLEANUP_FINALIZER;
 use virtualcluster_crds::v1alpha1::VirtualClusterStatus;
 
+use crate::access;
 use crate::apply;
 use crate::build::{self, Instance};
 use crate::caches::{self, Caches, Lite};
 use crate::cleanup;
 use crate::error::Error;
+use crate::isolation;
 use crate::metrics::Metrics;
 use crate::pki;
 use crate::settings::Settings;
@@ -148,6 +151,19 @@ pub async fn run(
         .watches_stream(streams.held_namespaces, {
             let instances = context.instances.clone();
             move |ns| claimants(&instances, ns.metadata.name.as_deref().unwrap_or_default())
+        })
+        .watches_stream(streams.held_bindings, |o| caches::owner_by_labels(&o))
+        .watches_stream(streams.resource_quotas, |o| caches::owner_by_labels(&o))
+        .watches_stream(streams.limit_ranges, |o| caches::owner_by_labels(&o))
+        .watches_stream(streams.network_policies, |o| caches::owner_by_labels(&o))
+        .watches_stream(streams.residents, {
+            let instances = context.instances.clone();
+            move |vc| {
+                claimants(
+                    &instances,
+                    vc.metadata.namespace.as_deref().unwrap_or_default(),
+                )
+            }
         })
         .watches_stream(streams.cluster_roles, |o| caches::owner_by_labels(&o))
         .watches_stream(streams.cluster_role_bindings, |o| {
@@ -287,7 +303,31 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
 
     let certs = ensure_certs(&instance, ctx, service_ip.as_deref()).await?;
     let desired = build::desired(&instance, &certs)?;
-    let (sts, deployment) = apply_all(ctx, &namespace, desired).await?;
+    // The host namespaces the instance holds: its syncer's rights follow them, and those it
+    // created are held to spec.policies first, as its own namespace is before its syncer runs.
+    let held_namespaces = if vc.spec.sync.to_host.namespaces.enabled {
+        access::wanted(
+            &valid,
+            &ctx.settings,
+            caches.held_namespaces.state().iter().map(AsRef::as_ref),
+            |ns| {
+                caches
+                    .residents
+                    .find(|vc| vc.metadata.namespace.as_deref() == Some(ns))
+                    .is_some()
+            },
+        )
+    } else {
+        Default::default()
+    };
+    let created: Vec<String> = held_namespaces
+        .iter()
+        .filter(|(_, created)| **created)
+        .map(|(ns, _)| ns.clone())
+        .collect();
+    isolation::ensure(ctx, &instance, &created).await?;
+    let (sts, deployment) = apply_all(ctx, &names, desired).await?;
+    access::ensure(ctx, &names, &held_namespaces).await?;
     let held = vc.spec.sync.to_host.namespaces.enabled.then(|| {
         validate::held_by_others(
             &valid,
@@ -393,7 +433,7 @@ async fn ensure_certs(
 /// Deployment as they are now (metadata and status).
 async fn apply_all(
     ctx: &Context,
-    namespace: &str,
+    id: &InstanceRef,
     desired: build::Desired,
 ) -> Result<
     (
@@ -404,6 +444,15 @@ async fn apply_all(
 > {
     let c = &ctx.client;
     let caches = &ctx.caches;
+    let namespace = id.namespace.as_str();
+    let stale_roles: Vec<String> = caches
+        .cluster_roles
+        .state()
+        .iter()
+        .filter(|r| id.owns(r.labels()))
+        .map(|r| r.name_any())
+        .filter(|name| !desired.cluster_roles.iter().any(|d| d.name_any() == *name))
+        .collect();
     apply_each(
         ctx,
         Api::namespaced(c.clone(), namespace),
@@ -425,14 +474,6 @@ async fn apply_all(
         &caches.service_accounts,
     )
     .await?;
-    // Roles before their bindings: the API server refuses to bind a role it cannot read.
-    apply_each(
-        ctx,
-        Api::namespaced(c.clone(), namespace),
-        desired.roles,
-        &caches.roles,
-    )
-    .await?;
     apply_each(
         ctx,
         Api::namespaced(c.clone(), namespace),
@@ -440,6 +481,13 @@ async fn apply_all(
         &caches.role_bindings,
     )
     .await?;
+    // A Role of its own it needs no more (its binding is now to a fixed ClusterRole).
+    let roles: Api<caches::Meta<Role>> = Api::namespaced(c.clone(), namespace);
+    for role in caches.roles.state() {
+        if role.namespace().as_deref() == Some(namespace) && id.owns(role.labels()) {
+            crate::cleanup::delete_precisely(&roles, role.as_ref(), "Role").await?;
+        }
+    }
     apply_each(
         ctx,
         Api::all(c.clone()),
@@ -454,6 +502,13 @@ async fn apply_all(
         &caches.cluster_role_bindings,
     )
     .await?;
+    // A ClusterRole of its own it needs no more (its binding is now to a fixed one).
+    for name in stale_roles {
+        if let Some(role) = caches::get(&caches.cluster_roles, None, &name) {
+            crate::cleanup::delete_precisely(&Api::all(c.clone()), role.as_ref(), "ClusterRole")
+                .await?;
+        }
+    }
     let mut stateful_set = None;
     for sts in desired.stateful_sets {
         stateful_set = apply_stateful_set(ctx, namespace, sts).await?;
@@ -497,9 +552,39 @@ where
     for object in objects {
         let name = object.name_any();
         let live = caches::get(store, object.namespace().as_deref(), &name);
-        apply::apply_verified(&api, object, live.as_ref().map(|l| l.meta()), &ctx.verified)
-            .await
-            .map_err(Error::kube(format!("applying {} {name}", K::kind(&()))))?;
+        let applied = apply::apply_verified(
+            &api,
+            object.clone(),
+            live.as_ref().map(|l| l.meta()),
+            &ctx.verified,
+        )
+        .await;
+        let what = || format!("applying {} {name}", K::kind(&()));
+        match (applied, &live) {
+            // A binding's role cannot change (the syncer's, when it moved to or from a fixed
+            // ClusterRole): made anew, the very object that was read deleted first.
+            (Err(kube::Error::Api(status)), Some(live))
+                if status.code == 422 && status.message.contains("roleRef") =>
+            {
+                tracing::info!(%name, "recreating a binding for its new role");
+                let params = kube::api::DeleteParams {
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: live.meta().uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                api.delete(&name, &params)
+                    .await
+                    .map_err(Error::kube(what()))?;
+                apply::apply_verified(&api, object, None, &ctx.verified)
+                    .await
+                    .map_err(Error::kube(what()))?;
+            }
+            (result, _) => {
+                result.map_err(Error::kube(what()))?;
+            }
+        }
     }
     Ok(())
 }

@@ -109,6 +109,14 @@ struct Args {
     /// ServiceAccount's namespace in a pod).
     #[arg(long, env = "VC_RESERVED_NAMESPACES", value_delimiter = ',')]
     reserved_namespaces: Vec<String>,
+    /// The ClusterRole bound to syncers in the host namespaces their instances imported; its
+    /// `-created` twin in those they created (both in `crds/syncer-access.yaml`, or the chart's).
+    #[arg(
+        long,
+        env = "VC_SYNCER_ROLE",
+        default_value = "virtualcluster-operator-syncer"
+    )]
+    syncer_role: String,
 }
 
 /// Where a pod finds the namespace it runs in.
@@ -246,6 +254,7 @@ async fn main() -> anyhow::Result<()> {
             platform,
             allowed_syncer_images,
             reserved_namespaces,
+            syncer_role: args.syncer_role,
         },
         resync: Duration::from_secs(args.resync_seconds),
         concurrency: args.concurrency,

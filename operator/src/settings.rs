@@ -37,6 +37,9 @@ pub struct Settings {
     /// Host namespaces no mapping may claim besides the system ones: the operator's own and
     /// those the platform lists.
     pub reserved_namespaces: Vec<String>,
+    /// The ClusterRole bound to syncers in the host namespaces their instances imported (its
+    /// `-created` twin where they created them), installed with the CRD.
+    pub syncer_role: String,
 }
 
 /// The images allowed by default: any tag or digest of the repository of `syncer_image`.
@@ -66,6 +69,9 @@ impl Default for Settings {
             platform: HostPolicy::default(),
             allowed_syncer_images: default_allowed_syncer_images(DEFAULT_SYNCER_IMAGE),
             reserved_namespaces: Vec::new(),
+            syncer_role: virtualcluster_crds::syncer_access::held_role(
+                virtualcluster_crds::syncer_access::DEFAULT_PREFIX,
+            ),
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::queue::WorkQueue;
 use crate::translate::Target;
 use crate::translate::service::cluster_ip;
+use crate::watches::HostCache;
 
 /// A virtual namespaced object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,17 +82,17 @@ pub enum ImportedKind {
 pub struct Stores {
     /// Pods in compact form (see [`crate::cached`]).
     pub virtual_pods: Store<CachedPod>,
-    pub host_pods: Store<HostPod>,
+    pub host_pods: HostCache<HostPod>,
     pub virtual_services: Store<Service>,
-    pub host_services: Store<Service>,
+    pub host_services: HostCache<Service>,
     pub virtual_endpoints: Store<Endpoints>,
-    pub host_endpoints: Store<Endpoints>,
+    pub host_endpoints: HostCache<Endpoints>,
     pub virtual_config_maps: Store<ConfigMap>,
-    pub host_config_maps: Store<ConfigMap>,
+    pub host_config_maps: HostCache<ConfigMap>,
     pub virtual_secrets: Store<Secret>,
-    pub host_secrets: Store<Secret>,
+    pub host_secrets: HostCache<Secret>,
     pub virtual_claims: Store<PersistentVolumeClaim>,
-    pub host_claims: Store<PersistentVolumeClaim>,
+    pub host_claims: HostCache<PersistentVolumeClaim>,
     pub virtual_nodes: Store<Node>,
     pub host_nodes: Store<Node>,
     /// The instance's API server Service (made by the operator, not a copy).
@@ -100,9 +101,9 @@ pub struct Stores {
 
 /// The watch caches of a kind synced only when turned on: the virtual side and the host side.
 #[derive(Clone)]
-pub struct Pair<K: kube::Resource<DynamicType = ()> + 'static> {
+pub struct Pair<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
     pub virtual_: Store<K>,
-    pub host: Store<K>,
+    pub host: HostCache<K>,
 }
 
 /// The caches of the kinds synced only when turned on; `None` when off (nothing is watched, and
@@ -128,10 +129,10 @@ pub struct OptIn {
 pub struct Namespaces {
     pub virtual_: Option<Store<Namespace>>,
     pub host: Option<Store<Namespace>>,
-    pub host_pods: Option<Store<Pod>>,
-    pub host_config_maps: Option<Store<ConfigMap>>,
-    pub host_secrets: Option<Store<Secret>>,
-    pub host_services: Option<Store<Service>>,
+    pub host_pods: Option<HostCache<Pod>>,
+    pub host_config_maps: Option<HostCache<ConfigMap>>,
+    pub host_secrets: Option<HostCache<Secret>>,
+    pub host_services: Option<HostCache<Service>>,
     /// Every VirtualCluster on the host: a host namespace holding one is never imported (its
     /// Secrets include that instance's credentials).
     pub instances: Option<Store<VirtualCluster>>,
@@ -208,6 +209,9 @@ pub struct Ctx {
     pub recorder: Recorder,
     /// Host Events to show in the virtual cluster, and those shown.
     pub events: Mutex<crate::sync::events::Mirror>,
+    /// The host watches that follow the namespaces the instance holds, and their count shown.
+    pub followers: crate::watches::Followers,
+    pub host_watches: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Ctx {
@@ -239,7 +243,7 @@ impl Ctx {
 
     /// The host copy of virtual object `key` in `store`, if this instance made it for that
     /// virtual object (two virtual names could hash to one host name).
-    pub fn host_copy<K>(&self, store: &Store<K>, key: &Key) -> Option<Arc<K>>
+    pub fn host_copy<K>(&self, store: &HostCache<K>, key: &Key) -> Option<Arc<K>>
     where
         K: Resource<DynamicType = ()> + Clone,
     {

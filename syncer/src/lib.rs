@@ -11,3 +11,4 @@ pub mod queue;
 pub mod run;
 pub mod sync;
 pub mod translate;
+pub mod watches;

@@ -29,6 +29,8 @@ pub struct Metrics {
     errors: Family<QueueLabels, Counter>,
     duration: Family<QueueLabels, Histogram, Buckets>,
     depth: Family<QueueLabels, Gauge>,
+    /// Host watches following the namespaces the instance holds (one per kind and namespace).
+    pub host_watches: Gauge,
 }
 
 /// The metrics of one work queue, resolved once so that counting takes no lookup.
@@ -67,12 +69,19 @@ impl Default for Metrics {
             "Keys waiting to be reconciled, by work queue",
             depth.clone(),
         );
+        let host_watches = Gauge::default();
+        registry.register(
+            "host_watches",
+            "Host watches following the namespaces the instance holds",
+            host_watches.clone(),
+        );
         Self {
             registry,
             reconciles,
             errors,
             duration,
             depth,
+            host_watches,
         }
     }
 }

@@ -2,11 +2,10 @@
 //! them, and the workers. Nothing is reconciled before every cache holds a full list, so a host
 //! copy is never taken for an orphan because its virtual object was not listed yet.
 
-use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt, TryStreamExt, future};
+use futures::{StreamExt, future};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
     ServiceAccount,
@@ -16,10 +15,9 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector;
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::SyncerConfig;
 use virtualcluster_crds::runtime::http::Health;
@@ -31,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::sync;
 use crate::translate::Target;
 use crate::translate::import::Importable;
+use crate::watches::{Followers, HostCache, HostEvents, Reflected, reflect};
 
 /// Workers per queue; pods get more, they are most of the work.
 pub struct Concurrency {
@@ -49,16 +48,16 @@ pub struct Options {
     pub health: Arc<Health>,
 }
 
-/// A cache and the stream of the objects it takes in, as [`reflect`] makes them.
-type Reflected<K> = (Store<K>, BoxStream<'static, K>);
 /// The streams of a virtual cache and of its host counterpart.
 type PairStreams<K> = (BoxStream<'static, K>, BoxStream<'static, K>);
+/// A host cache and the stream of the objects it takes in.
+type HostReflected<K> = (HostCache<K>, BoxStream<'static, K>);
 
 /// The caches of a kind synced only when turned on (`on`): both made by `make` (virtual, then
 /// host), split into what the context keeps and the streams its workers follow.
 fn optional<K>(
     on: bool,
-    make: impl FnOnce() -> (Reflected<K>, Reflected<K>),
+    make: impl FnOnce() -> (Reflected<K>, HostReflected<K>),
 ) -> (Option<Pair<K>>, Option<PairStreams<K>>)
 where
     K: Resource<DynamicType = ()> + Clone,
@@ -71,78 +70,6 @@ where
         Some(Pair { virtual_, host }),
         Some((virtual_stream, host_stream)),
     )
-}
-
-/// A watch cache of `api` and the stream of objects it saw change (managed fields dropped:
-/// nothing reads them and they are a large part of every object).
-fn reflect<K>(api: Api<K>, config: watcher::Config) -> Reflected<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    reflect_where(api, config, |_| true)
-}
-
-/// [`reflect`] keeping only the objects `keep` accepts (it must judge by what cannot change,
-/// such as the namespace), so the cache of a cluster-wide watch holds only what is wanted.
-fn reflect_where<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    keep: impl Fn(&K) -> bool + Send + 'static,
-) -> Reflected<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, kept_changes(api, config, keep))
-        .touched_objects()
-        .filter_map(|r| future::ready(logged::<_, K>(r)))
-        .boxed();
-    (reader, stream)
-}
-
-/// A watch without a cache: the changes of the objects `keep` accepts (judged as in
-/// [`reflect_where`]).
-fn watch_where<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    keep: impl Fn(&K) -> bool + Send + 'static,
-) -> BoxStream<'static, watcher::Event<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    kept_changes(api, config, keep)
-        .filter_map(|r| future::ready(logged::<_, K>(r)))
-        .boxed()
-}
-
-/// The changes a watch of `api` sees to the objects `keep` accepts, managed fields dropped
-/// (nothing reads them and they are a large part of every object).
-fn kept_changes<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    keep: impl Fn(&K) -> bool + Send + 'static,
-) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    watcher(api, config)
-        .default_backoff()
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .try_filter(move |event| {
-            future::ready(match event {
-                watcher::Event::Apply(o)
-                | watcher::Event::InitApply(o)
-                | watcher::Event::Delete(o) => keep(o),
-                watcher::Event::Init | watcher::Event::InitDone => true,
-            })
-        })
-}
-
-/// The item of a watch stream, or `None` with the error logged (the watch goes on: it
-/// relists after backing off).
-fn logged<T, K: Resource<DynamicType = ()>>(item: Result<T, watcher::Error>) -> Option<T> {
-    item.map_err(|err| tracing::warn!(%err, kind = %K::kind(&()), "watch"))
-        .ok()
 }
 
 /// The key of virtual object `o`, unless it stands for a host object: then it goes to the
@@ -188,32 +115,25 @@ pub async fn run(
         },
     )
     .map_err(|v| anyhow::anyhow!("namespace mappings: {v}"))?;
-    // Copies live in the instance's namespace, and with namespace syncing in mapped ones too.
-    fn copies_api<K>(host: &Client, namespace: &str, everywhere: bool) -> Api<K>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-    {
-        if everywhere {
-            Api::all(host.clone())
-        } else {
-            Api::namespaced(host.clone(), namespace)
-        }
+    // Copies live in the instance's namespace, and with namespace syncing in the host
+    // namespaces it holds too: one watch each, as `followers` says (see `follow_held`).
+    let mut followers = Followers::default();
+    macro_rules! host_copies {
+        ($kind:ty) => {{
+            let (cache, stream) = HostCache::<$kind>::namespaced(&host, copies(), |_| true);
+            followers.copies(&cache);
+            (cache, stream)
+        }};
     }
     macro_rules! pair {
         ($kind:ty) => {{
             let (v, vs) = reflect(Api::<$kind>::all(virt.clone()), all());
-            let (h, hs) = reflect(
-                copies_api::<$kind>(&host, &host_ns, namespace_sync),
-                copies(),
-            );
+            let (h, hs) = host_copies!($kind);
             (v, vs, h, hs)
         }};
     }
     let (virtual_pods, vpods) = reflect(Api::<CachedPod>::all(virt.clone()), all());
-    let (host_pods, hpods) = reflect(
-        copies_api::<HostPod>(&host, &host_ns, namespace_sync),
-        copies(),
-    );
+    let (host_pods, hpods) = host_copies!(HostPod);
     let (virtual_services, vsvc, host_services, hsvc) = pair!(Service);
     let (virtual_endpoints, vep, host_endpoints, hep) = pair!(Endpoints);
     let (virtual_config_maps, vcm, host_config_maps, hcm) = pair!(ConfigMap);
@@ -221,21 +141,9 @@ pub async fn run(
     let (virtual_claims, vpvc, host_claims, hpvc) = pair!(PersistentVolumeClaim);
     let (virtual_nodes, vnodes) = reflect(Api::<Node>::all(virt.clone()), all());
     let (host_nodes, hnodes) = reflect(Api::<Node>::all(host.clone()), all());
-    // Host Events about copies: in the instance's namespace, and with namespace syncing in the
-    // host namespaces the mappings claim too. Not cached: each is held until mirrored.
-    let hevents = if namespace_sync {
-        let (own, mapper) = (host_ns.clone(), mapper.clone());
-        watch_where(Api::<Event>::all(host.clone()), all(), move |e: &Event| {
-            let ns = e.namespace().unwrap_or_default();
-            ns == own || mapper.claims_host(&ns)
-        })
-    } else {
-        watch_where(
-            Api::<Event>::namespaced(host.clone(), &host_ns),
-            all(),
-            |_| true,
-        )
-    };
+    // Host Events about copies, where the copies are. Not cached: each is held until mirrored.
+    let (host_events, hevents) = HostEvents::new(&host);
+    followers.events(host_events);
     let (api_server_service, apisvc) = reflect(
         Api::<Service>::namespaced(host.clone(), &host_ns),
         watcher::Config::default().fields(&format!("metadata.name={}", config.api_server_service)),
@@ -275,7 +183,7 @@ pub async fn run(
             optional($on, || {
                 (
                     reflect(Api::<$kind>::all(virt.clone()), all()),
-                    reflect(Api::<$kind>::all(host.clone()), $host_config),
+                    HostCache::cluster(&host, $host_config),
                 )
             })
         };
@@ -301,19 +209,23 @@ pub async fn run(
     let (namespaces, namespace_streams) = if namespace_sync {
         let (v, vs) = reflect(Api::<Namespace>::all(virt.clone()), all());
         let (h, hs) = reflect(Api::<Namespace>::all(host.clone()), all());
-        // What no instance made, in the host namespaces the mappings claim: what is imported.
-        fn own<K: Importable>(host: &Client, mapper: &mapping::NamespaceMapper) -> Reflected<K> {
-            let mapper = mapper.clone();
-            reflect_where(
-                Api::<K>::all(host.clone()),
-                watcher::Config::default().labels(&marks::not_copies_selector()),
-                move |o: &K| o.shown() && mapper.claims_host(&o.namespace().unwrap_or_default()),
-            )
+        // What no instance made, in the held host namespaces the mappings claim: what is
+        // imported.
+        macro_rules! own {
+            ($kind:ty) => {{
+                let (cache, stream) = HostCache::<$kind>::namespaced(
+                    &host,
+                    watcher::Config::default().labels(&marks::not_copies_selector()),
+                    |o: &$kind| o.shown(),
+                );
+                followers.imports(&cache);
+                (cache, stream)
+            }};
         }
-        let (p, ps) = own::<Pod>(&host, &mapper);
-        let (c, cs) = own::<ConfigMap>(&host, &mapper);
-        let (s, ss) = own::<Secret>(&host, &mapper);
-        let (svc, svcs) = own::<Service>(&host, &mapper);
+        let (p, ps) = own!(Pod);
+        let (c, cs) = own!(ConfigMap);
+        let (s, ss) = own!(Secret);
+        let (svc, svcs) = own!(Service);
         let (vcs, vcss) = reflect(Api::<VirtualCluster>::all(host.clone()), all());
         (
             Namespaces {
@@ -370,6 +282,8 @@ pub async fn run(
         queues: Queues::new(&metrics),
         recorder,
         events: Mutex::new(Default::default()),
+        followers,
+        host_watches: metrics.host_watches.clone(),
     });
 
     // Feed the queues from the watches.
@@ -564,14 +478,18 @@ pub async fn run(
             // again (every other instance's change, its status too, costs nothing more).
             let namespace = vc.namespace().unwrap_or_default();
             if c.target.mapper.claims_host(&namespace) {
-                queue.extend(c.target.mapper.virtual_for(&namespace));
+                // What it imported from there is looked at while still cached; then its
+                // watches stop if it is no longer held.
                 sync::imports::enqueue_namespace(&c, &namespace);
+                follow_held(&c);
+                queue.extend(c.target.mapper.virtual_for(&namespace));
             }
         });
         let queue = q.namespaces.clone();
         feed(&mut feeds, vs, move |n: Namespace| queue.add(n.name_any()));
         let (queue, c) = (q.namespaces.clone(), Arc::clone(&ctx));
         feed(&mut feeds, hs, move |n: Namespace| {
+            follow_held(&c);
             queue.extend(c.target.mapper.virtual_for(&n.name_any()));
             if marks::is_copy_of(&c.target.instance, n.labels()) {
                 // Held now (perhaps just marked): what the host made in it can be imported.
@@ -593,28 +511,30 @@ pub async fn run(
     }
 
     tracing::info!("listing both sides");
-    wait_ready(&stores).await?;
-    wait_opt_in_ready(&opt_in).await?;
+    // Which host namespaces are held is known first: the host caches watch those.
     for store in [&namespaces.virtual_, &namespaces.host]
         .into_iter()
         .flatten()
     {
         store.wait_until_ready().await?;
     }
-    if let Some(store) = &namespaces.host_pods {
-        store.wait_until_ready().await?;
-    }
-    if let Some(store) = &namespaces.host_config_maps {
-        store.wait_until_ready().await?;
-    }
-    if let Some(store) = &namespaces.host_secrets {
-        store.wait_until_ready().await?;
-    }
-    if let Some(store) = &namespaces.host_services {
-        store.wait_until_ready().await?;
-    }
     if let Some(store) = &namespaces.instances {
         store.wait_until_ready().await?;
+    }
+    follow_held(&ctx);
+    wait_ready(&stores).await?;
+    wait_opt_in_ready(&opt_in).await?;
+    if let Some(cache) = &namespaces.host_pods {
+        cache.wait_until_ready().await?;
+    }
+    if let Some(cache) = &namespaces.host_config_maps {
+        cache.wait_until_ready().await?;
+    }
+    if let Some(cache) = &namespaces.host_secrets {
+        cache.wait_until_ready().await?;
+    }
+    if let Some(cache) = &namespaces.host_services {
+        cache.wait_until_ready().await?;
     }
     // What the virtual cluster shows already is read before the host Events are listed, so
     // that the end of that list can tell which of them are gone.
@@ -622,13 +542,18 @@ pub async fn run(
     {
         let events = ctx.queues.events.clone();
         let c = Arc::clone(&ctx);
-        feed(&mut feeds, hevents, move |e: watcher::Event<Event>| {
-            events.extend(sync::events::observe(&c, e))
-        });
+        feed(
+            &mut feeds,
+            hevents,
+            move |(namespace, e): (String, watcher::Event<Event>)| {
+                events.extend(sync::events::observe(&c, &namespace, e))
+            },
+        );
     }
     tracing::info!(
         virtual_pods = stores.virtual_pods.state().len(),
         host_pods = stores.host_pods.state().len(),
+        host_watches = ctx.followers.watches(),
         "caches ready, syncing"
     );
     {
@@ -639,9 +564,6 @@ pub async fn run(
             }
         });
     }
-    // The instance's own namespace is held to `spec.policies` like those it creates; before
-    // anything is synced, so no workload starts outside its quota.
-    sync::namespaces::isolate(&ctx, &ctx.target.instance.namespace).await?;
     if ctx.target.mappings_only {
         // Refused at the virtual API server, where the user sees it; the syncer does not run
         // until it is in place.
@@ -757,4 +679,26 @@ async fn wait_ready(stores: &Stores) -> anyhow::Result<()> {
         s.api_server_service.wait_until_ready(),
     )?;
     Ok(())
+}
+
+/// Points the host watches at the namespaces the instance holds now: its own, and with
+/// namespace syncing each host namespace marked as its own that its mappings claim and that
+/// holds no VirtualCluster (the operator binds the syncer's rights in exactly those).
+fn follow_held(ctx: &Ctx) {
+    let own = &ctx.target.instance.namespace;
+    let mapped: Vec<String> = ctx
+        .namespaces
+        .host
+        .iter()
+        .flat_map(|store| store.state())
+        .filter(|ns| marks::is_copy_of(&ctx.target.instance, ns.labels()))
+        .map(|ns| ns.name_any())
+        .filter(|name| {
+            name != own
+                && ctx.target.mapper.claims_host(name)
+                && !ctx.namespaces.holds_instance(name)
+        })
+        .collect();
+    ctx.followers.follow(own, &mapped);
+    ctx.host_watches.set(ctx.followers.watches() as i64);
 }

@@ -206,6 +206,19 @@ impl RequestTimes {
     }
 }
 
+/// Watches the API server `client` talks to is serving now, all clients together
+/// (`apiserver_longrunning_requests` with verb WATCH).
+pub async fn open_watches(client: &Client) -> Result<f64> {
+    let counts =
+        RequestCounts::parse_series(&metrics(client).await?, "apiserver_longrunning_requests");
+    Ok(counts
+        .0
+        .iter()
+        .filter(|(kind, _)| kind.verb == "WATCH")
+        .map(|(_, n)| n)
+        .sum())
+}
+
 /// Peak and current resident set size of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -18,37 +18,63 @@ pub fn claim_policy_yaml() -> String {
     std::fs::read_to_string(path).expect("reading crds/claim-policy.yaml")
 }
 
+/// `crds/syncer-access.yaml`, as committed.
+pub fn syncer_access_yaml() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/syncer-access.yaml");
+    std::fs::read_to_string(path).expect("reading crds/syncer-access.yaml")
+}
+
 /// Applies the committed admission policy that authorizes host namespace claims and its
 /// binding (server-side, idempotent).
 pub async fn install_claim_policy(client: &kube::Client) -> anyhow::Result<()> {
+    apply_documents(client, &claim_policy_yaml()).await
+}
+
+/// Applies every document of `yaml` (ClusterRoles, admission policies and their bindings),
+/// server-side and idempotent.
+async fn apply_documents(client: &kube::Client, yaml: &str) -> anyhow::Result<()> {
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
+    use k8s_openapi::api::rbac::v1::ClusterRole;
     use serde::Deserialize;
-    let params = PatchParams::apply("virtualcluster-tests").force();
-    let yaml = claim_policy_yaml();
-    let mut docs = serde_yaml::Deserializer::from_str(&yaml);
-    let policy = ValidatingAdmissionPolicy::deserialize(docs.next().expect("the policy"))?;
-    let binding = ValidatingAdmissionPolicyBinding::deserialize(docs.next().expect("its binding"))?;
-    let name = policy.metadata.name.clone().expect("the policy has a name");
-    Api::<ValidatingAdmissionPolicy>::all(client.clone())
-        .patch(&name, &params, &Patch::Apply(&policy))
-        .await?;
-    let name = binding
-        .metadata
-        .name
-        .clone()
-        .expect("the binding has a name");
-    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
-        .patch(&name, &params, &Patch::Apply(&binding))
-        .await?;
+    async fn apply<K>(client: &kube::Client, value: serde_json::Value) -> anyhow::Result<()>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::Serialize
+            + serde::de::DeserializeOwned,
+    {
+        let object: K = serde_json::from_value(value)?;
+        let name = object.meta().name.clone().expect("a named document");
+        let params = PatchParams::apply("virtualcluster-tests").force();
+        Api::<K>::all(client.clone())
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await?;
+        Ok(())
+    }
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_json::Value::deserialize(doc)?;
+        match value["kind"].as_str() {
+            Some("ClusterRole") => apply::<ClusterRole>(client, value).await?,
+            Some("ValidatingAdmissionPolicy") => {
+                apply::<ValidatingAdmissionPolicy>(client, value).await?
+            }
+            Some("ValidatingAdmissionPolicyBinding") => {
+                apply::<ValidatingAdmissionPolicyBinding>(client, value).await?
+            }
+            other => anyhow::bail!("unexpected document kind {other:?}"),
+        }
+    }
     Ok(())
 }
 
-/// Applies the committed CRD and the claim policy (server-side, idempotent) and returns once
-/// the CRD is Established.
+/// Applies the committed CRD, the claim policy and the syncers' access (server-side,
+/// idempotent) and returns once the CRD is Established.
 pub async fn install(client: &kube::Client) -> anyhow::Result<()> {
     install_claim_policy(client).await?;
+    apply_documents(client, &syncer_access_yaml()).await?;
     let crd: CustomResourceDefinition = serde_yaml::from_str(&committed_yaml())?;
     let name = crd.metadata.name.clone().expect("the CRD has a name");
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());

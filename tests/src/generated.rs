@@ -4,6 +4,9 @@
 //!   CRD, `crds/virtualcluster.yaml` (Helm reads a chart's CRDs only from inside the chart);
 //! - `charts/virtualcluster-operator/files/role.yaml`: a byte copy of `config/rbac/role.yaml`,
 //!   whose rules the chart's ClusterRole renders;
+//! - `crds/syncer-access.yaml` and `charts/virtualcluster-operator/templates/syncer-access.yaml`
+//!   (the same, named after the release): the ClusterRoles bound in held host namespaces and
+//!   the policy over syncers' namespace writes, from `virtualcluster_crds::syncer_access`;
 //! - `crds/claim-policy.yaml` and `charts/virtualcluster-operator/templates/claim-policy.yaml`
 //!   (the same, named after the release): the admission policy that authorizes host namespace
 //!   claims, from `virtualcluster_crds::claim_policy`;
@@ -62,6 +65,16 @@ pub fn expected() -> Result<Vec<Generated>> {
             path: chart_dir().join("templates/claim-policy.yaml"),
             contents: virtualcluster_crds::claim_policy::yaml_named(
                 "{{ include \"virtualcluster-operator.fullname\" . }}-claim-host-namespaces",
+            ),
+        },
+        Generated {
+            path: root.join("crds/syncer-access.yaml"),
+            contents: virtualcluster_crds::syncer_access::yaml(),
+        },
+        Generated {
+            path: chart_dir().join("templates/syncer-access.yaml"),
+            contents: virtualcluster_crds::syncer_access::yaml_named(
+                "{{ include \"virtualcluster-operator.fullname\" . }}",
             ),
         },
         Generated {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use sha2::{Digest, Sha256};
@@ -81,7 +81,6 @@ pub struct Desired {
     pub secrets: Vec<Secret>,
     pub config_maps: Vec<ConfigMap>,
     pub service_accounts: Vec<ServiceAccount>,
-    pub roles: Vec<Role>,
     pub role_bindings: Vec<RoleBinding>,
     pub cluster_roles: Vec<ClusterRole>,
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
@@ -126,9 +125,8 @@ pub fn desired(
         secrets: vec![kubeconfigs.admin, kubeconfigs.syncer],
         config_maps: vec![admission, config],
         service_accounts: vec![syncer_rbac.service_account],
-        roles: vec![syncer_rbac.role],
         role_bindings: vec![syncer_rbac.role_binding],
-        cluster_roles: vec![syncer_rbac.cluster_role],
+        cluster_roles: syncer_rbac.cluster_role.into_iter().collect(),
         cluster_role_bindings: vec![syncer_rbac.cluster_role_binding],
         stateful_sets: vec![stateful_set(instance, &certs_hash)],
         deployments: vec![deployment],

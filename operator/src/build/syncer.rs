@@ -9,13 +9,13 @@ use k8s_openapi::api::core::v1::{
     SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use virtualcluster_crds::instance::{
     Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SYNCER_METRICS_PORT_NAME, SyncerConfig,
 };
-use virtualcluster_crds::keys;
+use virtualcluster_crds::{keys, syncer_access};
 
 use super::control_plane::{field_env, hardened, pod_security, probe};
 use super::{CONFIG_HASH, Instance};
@@ -67,11 +67,12 @@ pub fn recorded_namespace_sync(
 /// The syncer's ServiceAccount and what it may do on the host.
 pub struct SyncerRbac {
     pub service_account: ServiceAccount,
-    pub role: Role,
+    /// In the instance's namespace, to the fixed [`syncer_access::own_role`].
     pub role_binding: RoleBinding,
     /// Cluster-wide: labelled, not owned (cluster-scoped objects cannot have a namespaced
-    /// owner), removed by the finalizer.
-    pub cluster_role: ClusterRole,
+    /// owner), removed by the finalizer. No ClusterRole of its own when reading nodes is all
+    /// it needs: the binding is then to the fixed [`syncer_access::nodes_role`].
+    pub cluster_role: Option<ClusterRole>,
     pub cluster_role_binding: ClusterRoleBinding,
 }
 
@@ -85,65 +86,20 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-const READ: &[&str] = &["get", "list", "watch"];
-const WRITE: &[&str] = &[
-    "get", "list", "watch", "create", "update", "patch", "delete",
-];
-
-/// What the syncer does in a host namespace it syncs into: the kinds it copies there, the
-/// host's events it reads back, and (in its own namespace) the Lease its replicas elect a
-/// leader with.
-pub fn namespaced_rules(instance: &Instance<'_>) -> Vec<PolicyRule> {
-    // The quota and limits `spec.policies` ask for, made by the syncer where it syncs: it may
-    // create them, and change or delete only its own (by name), never another's quota.
-    let isolation = virtualcluster_crds::isolation::name(instance.id());
-    let mut own_isolation = rule(
-        &[""],
-        &["resourcequotas", "limitranges"],
-        &["get", "update", "patch", "delete"],
-    );
-    own_isolation.resource_names = Some(vec![isolation]);
-    vec![
-        rule(
-            &[""],
-            &[
-                "pods",
-                "services",
-                "endpoints",
-                "configmaps",
-                "secrets",
-                "persistentvolumeclaims",
-                "serviceaccounts",
-            ],
-            WRITE,
-        ),
-        rule(&[""], &["pods/status", "services/status"], READ),
-        rule(&[""], &["events"], READ),
-        rule(&["events.k8s.io"], &["events"], READ),
-        rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
-        rule(
-            &["networking.k8s.io"],
-            &["ingresses", "networkpolicies"],
-            WRITE,
-        ),
-        rule(&["policy"], &["poddisruptionbudgets"], WRITE),
-        rule(&[""], &["resourcequotas", "limitranges"], &["create"]),
-        own_isolation,
-        rule(&["coordination.k8s.io"], &["leases"], WRITE),
-    ]
-}
+use syncer_access::{READ, WRITE};
 
 /// What the syncer needs across the cluster, for the given configuration: at least to read the
 /// host's nodes, whose name and readiness the virtual nodes mirror (read-only, and nodes are
-/// cluster-scoped); namespaces and every namespaced kind only with namespace syncing.
+/// cluster-scoped). With namespace syncing it reads VirtualClusters (a namespace holding one is
+/// never claimed) and writes namespaces, which [`syncer_access::namespace_policy`] narrows to
+/// its own instance's; in a host namespace it holds, the operator binds it the rest
+/// ([`crate::access`]). Never pods, Secrets or any namespaced kind cluster-wide.
 pub fn cluster_rules(instance: &Instance<'_>) -> Vec<PolicyRule> {
     let sync = &instance.vc.spec.sync;
-    let mut rules = vec![rule(&[""], &["nodes"], READ)];
+    let mut rules = syncer_access::nodes_rules();
     if sync.to_host.namespaces.enabled {
         rules.push(rule(&[""], &["namespaces"], WRITE));
-        // A host namespace holding a VirtualCluster is never claimed.
         rules.push(rule(&["virtualcluster.dev"], &["virtualclusters"], READ));
-        rules.extend(namespaced_rules(instance));
     }
     if sync.from_host.storage_classes.enabled {
         rules.push(rule(&["storage.k8s.io"], &["storageclasses"], READ));
@@ -176,14 +132,19 @@ pub fn rbac(instance: &Instance<'_>) -> SyncerRbac {
         name,
     };
     let cluster_name = id.syncer_cluster_role();
-    let cluster_role = ClusterRole {
+    let rules = cluster_rules(instance);
+    let cluster_role = (rules != syncer_access::nodes_rules()).then(|| ClusterRole {
         metadata: instance.cluster_meta(cluster_name.clone(), Component::Syncer),
-        rules: Some(cluster_rules(instance)),
+        rules: Some(rules),
         ..Default::default()
+    });
+    let bound = match &cluster_role {
+        Some(_) => cluster_name.clone(),
+        None => syncer_access::nodes_role(&instance.settings.syncer_role),
     };
     let cluster_role_binding = ClusterRoleBinding {
-        metadata: instance.cluster_meta(cluster_name.clone(), Component::Syncer),
-        role_ref: role_ref("ClusterRole", cluster_name),
+        metadata: instance.cluster_meta(cluster_name, Component::Syncer),
+        role_ref: role_ref("ClusterRole", bound),
         subjects: Some(vec![subject.clone()]),
     };
     SyncerRbac {
@@ -193,13 +154,12 @@ pub fn rbac(instance: &Instance<'_>) -> SyncerRbac {
             automount_service_account_token: Some(false),
             ..Default::default()
         },
-        role: Role {
-            metadata: instance.meta(name.clone(), Component::Syncer),
-            rules: Some(namespaced_rules(instance)),
-        },
         role_binding: RoleBinding {
-            metadata: instance.meta(name.clone(), Component::Syncer),
-            role_ref: role_ref("Role", name),
+            metadata: instance.meta(name, Component::Syncer),
+            role_ref: role_ref(
+                "ClusterRole",
+                syncer_access::own_role(&instance.settings.syncer_role),
+            ),
             subjects: Some(vec![subject]),
         },
         cluster_role,
@@ -322,17 +282,27 @@ mod tests {
             settings: &settings,
         };
         let plain_rbac = rbac(&instance);
-        // Without namespace syncing the syncer reads host nodes across the cluster, nothing more.
-        let plain_rules = plain_rbac.cluster_role.rules.unwrap();
-        assert_eq!(plain_rules.len(), 1, "{plain_rules:?}");
+        // Without namespace syncing the syncer reads host nodes across the cluster, nothing
+        // more: through the fixed ClusterRole, so the instance has none of its own.
+        assert!(plain_rbac.cluster_role.is_none());
+        assert_eq!(
+            plain_rbac.cluster_role_binding.role_ref.name,
+            "virtualcluster-operator-syncer-nodes"
+        );
+        let plain_rules = cluster_rules(&instance);
+        assert_eq!(plain_rules, syncer_access::nodes_rules());
         assert_eq!(
             plain_rules[0].resources.as_deref(),
             Some(&["nodes".to_owned()][..])
         );
         assert_eq!(plain_rules[0].verbs, ["get", "list", "watch"]);
         assert_eq!(
-            plain_rbac.role.metadata.namespace.as_deref(),
+            plain_rbac.role_binding.metadata.namespace.as_deref(),
             Some("team-a")
+        );
+        assert_eq!(
+            plain_rbac.role_binding.role_ref.name,
+            "virtualcluster-operator-syncer-own"
         );
 
         let mapped = fixtures::vc(|vc| {
@@ -347,7 +317,7 @@ mod tests {
             settings: &settings,
         };
         let mapped_rbac = rbac(&instance);
-        let role = mapped_rbac.cluster_role;
+        let role = mapped_rbac.cluster_role.expect("a ClusterRole of its own");
         assert_eq!(
             role.metadata.name.as_deref(),
             Some("virtualcluster-syncer.team-a.demo")
@@ -360,6 +330,18 @@ mod tests {
                 .iter()
                 .any(|r| r.resources.as_ref().unwrap() == &["namespaces"])
         );
+        // Nothing namespaced cluster-wide: what it syncs is bound per held namespace.
+        let resources: Vec<&str> = rules
+            .iter()
+            .flat_map(|r| r.resources.iter().flatten())
+            .map(String::as_str)
+            .collect();
+        assert_eq!(resources, ["nodes", "namespaces", "virtualclusters"]);
+        let write: Vec<&PolicyRule> = rules
+            .iter()
+            .filter(|r| r.verbs.iter().any(|v| v == "create"))
+            .collect();
+        assert_eq!(write.len(), 1, "only namespaces are written: {write:?}");
         let binding = mapped_rbac.cluster_role_binding;
         assert_eq!(binding.role_ref.name, "virtualcluster-syncer.team-a.demo");
         assert_eq!(binding.subjects.unwrap()[0].name, "demo-syncer");
@@ -411,43 +393,6 @@ mod tests {
 }
 
 #[cfg(test)]
-mod isolation_rbac_tests {
-    use super::super::fixtures;
-    use super::*;
-    use crate::settings::Settings;
-
-    /// The syncer makes the instance's quota and limits, and may change or delete no other.
-    #[test]
-    fn the_syncer_changes_only_its_own_quota_and_limits() {
-        let settings = Settings::default();
-        let vc = fixtures::vc(|_| {});
-        let valid = fixtures::valid(&vc);
-        let instance = Instance {
-            vc: &vc,
-            valid: &valid,
-            settings: &settings,
-        };
-        let rules = namespaced_rules(&instance);
-        let quota_rules: Vec<_> = rules
-            .iter()
-            .filter(|r| r.resources.iter().flatten().any(|r| r == "resourcequotas"))
-            .collect();
-        assert_eq!(quota_rules.len(), 2, "{quota_rules:?}");
-        for rule in quota_rules {
-            if rule.verbs == ["create"] {
-                assert_eq!(rule.resource_names, None);
-            } else {
-                assert_eq!(
-                    rule.resource_names.as_deref(),
-                    Some(&["demo-workloads".to_owned()][..])
-                );
-                assert!(rule.verbs.contains(&"delete".to_owned()));
-            }
-        }
-    }
-}
-
-#[cfg(test)]
 mod rbac_tests {
     use super::super::fixtures;
     use super::*;
@@ -470,8 +415,9 @@ mod rbac_tests {
         })
     }
 
-    /// The operator can create the syncer's roles only if it holds every permission in them:
-    /// its ClusterRole (`config/rbac/role.yaml`) must cover the most a syncer can get.
+    /// The operator can create a syncer's own ClusterRole only if it holds every permission in
+    /// it: its ClusterRole (`config/rbac/role.yaml`) covers the most a syncer can get (the
+    /// fixed roles too, though it binds those with `bind`).
     #[test]
     fn the_operator_holds_everything_it_grants_a_syncer() {
         let role: ClusterRole =
@@ -495,11 +441,12 @@ mod rbac_tests {
         };
         let everything = rbac(&instance);
         for rule in everything
-            .role
+            .cluster_role
+            .unwrap()
             .rules
             .unwrap()
             .iter()
-            .chain(everything.cluster_role.rules.unwrap().iter())
+            .chain(syncer_access::own_rules().iter())
         {
             assert!(
                 covers(&granted, rule),

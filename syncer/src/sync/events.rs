@@ -31,7 +31,7 @@ fn parse_mirrors(value: &str) -> Option<(Key, String)> {
 /// of, or the virtual object imported from it.
 fn copied_from(ctx: &Ctx, kind: &str, namespace: &str, name: &str) -> Option<VirtualRef> {
     fn of<K: Resource<DynamicType = ()> + Clone>(
-        store: &kube::runtime::reflector::Store<K>,
+        store: &crate::watches::HostCache<K>,
         name: &str,
         namespace: &str,
     ) -> Option<VirtualRef> {
@@ -130,20 +130,22 @@ pub fn virtual_event(event: &Event, of: &VirtualRef, host_name: &str) -> Event {
 pub struct Mirror {
     pending: HashMap<Key, Event>,
     shown: HashMap<Key, String>,
-    /// Keys of the host Events a (re)list in progress has returned so far.
-    listing: Option<HashSet<Key>>,
+    /// Keys of the host Events a (re)list in progress has returned so far, by host namespace
+    /// (each namespace has a watch of its own).
+    listing: HashMap<String, HashSet<Key>>,
 }
 
 impl Mirror {
-    /// Takes in a change seen by the host Events watch; returns the key to look at. A host
-    /// Event deleted while nobody watched (the syncer stopped, a watch that expired) sends no
-    /// delete: what the virtual cluster shows of it is forgotten when a list no longer has it,
-    /// so that the record stays as large as the host's Events.
-    fn observe(&mut self, change: watcher::Event<Event>) -> Option<Key> {
+    /// Takes in a change seen by the host Events watch of namespace `namespace`; returns the
+    /// key to look at. A host Event deleted while nobody watched (the syncer stopped, a watch
+    /// that expired) sends no delete: what the virtual cluster shows of it is forgotten when a
+    /// list of its namespace no longer has it, so that the record stays as large as the host's
+    /// Events.
+    fn observe(&mut self, namespace: &str, change: watcher::Event<Event>) -> Option<Key> {
         match change {
             watcher::Event::Apply(event) | watcher::Event::InitApply(event) => {
                 let key = Key::of(&event)?;
-                if let Some(listed) = &mut self.listing {
+                if let Some(listed) = self.listing.get_mut(namespace) {
                     listed.insert(key.clone());
                 }
                 self.pending.insert(key.clone(), event);
@@ -156,13 +158,14 @@ impl Mirror {
                 None
             }
             watcher::Event::Init => {
-                self.listing = Some(HashSet::new());
+                self.listing.insert(namespace.to_owned(), HashSet::new());
                 None
             }
             watcher::Event::InitDone => {
-                if let Some(listed) = self.listing.take() {
-                    self.shown.retain(|key, _| listed.contains(key));
-                    self.pending.retain(|key, _| listed.contains(key));
+                if let Some(listed) = self.listing.remove(namespace) {
+                    let kept = |key: &Key| key.namespace != namespace || listed.contains(key);
+                    self.shown.retain(|key, _| kept(key));
+                    self.pending.retain(|key, _| kept(key));
                 }
                 None
             }
@@ -206,9 +209,12 @@ pub async fn seed(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes in a change seen by the host Events watch; returns the key to look at.
-pub fn observe(ctx: &Ctx, change: watcher::Event<Event>) -> Option<Key> {
-    ctx.events.lock().expect("events lock").observe(change)
+/// Takes in a change seen by the host Events watch of `namespace`; returns the key to look at.
+pub fn observe(ctx: &Ctx, namespace: &str, change: watcher::Event<Event>) -> Option<Key> {
+    ctx.events
+        .lock()
+        .expect("events lock")
+        .observe(namespace, change)
 }
 
 pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
@@ -314,30 +320,34 @@ mod tests {
         // Seeded from the virtual Events: two host Events shown, one pending from before.
         mirror.shown.insert(Key::new("team-a", "kept"), "5".into());
         mirror.shown.insert(Key::new("team-a", "gone"), "6".into());
+        // Another namespace's list, not this one's, says what is gone there.
+        mirror.shown.insert(Key::new("team-b", "other"), "1".into());
         mirror
             .pending
             .insert(Key::new("team-a", "stale"), host_event("stale", "7"));
 
-        assert_eq!(mirror.observe(watcher::Event::Init), None);
+        assert_eq!(mirror.observe("team-a", watcher::Event::Init), None);
         assert_eq!(
-            mirror.observe(watcher::Event::InitApply(host_event("kept", "5"))),
+            mirror.observe("team-a", watcher::Event::InitApply(host_event("kept", "5"))),
             Some(Key::new("team-a", "kept"))
         );
         // Until the list ends, nothing is forgotten.
         assert!(mirror.shown.contains_key(&Key::new("team-a", "gone")));
-        assert_eq!(mirror.observe(watcher::Event::InitDone), None);
+        assert_eq!(mirror.observe("team-a", watcher::Event::InitDone), None);
 
+        let mut shown: Vec<_> = mirror.shown.keys().collect();
+        shown.sort();
         assert_eq!(
-            mirror.shown.keys().collect::<Vec<_>>(),
-            [&Key::new("team-a", "kept")]
+            shown,
+            [&Key::new("team-a", "kept"), &Key::new("team-b", "other")]
         );
         assert_eq!(
             mirror.pending.keys().collect::<Vec<_>>(),
             [&Key::new("team-a", "kept")]
         );
         // Changes after the list are not collected.
-        mirror.observe(watcher::Event::Apply(host_event("new", "8")));
-        assert!(mirror.listing.is_none());
+        mirror.observe("team-a", watcher::Event::Apply(host_event("new", "8")));
+        assert!(mirror.listing.is_empty());
         assert!(mirror.pending.contains_key(&Key::new("team-a", "new")));
     }
 }

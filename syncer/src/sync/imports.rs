@@ -21,6 +21,7 @@ use crate::queue::Next;
 use crate::translate::import::{self, Importable};
 use crate::translate::service::{cluster_ip, virtual_status, with_cluster_ip};
 use crate::translate::{Target, pod as translate};
+use crate::watches::HostCache;
 
 /// The import of host object `host` of kind `kind`, if its namespace is one the mappings claim.
 pub fn imported(target: &Target, kind: ImportedKind, host: &impl Resource) -> Option<Imported> {
@@ -36,16 +37,14 @@ pub fn imported(target: &Target, kind: ImportedKind, host: &impl Resource) -> Op
 pub fn enqueue_namespace(ctx: &Ctx, namespace: &str) {
     fn enqueue<K: Resource<DynamicType = ()> + Clone>(
         ctx: &Ctx,
-        store: Option<&kube::runtime::reflector::Store<K>>,
+        store: Option<&HostCache<K>>,
         kind: ImportedKind,
         namespace: &str,
     ) {
-        for object in store.into_iter().flat_map(|s| s.state()) {
-            if object.meta().namespace.as_deref() == Some(namespace) {
-                ctx.queues
-                    .imports
-                    .extend(imported(&ctx.target, kind, object.as_ref()));
-            }
+        for object in store.into_iter().flat_map(|s| s.state_in(namespace)) {
+            ctx.queues
+                .imports
+                .extend(imported(&ctx.target, kind, object.as_ref()));
         }
     }
     let n = &ctx.namespaces;
@@ -81,34 +80,48 @@ pub async fn reconcile(ctx: Arc<Ctx>, imported: Imported) -> anyhow::Result<Next
 }
 
 /// The host object virtual `key` stands for in `store`, if its namespace is held by this
-/// instance (the namespace sync marks it first).
-fn held_host<K>(ctx: &Ctx, store: &Store<K>, key: &Key) -> Option<Arc<K>>
+/// instance (the namespace sync marks it first); `Err` while that namespace's watch has not
+/// listed it yet, when its absence means nothing.
+fn held_host<K>(ctx: &Ctx, store: &HostCache<K>, key: &Key) -> Result<Option<Arc<K>>, NotListed>
 where
     K: Resource<DynamicType = ()> + Clone,
 {
-    let place = ctx.target.place(&key.namespace).filter(|p| p.keep_names)?;
+    let Some(place) = ctx.target.place(&key.namespace).filter(|p| p.keep_names) else {
+        return Ok(None);
+    };
     let held = ctx
         .namespaces
         .host
-        .as_ref()?
-        .get(&ObjectRef::new(&place.namespace))
+        .as_ref()
+        .and_then(|n| n.get(&ObjectRef::new(&place.namespace)))
         .is_some_and(|ns| {
             marks::is_copy_of(&ctx.target.instance, ns.labels())
                 && ns.metadata.deletion_timestamp.is_none()
         })
         // One that came to hold a VirtualCluster after it was imported shows nothing more.
         && !ctx.namespaces.holds_instance(&place.namespace);
-    store
-        .get(&ObjectRef::new(&key.name).within(&place.namespace))
-        .filter(|_| held)
+    if !held {
+        return Ok(None);
+    }
+    if !store.is_ready(&place.namespace) {
+        return Err(NotListed);
+    }
+    Ok(store.get(&ObjectRef::new(&key.name).within(&place.namespace)))
 }
+
+/// A held namespace whose watch is starting (its rights may be bound a moment after it is
+/// marked): looked at again after [`LISTING_RECHECK`].
+struct NotListed;
+const LISTING_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn reconcile_pod(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     let Some(host_pods) = &ctx.namespaces.host_pods else {
         return Ok(Next::Done);
     };
     let virtual_pod = ctx.stores.virtual_pods.get(&key.object_ref());
-    let host = held_host(&ctx, host_pods, &key);
+    let Ok(host) = held_host(&ctx, host_pods, &key) else {
+        return Ok(Next::After(LISTING_RECHECK));
+    };
     let virt: Api<Pod> = ctx.virtual_api(&key.namespace);
     match (host, virtual_pod) {
         (Some(host), None) if host.metadata.deletion_timestamp.is_none() => {
@@ -175,7 +188,7 @@ async fn reconcile_pod(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
 /// The caches of a kind imported besides pods, and what it shows beyond its content.
 pub trait Shown: Importable {
     /// The cache of the host's own objects of this kind in claimed namespaces.
-    fn host_store(ctx: &Ctx) -> Option<&Store<Self>>;
+    fn host_store(ctx: &Ctx) -> Option<&HostCache<Self>>;
 
     fn virtual_store(ctx: &Ctx) -> &Store<Self>;
 
@@ -205,7 +218,7 @@ impl Shown for ConfigMap {
             && compare::holds(live, desired)
     }
 
-    fn host_store(ctx: &Ctx) -> Option<&Store<Self>> {
+    fn host_store(ctx: &Ctx) -> Option<&HostCache<Self>> {
         ctx.namespaces.host_config_maps.as_ref()
     }
 
@@ -220,7 +233,7 @@ impl Shown for Secret {
         live.data == desired.data && compare::holds(live, desired)
     }
 
-    fn host_store(ctx: &Ctx) -> Option<&Store<Self>> {
+    fn host_store(ctx: &Ctx) -> Option<&HostCache<Self>> {
         ctx.namespaces.host_secrets.as_ref()
     }
 
@@ -230,7 +243,7 @@ impl Shown for Secret {
 }
 
 impl Shown for Service {
-    fn host_store(ctx: &Ctx) -> Option<&Store<Self>> {
+    fn host_store(ctx: &Ctx) -> Option<&HostCache<Self>> {
         ctx.namespaces.host_services.as_ref()
     }
 
@@ -254,7 +267,9 @@ async fn reconcile_object<K: Shown>(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<N
     let Some(store) = K::host_store(&ctx) else {
         return Ok(Next::Done);
     };
-    let host = held_host(&ctx, store, &key);
+    let Ok(host) = held_host(&ctx, store, &key) else {
+        return Ok(Next::After(LISTING_RECHECK));
+    };
     let live = K::virtual_store(&ctx).get(&key.object_ref());
     let api: Api<K> = ctx.virtual_api(&key.namespace);
     match (host, live) {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ObjectMeta, Patch};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use virtualcluster_crds::v1alpha1::PodSecurityStandard;
-use virtualcluster_crds::{isolation, keys, marks, policy};
+use virtualcluster_crds::{keys, marks, policy};
 
 use crate::context::Ctx;
 use crate::copy;
@@ -98,7 +98,6 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
                 Err(err) if copy::is_status(&err, 409) => {}
                 Err(err) => return Err(err.into()),
             }
-            isolate(&ctx, &place.namespace).await?;
         }
         (Some(_), Some(host)) if origin(&host).as_deref() == Some(keys::ORIGIN_CREATED) => {
             // Held to the level the instance has now (it may have changed, or a hand edit
@@ -113,7 +112,6 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
                 )
                 .await?;
             }
-            isolate(&ctx, &place.namespace).await?;
         }
         (Some(_), Some(host)) if origin(&host).is_some() => {}
         (Some(virtual_ns), Some(host)) => {
@@ -198,47 +196,4 @@ async fn import(ctx: &Ctx, host: &Namespace) -> anyhow::Result<()> {
         )
         .await?;
     Ok(())
-}
-
-/// Makes the quota, limits and network policy `spec.policies` ask for in host namespace
-/// `namespace` (the instance's own, or one it created), or brings them to what is asked; those no longer
-/// asked for go. Only the instance's own (by its marks) are ever changed or deleted.
-pub async fn isolate(ctx: &Ctx, namespace: &str) -> anyhow::Result<()> {
-    let meta = ObjectMeta {
-        labels: Some(marks::instance_labels(&ctx.target.instance)),
-        ..Default::default()
-    };
-    let wanted = isolation::objects(&ctx.target.instance, &ctx.config.policies, namespace, &meta);
-    let name = isolation::name(&ctx.target.instance);
-    ensure(ctx, namespace, &name, wanted.resource_quota).await?;
-    ensure(ctx, namespace, &name, wanted.limit_range).await?;
-    ensure(ctx, namespace, &name, wanted.network_policy).await?;
-    Ok(())
-}
-
-/// `wanted` in place of the instance's object `name` of its kind in `namespace` (gone when
-/// `None`), written only when it differs.
-async fn ensure<K>(ctx: &Ctx, namespace: &str, name: &str, wanted: Option<K>) -> anyhow::Result<()>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.host.clone(), namespace);
-    let live = api
-        .get_opt(name)
-        .await?
-        .filter(|o| marks::is_copy_of(&ctx.target.instance, o.labels()));
-    match (wanted, live) {
-        (Some(wanted), Some(live)) => copy::update(&api, wanted, &live).await,
-        (Some(wanted), None) => match api.create(&copy::post_params(), &wanted).await {
-            Ok(_) => Ok(()),
-            Err(err) if copy::is_status(&err, 409) => Ok(()),
-            Err(err) => Err(err.into()),
-        },
-        (None, Some(live)) => copy::delete(&api, &live, None).await.map(|_| ()),
-        (None, None) => Ok(()),
-    }
 }

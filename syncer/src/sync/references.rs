@@ -46,7 +46,7 @@ enum Found {
     Missing,
 }
 
-fn found<K>(ctx: &Ctx, virtual_: &Store<K>, host: &Store<K>, key: &Key) -> Found
+fn found<K>(ctx: &Ctx, virtual_: &Store<K>, host: &crate::watches::HostCache<K>, key: &Key) -> Found
 where
     K: Resource<DynamicType = ()> + Clone,
 {

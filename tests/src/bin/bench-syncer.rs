@@ -8,6 +8,10 @@
 //!   cargo run --release -p virtualcluster-tests --bin bench-syncer -- [--pods N] [--rate R]
 //!       [--concurrency C] [--nodes N] [--pod-workers W] [--syncer-env NAME=VALUE]
 //!       [--syncer-binary PATH] [--keep]
+//!
+//! With `--mapped-namespaces N` it runs a namespace-syncing instance instead of the pod
+//! phases: N virtual namespaces, each mapped to a host namespace of its own with a ConfigMap
+//! in it, and prints the syncer's RSS and the host watches it holds, with none and with N.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -63,6 +67,10 @@ struct Args {
     /// build, to compare with).
     #[arg(long)]
     syncer_binary: Option<std::path::PathBuf>,
+    /// Instead of the pod phases: sync this many mapped namespaces (a ConfigMap in each) and
+    /// print the syncer's RSS and host watches with none and with them.
+    #[arg(long, default_value_t = 0)]
+    mapped_namespaces: usize,
     /// Leave the cluster running afterwards.
     #[arg(long)]
     keep: bool,
@@ -172,7 +180,12 @@ impl Bench<'_> {
             self.lifetime,
         )
         .await?;
-        let id = self.create_instance(&admin, &namespace).await?;
+        let mut spec = json!({"controlPlane": {"persistence": {"enabled": false}}});
+        if self.args.mapped_namespaces > 0 {
+            spec["sync"] = json!({"toHost": {"namespaces": {"enabled": true,
+                "mappings": {"byName": {"m-*": format!("{namespace}-m-*")}}}}});
+        }
+        let id = self.create_instance(&admin, &namespace, spec).await?;
         eprintln!("bench: running {namespace}/{INSTANCE} locally");
         let kubeconfig = instance::run_instance(
             cluster.dir(),
@@ -204,6 +217,9 @@ impl Bench<'_> {
         );
         syncer.wait_caches_ready().await?;
         self.wait_dns(&admin, &virt, &id).await?;
+        if self.args.mapped_namespaces > 0 {
+            return self.mapped_namespaces(&admin, &virt, &syncer, &id).await;
+        }
         for name in [PACED_NAMESPACE, UNPACED_NAMESPACE] {
             create_namespace(&virt, name).await?;
         }
@@ -598,15 +614,98 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// The namespace phase (`--mapped-namespaces N`): the syncer's RSS and host watches with
+    /// only its own namespace, then with N mapped ones synced (a ConfigMap each).
+    async fn mapped_namespaces(
+        &self,
+        admin: &Client,
+        virt: &Client,
+        syncer: &Syncer,
+        id: &InstanceRef,
+    ) -> Result<()> {
+        let n = self.args.mapped_namespaces;
+        tokio::time::sleep(STILL).await;
+        let (_, rss_none) = rss_kib(syncer.record.pid)?;
+        let watches_none = syncer.host_watches().await?;
+        let served_none = bench::open_watches(admin).await?;
+        eprintln!("bench: creating {n} mapped virtual namespaces with a ConfigMap each");
+        let started = Instant::now();
+        for i in 0..n {
+            let name = format!("m-{i:04}");
+            create_namespace(virt, &name).await?;
+            let config_map: ConfigMap = serde_json::from_value(
+                json!({"metadata": {"name": "settings"}, "data": {"k": "v"}}),
+            )?;
+            Api::<ConfigMap>::namespaced(virt.clone(), &name)
+                .create(&PostParams::default(), &config_map)
+                .await?;
+        }
+        let copies: Api<PartialObjectMeta<ConfigMap>> = Api::all(admin.clone());
+        let selector = marks::copies_selector(id);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let synced = copies
+                .list_metadata(&ListParams::default().labels(&selector))
+                .await?
+                .items
+                .iter()
+                .filter(|c| c.name_any() == "settings")
+                .count();
+            if synced == n {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{synced} of {n} ConfigMaps reached their host namespaces within 600 s"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let synced_after = started.elapsed();
+        tokio::time::sleep(STILL).await;
+        let (peak, rss) = rss_kib(syncer.record.pid)?;
+        let watches = syncer.host_watches().await?;
+        let served = bench::open_watches(admin).await?;
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!("namespace syncing, {n} mapped namespaces (release build)");
+        println!(
+            "  synced: every namespace's ConfigMap on the host {:.1} s after the first create",
+            synced_after.as_secs_f64()
+        );
+        println!(
+            "  syncer RSS: {:.1} MiB with {n} mapped namespaces, {:.1} MiB with none ({:.2}x; \
+             peak {:.1} MiB)",
+            mib(rss),
+            mib(rss_none),
+            rss as f64 / rss_none as f64,
+            mib(peak)
+        );
+        println!(
+            "  syncer host watches over held namespaces: {watches} ({watches_none} with its \
+             own namespace only; {:.1} per mapped namespace)",
+            (watches - watches_none) as f64 / n as f64
+        );
+        println!(
+            "  watches the host API server serves, all clients: {served} ({served_none} before, \
+             +{})",
+            served - served_none
+        );
+        Ok(())
+    }
+
     /// Creates VirtualCluster [`INSTANCE`] in `namespace` (control plane without a volume
     /// claim) and waits until the operator rendered what [`instance::run_instance`] reads.
-    async fn create_instance(&self, admin: &Client, namespace: &str) -> Result<InstanceRef> {
+    async fn create_instance(
+        &self,
+        admin: &Client,
+        namespace: &str,
+        spec: serde_json::Value,
+    ) -> Result<InstanceRef> {
         let vcs: Api<VirtualCluster> = Api::namespaced(admin.clone(), namespace);
         let vc: VirtualCluster = serde_json::from_value(json!({
             "apiVersion": "virtualcluster.dev/v1alpha1",
             "kind": "VirtualCluster",
             "metadata": {"name": INSTANCE},
-            "spec": {"controlPlane": {"persistence": {"enabled": false}}},
+            "spec": spec,
         }))?;
         let vc = vcs.create(&PostParams::default(), &vc).await?;
         let id = InstanceRef::of(&vc);
@@ -1116,6 +1215,18 @@ impl Syncer {
         let (code, text) = loopback::http_get(port, "/metrics").await?;
         ensure!(code == 200, "the syncer's /metrics answered {code}");
         Ok(Reconciles::parse(&text))
+    }
+
+    /// Its host watches over the namespaces its instance holds (its `/metrics`).
+    async fn host_watches(&self) -> Result<i64> {
+        let port = syncer::metrics_port(&self.args)
+            .context("the syncer's command line has no --metrics-addr")?;
+        let (code, text) = loopback::http_get(port, "/metrics").await?;
+        ensure!(code == 200, "the syncer's /metrics answered {code}");
+        text.lines()
+            .find_map(|l| l.strip_prefix("virtualcluster_syncer_host_watches "))
+            .and_then(|v| v.trim().parse().ok())
+            .context("no virtualcluster_syncer_host_watches in the syncer's /metrics")
     }
 
     /// Waits until the current process logs that its caches are ready.

@@ -417,10 +417,16 @@ async fn the_platform_bounds_what_authors_and_tenants_may_ask_for() {
         .await
         .unwrap();
     assert_eq!(quota.spec.unwrap().hard.unwrap()["count/pods"].0, "7");
-    assert!(marks::is_copy_of(
-        id,
-        quota.metadata.labels.as_ref().unwrap()
-    ));
+    // The operator's (the syncer may not change quota), owned by the VirtualCluster.
+    assert!(id.owns(quota.metadata.labels.as_ref().unwrap()));
+    assert!(
+        quota
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == id.uid)
+    );
     let limits = running.host_api::<LimitRange>().get(&name).await.unwrap();
     assert_eq!(
         limits.spec.unwrap().limits[0]

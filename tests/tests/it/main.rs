@@ -8,3 +8,4 @@ mod local_cluster;
 mod namespace_cleanup;
 mod operator;
 mod syncer;
+mod syncer_rights;

@@ -321,9 +321,6 @@ async fn creates_every_child_as_specified_and_becomes_ready() {
     for o in desired.service_accounts {
         assert_live_matches(&setup.api(), o).await;
     }
-    for o in desired.roles {
-        assert_live_matches(&setup.api(), o).await;
-    }
     for o in desired.role_bindings {
         assert_live_matches(&setup.api(), o).await;
     }
@@ -333,9 +330,20 @@ async fn creates_every_child_as_specified_and_becomes_ready() {
     for o in desired.deployments {
         assert_live_matches(&setup.api(), o).await;
     }
-    // Without namespace syncing the only cluster-wide access is reading nodes.
-    for o in desired.cluster_roles {
-        let rules = o.rules.clone().unwrap_or_default();
+    // Without namespace syncing the only cluster-wide access is reading nodes, through the
+    // fixed ClusterRole installed with the CRD: the instance has none of its own.
+    assert!(
+        desired.cluster_roles.is_empty(),
+        "{:?}",
+        desired.cluster_roles
+    );
+    for o in desired.cluster_role_bindings {
+        assert_eq!(o.role_ref.name, "virtualcluster-operator-syncer-nodes");
+        let fixed = Api::<ClusterRole>::all(setup.client.clone())
+            .get(&o.role_ref.name)
+            .await
+            .unwrap();
+        let rules = fixed.rules.unwrap_or_default();
         assert_eq!(rules.len(), 1, "{rules:?}");
         assert_eq!(
             rules[0].resources.as_deref(),
@@ -347,9 +355,9 @@ async fn creates_every_child_as_specified_and_becomes_ready() {
     // Every namespaced child is owned by the VirtualCluster, as its controller.
     let versions = child_versions(&setup, &id).await;
     // 2 Services, 3 Secrets, 2 ConfigMaps (the control plane's and the syncer's),
-    // ServiceAccount, Role, RoleBinding, StatefulSet, Deployment, and the syncer's ClusterRole
-    // and ClusterRoleBinding (not owned, labelled).
-    assert_eq!(versions.len(), 14, "{versions:?}");
+    // ServiceAccount, RoleBinding (to the fixed ClusterRole of a syncer's own namespace),
+    // StatefulSet, Deployment, and the syncer's ClusterRoleBinding (not owned, labelled).
+    assert_eq!(versions.len(), 12, "{versions:?}");
     let sts = setup.api::<StatefulSet>().get("demo").await.unwrap();
     // Built once and right: a changed spec (say, a certificate hash that moved) would roll
     // the control plane of a new instance for nothing.
