@@ -304,7 +304,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     let certs = ensure_certs(&instance, ctx, service_ip.as_deref()).await?;
     let desired = build::desired(&instance, &certs)?;
     // The host namespaces the instance holds: its syncer's rights follow them, and those it
-    // created are held to spec.policies first, as its own namespace is before its syncer runs.
+    // created are held to spec.policies first.
     let held_namespaces = if vc.spec.sync.to_host.namespaces.enabled {
         access::wanted(
             &valid,
@@ -325,8 +325,15 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         .filter(|(_, created)| **created)
         .map(|(ns, _)| ns.clone())
         .collect();
-    isolation::ensure(ctx, &instance, &created).await?;
     let (sts, deployment) = apply_all(ctx, &names, desired).await?;
+    // In the instance's namespace once the control plane runs (the syncer made these at its
+    // start before); in a created namespace before the syncer's rights there.
+    let control_plane_up = sts
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .is_some_and(|n| n > 0);
+    isolation::ensure(ctx, &instance, &created, control_plane_up).await?;
     access::ensure(ctx, &names, &held_namespaces).await?;
     let held = vc.spec.sync.to_host.namespaces.enabled.then(|| {
         validate::held_by_others(

@@ -1,7 +1,7 @@
 //! The quota, limits and network policy `spec.policies` ask for, which hold the instance's
-//! workloads on the host: made by the operator in the instance's own namespace and in every
-//! host namespace it created, before the syncer may sync there (its rights in a created
-//! namespace are bound after them), and removed when no longer asked for. The syncer has no
+//! workloads on the host: made by the operator in the instance's own namespace (once its
+//! control plane runs) and in every host namespace it created (before the syncer's
+//! rights there are bound), and removed when no longer asked for. The syncer has no
 //! right to change quota or limits anywhere.
 
 use std::sync::Arc;
@@ -22,15 +22,19 @@ use crate::cleanup::delete_precisely;
 use crate::controller::Context;
 use crate::error::Error;
 
-/// Brings the isolation objects of the instance's namespace and of the host namespaces in
-/// `created` to what `spec.policies` asks for.
+/// Brings the isolation objects of the host namespaces in `created`, and of the instance's
+/// namespace once its control plane runs (`control_plane_up`: a LimitRange's defaults must
+/// not reach the control plane's pods as they are made), to what `spec.policies` asks for.
 pub async fn ensure(
     ctx: &Context,
     instance: &Instance<'_>,
     created: &[String],
+    control_plane_up: bool,
 ) -> Result<(), Error> {
     let id = instance.id();
-    let namespaces: Vec<&str> = std::iter::once(id.namespace.as_str())
+    let own = control_plane_up.then_some(id.namespace.as_str());
+    let namespaces: Vec<&str> = own
+        .into_iter()
         .chain(created.iter().map(String::as_str))
         .collect();
     let mut quotas = Vec::new();
@@ -56,19 +60,23 @@ pub async fn ensure(
         policies.extend(wanted.network_policy);
     }
     let caches = &ctx.caches;
-    bring::<ResourceQuota>(ctx, id, quotas, &caches.resource_quotas).await?;
-    bring::<LimitRange>(ctx, id, limits, &caches.limit_ranges).await?;
-    bring::<NetworkPolicy>(ctx, id, policies, &caches.network_policies).await?;
+    // Not yet looked at: the instance's namespace before its control plane runs.
+    let skipped = (!control_plane_up).then_some(id.namespace.as_str());
+    bring::<ResourceQuota>(ctx, id, quotas, &caches.resource_quotas, skipped).await?;
+    bring::<LimitRange>(ctx, id, limits, &caches.limit_ranges, skipped).await?;
+    bring::<NetworkPolicy>(ctx, id, policies, &caches.network_policies, skipped).await?;
     Ok(())
 }
 
 /// Applies each of `wanted` unless its cached copy shows it in place, and deletes the
-/// instance's objects of this kind that are not wanted (by its labels, the very object read).
+/// instance's objects of this kind that are not wanted (by its labels, the very object read),
+/// but for those in namespace `skipped`.
 async fn bring<K>(
     ctx: &Context,
     id: &virtualcluster_crds::instance::InstanceRef,
     wanted: Vec<K>,
     store: &Store<Meta<K>>,
+    skipped: Option<&str>,
 ) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -82,6 +90,7 @@ where
         .state()
         .into_iter()
         .filter(|live| id.owns(live.labels()))
+        .filter(|live| live.metadata.namespace.as_deref() != skipped)
         .filter(|live| {
             !wanted.iter().any(|w| {
                 w.meta().namespace == live.metadata.namespace && w.meta().name == live.metadata.name

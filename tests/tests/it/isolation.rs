@@ -411,11 +411,12 @@ async fn the_platform_bounds_what_authors_and_tenants_may_ask_for() {
 
     // The instance's namespace holds its quota, limits and network policy.
     let name = isolation::name(id);
-    let quota = running
-        .host_api::<ResourceQuota>()
-        .get(&name)
-        .await
-        .unwrap();
+    // Made once the control plane runs.
+    let quotas = running.host_api::<ResourceQuota>();
+    let quota = eventually("the instance's quota", || async {
+        quotas.get_opt(&name).await.unwrap()
+    })
+    .await;
     assert_eq!(quota.spec.unwrap().hard.unwrap()["count/pods"].0, "7");
     // The operator's (the syncer may not change quota), owned by the VirtualCluster.
     assert!(id.owns(quota.metadata.labels.as_ref().unwrap()));
