@@ -326,13 +326,12 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         .map(|(ns, _)| ns.clone())
         .collect();
     let (sts, deployment) = apply_all(ctx, &names, desired).await?;
-    // In the instance's namespace once the control plane runs (the syncer made these at its
-    // start before); in a created namespace before the syncer's rights there.
+    // In the instance's namespace once the control plane's pods are made (the syncer made these
+    // at its start before); in a created namespace before the syncer's rights there.
     let control_plane_up = sts
         .as_ref()
         .and_then(|s| s.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .is_some_and(|n| n > 0);
+        .is_some_and(|s| s.replicas > 0);
     isolation::ensure(ctx, &instance, &created, control_plane_up).await?;
     access::ensure(ctx, &names, &held_namespaces).await?;
     let held = vc.spec.sync.to_host.namespaces.enabled.then(|| {

@@ -1,6 +1,6 @@
 //! The quota, limits and network policy `spec.policies` ask for, which hold the instance's
 //! workloads on the host: made by the operator in the instance's own namespace (once its
-//! control plane runs) and in every host namespace it created (before the syncer's
+//! control plane's pods are made) and in every host namespace it created (before the syncer's
 //! rights there are bound), and removed when no longer asked for. The syncer has no
 //! right to change quota or limits anywhere.
 
@@ -23,8 +23,8 @@ use crate::controller::Context;
 use crate::error::Error;
 
 /// Brings the isolation objects of the host namespaces in `created`, and of the instance's
-/// namespace once its control plane runs (`control_plane_up`: a LimitRange's defaults must
-/// not reach the control plane's pods as they are made), to what `spec.policies` asks for.
+/// namespace once its control plane's pods are made (`control_plane_up`: a LimitRange's
+/// defaults must not reach them as they are made), to what `spec.policies` asks for.
 pub async fn ensure(
     ctx: &Context,
     instance: &Instance<'_>,
@@ -60,7 +60,7 @@ pub async fn ensure(
         policies.extend(wanted.network_policy);
     }
     let caches = &ctx.caches;
-    // Not yet looked at: the instance's namespace before its control plane runs.
+    // Not yet looked at: the instance's namespace before its control plane's pods are made.
     let skipped = (!control_plane_up).then_some(id.namespace.as_str());
     bring::<ResourceQuota>(ctx, id, quotas, &caches.resource_quotas, skipped).await?;
     bring::<LimitRange>(ctx, id, limits, &caches.limit_ranges, skipped).await?;
