@@ -235,13 +235,8 @@ where
     );
 }
 
-/// What the operator's builders make for `vc`, given the certificates it stored and the
-/// ClusterIP of the syncer's Service.
-fn desired_for(
-    vc: &VirtualCluster,
-    certs: &Secret,
-    syncer_ip: Option<&str>,
-) -> (Vec<Service>, build::Desired) {
+/// What the operator's builders make for `vc`, given the certificates it stored.
+fn desired_for(vc: &VirtualCluster, certs: &Secret) -> (Vec<Service>, build::Desired) {
     let settings = Settings::default();
     let valid = validate::validate(vc, None, &Settings::default()).unwrap();
     let instance = build::Instance {
@@ -260,7 +255,7 @@ fn desired_for(
     pki::digested(&mut certs);
     (
         build::services(&instance),
-        build::desired(&instance, &certs, syncer_ip).unwrap(),
+        build::desired(&instance, &certs).unwrap(),
     )
 }
 
@@ -313,9 +308,7 @@ async fn creates_every_child_as_specified_and_becomes_ready() {
     assert_eq!(condition(&vc, "Stalled").unwrap().status, "False");
 
     let certs = setup.api::<Secret>().get(&id.certs_secret()).await.unwrap();
-    let syncer = setup.api::<Service>().get(&id.syncer()).await.unwrap();
-    let syncer_ip = syncer.spec.and_then(|s| s.cluster_ip);
-    let (services, desired) = desired_for(&vc, &certs, syncer_ip.as_deref());
+    let (services, desired) = desired_for(&vc, &certs);
     for o in services {
         assert_live_matches(&setup.api(), o).await;
     }
@@ -764,9 +757,7 @@ async fn killed_mid_provisioning_reaches_the_same_end_state() {
     assert_eq!(after.uid(), certs.uid(), "the certificates were replaced");
     assert_eq!(after.data, certs.data, "the certificates were reissued");
     let certs_secret = secrets.get(&id(&vc).certs_secret()).await.unwrap();
-    let syncer = setup.api::<Service>().get(&id(&vc).syncer()).await.unwrap();
-    let syncer_ip = syncer.spec.and_then(|s| s.cluster_ip);
-    let (_, desired) = desired_for(&vc, &certs_secret, syncer_ip.as_deref());
+    let (_, desired) = desired_for(&vc, &certs_secret);
     for o in desired.deployments {
         assert_live_matches(&setup.api(), o).await;
     }
