@@ -8,6 +8,7 @@ pub mod dns;
 pub mod instance;
 pub mod isolation;
 pub mod keys;
+pub mod kubelet;
 pub mod mapping;
 pub mod marks;
 pub mod naming;

@@ -68,6 +68,9 @@ pub const WRITE: &[&str] = &[
     "get", "list", "watch", "create", "update", "patch", "delete",
 ];
 
+/// The pod subresources of streams: exec, attach, port-forward.
+pub const STREAMING: &[&str] = &["pods/exec", "pods/attach", "pods/portforward"];
+
 /// What a syncer does in a host namespace it syncs into: the kinds it copies there (and reads
 /// back from a namespace it imported), their status, and the host's Events about them.
 pub fn held_rules() -> Vec<PolicyRule> {
@@ -86,6 +89,11 @@ pub fn held_rules() -> Vec<PolicyRule> {
             WRITE,
         ),
         rule(&[""], &["pods/status", "services/status"], READ),
+        // The kubelet API of the virtual nodes answers on the host copies of pods (see the
+        // syncer's `kubelet` module); streams are opened with `create` (and `get`, which
+        // older API servers authorize upgraded GETs with).
+        rule(&[""], &["pods/log"], &["get"]),
+        rule(&[""], STREAMING, &["get", "create"]),
         rule(&[""], &["events"], READ),
         rule(&["events.k8s.io"], &["events"], READ),
         rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),

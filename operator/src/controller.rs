@@ -279,9 +279,10 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         settings: &ctx.settings,
     };
 
-    // Services first: the API server's serving certificate names its ClusterIP.
+    // Services first: the serving certificates name their ClusterIPs.
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let mut service_ip = None;
+    let mut syncer_ip = None;
     for service in build::services(&instance) {
         let name = service.name_any();
         let live = caches::get_lite::<Service, _, _>(&caches.services, &namespace, &name);
@@ -293,16 +294,19 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         )
         .await
         .map_err(Error::kube(format!("applying Service {name}")))?;
+        let ip = match applied {
+            Some(full) => full.spec.and_then(|s| s.cluster_ip),
+            None => live.and_then(|l| l.spec.cluster_ip.clone()),
+        };
         if name == names.api_server_service() {
-            service_ip = match applied {
-                Some(full) => full.spec.and_then(|s| s.cluster_ip),
-                None => live.and_then(|l| l.spec.cluster_ip.clone()),
-            };
+            service_ip = ip;
+        } else if name == names.syncer() {
+            syncer_ip = ip;
         }
     }
 
-    let certs = ensure_certs(&instance, ctx, service_ip.as_deref()).await?;
-    let desired = build::desired(&instance, &certs)?;
+    let certs = ensure_certs(&instance, ctx, service_ip.as_deref(), syncer_ip.as_deref()).await?;
+    let desired = build::desired(&instance, &certs, syncer_ip.as_deref())?;
     // The host namespaces the instance holds: its syncer's rights follow them, and those it
     // created are held to spec.policies first.
     let held_namespaces = if vc.spec.sync.to_host.namespaces.enabled {
@@ -359,6 +363,7 @@ async fn ensure_certs(
     instance: &Instance<'_>,
     ctx: &Context,
     service_ip: Option<&str>,
+    syncer_ip: Option<&str>,
 ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, Error> {
     let id = instance.id();
     let name = id.certs_secret();
@@ -369,7 +374,7 @@ async fn ensure_certs(
             .collect::<std::collections::BTreeMap<_, _>>()
     });
     let stored_annotations = stored.as_ref().map(|s| s.annotations().clone());
-    let subjects = build::cert_subjects(instance, service_ip);
+    let subjects = build::cert_subjects(instance, service_ip, syncer_ip);
     let now = time::OffsetDateTime::now_utc();
     let plan = pki::plan(
         stored_data.as_ref(),

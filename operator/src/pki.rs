@@ -1,6 +1,7 @@
 //! The instance's certificates and keys: a CA, serving and peer certificates for the API server
-//! and etcd, the service-account signing key, and client certificates for the admin, the
-//! controller manager and the syncer. Issued once into `<name>-certs` and kept while valid;
+//! and etcd, the service-account signing key, client certificates for the admin, the
+//! controller manager and the syncer, and the pair of the kubelet API the syncer serves (its
+//! serving certificate, the virtual API server's client certificate). Issued once into `<name>-certs` and kept while valid;
 //! [`plan`] decides from the stored Secret alone whether anything must be issued again.
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::kubeconfig;
+use virtualcluster_crds::kubelet;
 
 /// File names (Secret keys) of the bundle; the control plane mounts them under
 /// [`crate::build::PKI_DIR`].
@@ -35,10 +37,14 @@ pub mod file {
     pub const CONTROLLER_MANAGER_KEY: &str = "controller-manager.key";
     pub const SYNCER_CERT: &str = "syncer.crt";
     pub const SYNCER_KEY: &str = "syncer.key";
+    pub const KUBELET_SERVING_CERT: &str = "kubelet-serving.crt";
+    pub const KUBELET_SERVING_KEY: &str = "kubelet-serving.key";
+    pub const KUBELET_CLIENT_CERT: &str = "kubelet-client.crt";
+    pub const KUBELET_CLIENT_KEY: &str = "kubelet-client.key";
     /// The controller manager's kubeconfig (it reaches the API server on loopback).
     pub const CONTROLLER_MANAGER_KUBECONFIG: &str = "controller-manager.conf";
 
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 23] = [
         CA_CERT,
         CA_KEY,
         API_SERVER_CERT,
@@ -57,17 +63,23 @@ pub mod file {
         CONTROLLER_MANAGER_KEY,
         SYNCER_CERT,
         SYNCER_KEY,
+        KUBELET_SERVING_CERT,
+        KUBELET_SERVING_KEY,
+        KUBELET_CLIENT_CERT,
+        KUBELET_CLIENT_KEY,
         CONTROLLER_MANAGER_KUBECONFIG,
     ];
 }
 
-/// Files read at every reconcile: they go into the kubeconfigs.
-const READ_OFTEN: [&str; 5] = [
+/// Files read at every reconcile: they go into the kubeconfigs and the syncer's credentials.
+const READ_OFTEN: [&str; 7] = [
     file::CA_CERT,
     file::ADMIN_CERT,
     file::ADMIN_KEY,
     file::SYNCER_CERT,
     file::SYNCER_KEY,
+    file::KUBELET_SERVING_CERT,
+    file::KUBELET_SERVING_KEY,
 ];
 
 /// The bundle as the operator keeps it in memory: the files it reads at every reconcile, and
@@ -88,7 +100,8 @@ pub mod annotation {
     pub const CA_NOT_AFTER: &str = "virtualcluster.dev/ca-not-after";
     /// RFC 3339 time after which the first leaf certificate expires.
     pub const LEAF_NOT_AFTER: &str = "virtualcluster.dev/leaf-not-after";
-    /// The names and addresses the API server's serving certificate covers, comma-separated.
+    /// The names and addresses the API server's serving certificate covers, comma-separated,
+    /// then `;` and those of the syncer's kubelet API.
     pub const SERVING_NAMES: &str = "virtualcluster.dev/serving-names";
 }
 
@@ -126,11 +139,13 @@ pub struct Subjects {
     pub api_server: Vec<String>,
     /// DNS names and IP addresses of etcd's serving and peer certificates.
     pub etcd: Vec<String>,
+    /// DNS names and IP addresses of the syncer's kubelet API (its Service's).
+    pub kubelet: Vec<String>,
 }
 
 impl Subjects {
     fn serving_names(&self) -> String {
-        self.api_server.join(",")
+        format!("{};{}", self.api_server.join(","), self.kubelet.join(","))
     }
 }
 
@@ -295,6 +310,22 @@ pub fn issue(
         file::SYNCER_KEY,
         leaf_params(SYNCER_USER.0, Some(SYNCER_USER.1), &[client], &[], now)?,
     )?;
+    leaf(
+        file::KUBELET_SERVING_CERT,
+        file::KUBELET_SERVING_KEY,
+        leaf_params(
+            "virtualcluster-syncer-kubelet",
+            None,
+            &[server],
+            &subjects.kubelet,
+            now,
+        )?,
+    )?;
+    leaf(
+        file::KUBELET_CLIENT_CERT,
+        file::KUBELET_CLIENT_KEY,
+        leaf_params(kubelet::CLIENT_COMMON_NAME, None, &[client], &[], now)?,
+    )?;
 
     let controller_manager = kubeconfig::render(&kubeconfig::Identity {
         server: &format!("https://127.0.0.1:{API_SERVER_PORT}"),
@@ -391,6 +422,7 @@ mod tests {
             ca_name: "virtualcluster-ca ns/vc".into(),
             api_server: vec!["vc.ns.svc".into(), "10.96.0.10".into(), "localhost".into()],
             etcd: vec!["localhost".into(), "127.0.0.1".into()],
+            kubelet: vec!["vc-syncer.ns.svc".into(), "10.96.0.11".into()],
         }
     }
 
@@ -450,6 +482,28 @@ mod tests {
         assert_eq!(
             plan(Some(&second.data), Some(&second.annotations), &moved, now()),
             Plan::Keep
+        );
+    }
+
+    #[test]
+    fn a_new_syncer_service_address_reissues_the_kubelet_serving_certificate() {
+        let first = issue(Plan::IssueAll, None, None, &subjects(), now()).unwrap();
+        let mut moved = subjects();
+        moved.kubelet[1] = "10.96.0.12".into();
+        let p = plan(Some(&first.data), Some(&first.annotations), &moved, now());
+        assert_eq!(p, Plan::ReissueLeaves);
+        let second = issue(
+            p,
+            Some(&first.data),
+            Some(&first.annotations),
+            &moved,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(first.data[file::CA_CERT], second.data[file::CA_CERT]);
+        assert_ne!(
+            first.data[file::KUBELET_SERVING_CERT],
+            second.data[file::KUBELET_SERVING_CERT]
         );
     }
 

@@ -212,6 +212,8 @@ pub struct Ctx {
     /// The host watches that follow the namespaces the instance holds, and their count shown.
     pub followers: crate::watches::Followers,
     pub host_watches: prometheus_client::metrics::gauge::Gauge,
+    /// Where the virtual nodes advertise their kubelet API (the syncer's), if it is served.
+    pub kubelet: Option<std::net::SocketAddr>,
 }
 
 impl Ctx {

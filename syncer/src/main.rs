@@ -16,7 +16,8 @@ use virtualcluster_crds::runtime::http;
 use virtualcluster_crds::runtime::leader::{self, Elector, Ended, Timing};
 use virtualcluster_crds::runtime::telemetry::{self, LogFormat};
 use virtualcluster_syncer::metrics::Metrics;
-use virtualcluster_syncer::{dns, run};
+use virtualcluster_syncer::translate::Target;
+use virtualcluster_syncer::{dns, kubelet, run};
 
 /// Copies workloads between one virtual cluster and the host.
 #[derive(Parser, Debug)]
@@ -53,6 +54,59 @@ struct Args {
     workers: usize,
     #[arg(long, env = "VC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Address of the virtual nodes' kubelet API (with the four flags below; without them the
+    /// virtual nodes have no kubelet: no logs, exec or port-forward).
+    #[arg(long)]
+    kubelet_listen: Option<SocketAddr>,
+    /// `IP:PORT` the virtual nodes advertise for their kubelet: where the virtual API server
+    /// reaches this server (the syncer Service's ClusterIP).
+    #[arg(long)]
+    kubelet_advertise: Option<SocketAddr>,
+    /// Serving certificate of the kubelet API (PEM).
+    #[arg(long)]
+    kubelet_tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    kubelet_tls_key_file: Option<PathBuf>,
+    /// CA of the virtual API server's kubelet client certificate (PEM).
+    #[arg(long)]
+    kubelet_client_ca_file: Option<PathBuf>,
+}
+
+impl Args {
+    /// The kubelet API's settings and advertised address, when it is asked for.
+    fn kubelet(&self) -> anyhow::Result<Option<(kubelet::Settings, SocketAddr)>> {
+        use virtualcluster_crds::kubelet::flag;
+        let given = [
+            self.kubelet_listen.is_some(),
+            self.kubelet_advertise.is_some(),
+            self.kubelet_tls_cert_file.is_some(),
+            self.kubelet_tls_key_file.is_some(),
+            self.kubelet_client_ca_file.is_some(),
+        ];
+        if given.iter().all(|g| !g) {
+            return Ok(None);
+        }
+        let need = |name: &str| anyhow::anyhow!("the kubelet API needs {name} too");
+        let settings = kubelet::Settings {
+            listen: self.kubelet_listen.ok_or_else(|| need(flag::LISTEN))?,
+            cert_file: self
+                .kubelet_tls_cert_file
+                .clone()
+                .ok_or_else(|| need(flag::TLS_CERT_FILE))?,
+            key_file: self
+                .kubelet_tls_key_file
+                .clone()
+                .ok_or_else(|| need(flag::TLS_KEY_FILE))?,
+            client_ca_file: self
+                .kubelet_client_ca_file
+                .clone()
+                .ok_or_else(|| need(flag::CLIENT_CA_FILE))?,
+        };
+        let advertise = self
+            .kubelet_advertise
+            .ok_or_else(|| need(flag::ADVERTISE))?;
+        Ok(Some((settings, advertise)))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +159,7 @@ async fn client_from(path: &Path) -> anyhow::Result<Client> {
 }
 
 async fn sync(args: Args) -> anyhow::Result<()> {
+    let kubelet = args.kubelet()?;
     let metrics = Arc::new(Metrics::default());
     let health = http::start(args.metrics_addr, {
         let metrics = metrics.clone();
@@ -141,6 +196,20 @@ async fn sync(args: Args) -> anyhow::Result<()> {
         "starting"
     );
 
+    // Every replica answers the kubelet API: it needs the host API only, no cache.
+    let kubelet = match kubelet {
+        Some((settings, advertise)) => {
+            kubelet::start(
+                &settings,
+                host.clone(),
+                Target::of(&config)?,
+                metrics.clone(),
+            )
+            .await?;
+            Some(advertise)
+        }
+        None => None,
+    };
     let elector = args.leader_elect.then(|| {
         let api: Api<Lease> = Api::namespaced(host.clone(), &config.instance.namespace);
         Elector::new(api, &config.instance.syncer(), &identity, Timing::default())
@@ -154,6 +223,7 @@ async fn sync(args: Args) -> anyhow::Result<()> {
         },
         metrics,
         health: health.clone(),
+        kubelet,
     };
     // A standby replica is ready: it is ready to take over. The leader is not until its
     // caches are filled (see `run::Options::health`).

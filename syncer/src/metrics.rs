@@ -13,6 +13,13 @@ struct QueueLabels {
     queue: &'static str,
 }
 
+/// A kubelet API request: what it asked and the status it got.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeletLabels {
+    pub call: &'static str,
+    pub code: u16,
+}
+
 #[derive(Clone)]
 struct Buckets;
 
@@ -31,6 +38,8 @@ pub struct Metrics {
     depth: Family<QueueLabels, Gauge>,
     /// Host watches following the namespaces the instance holds (one per kind and namespace).
     pub host_watches: Gauge,
+    /// Requests to the kubelet API of the virtual nodes.
+    pub kubelet_requests: Family<KubeletLabels, Counter>,
 }
 
 /// The metrics of one work queue, resolved once so that counting takes no lookup.
@@ -75,6 +84,12 @@ impl Default for Metrics {
             "Host watches following the namespaces the instance holds",
             host_watches.clone(),
         );
+        let kubelet_requests = Family::<KubeletLabels, Counter>::default();
+        registry.register(
+            "kubelet_requests",
+            "Requests to the kubelet API of the virtual nodes, by call and status code",
+            kubelet_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -82,6 +97,7 @@ impl Default for Metrics {
             duration,
             depth,
             host_watches,
+            kubelet_requests,
         }
     }
 }

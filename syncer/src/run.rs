@@ -20,8 +20,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::SyncerConfig;
+use virtualcluster_crds::marks;
 use virtualcluster_crds::runtime::http::Health;
-use virtualcluster_crds::{mapping, marks};
 
 use crate::cached::{CachedPod, HostPod};
 use crate::context::{Ctx, Imported, ImportedKind, Key, Namespaces, OptIn, Pair, Queues, Stores};
@@ -46,6 +46,8 @@ pub struct Options {
     pub metrics: Arc<Metrics>,
     /// Not ready from the start of [`run`] until its caches are filled.
     pub health: Arc<Health>,
+    /// Where the virtual nodes' kubelet API is reached, if it is served.
+    pub kubelet: Option<std::net::SocketAddr>,
 }
 
 /// The streams of a virtual cache and of its host counterpart.
@@ -100,6 +102,7 @@ pub async fn run(
         concurrency,
         metrics,
         health,
+        kubelet,
     } = options;
     health.set_ready(false);
     let instance = config.instance.clone();
@@ -107,14 +110,7 @@ pub async fn run(
     let copies = || watcher::Config::default().labels(&marks::copies_selector(&instance));
     let all = watcher::Config::default;
     let namespace_sync = config.sync.to_host.namespaces.enabled;
-    let mapper = mapping::validate(
-        &config.sync.to_host.namespaces,
-        mapping::Instance {
-            name: &instance.name,
-            namespace: &instance.namespace,
-        },
-    )
-    .map_err(|v| anyhow::anyhow!("namespace mappings: {v}"))?;
+    let target = Target::of(&config)?;
     // Copies live in the instance's namespace, and with namespace syncing in the host
     // namespaces it holds too: one watch each, as `followers` says (see `follow_held`).
     let mut followers = Followers::default();
@@ -270,11 +266,7 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         host,
         virt,
-        target: Target {
-            instance: instance.clone(),
-            mapper,
-            mappings_only: config.sync.to_host.namespaces.mappings_only,
-        },
+        target,
         config,
         stores: stores.clone(),
         opt_in: opt_in.clone(),
@@ -284,6 +276,7 @@ pub async fn run(
         events: Mutex::new(Default::default()),
         followers,
         host_watches: metrics.host_watches.clone(),
+        kubelet,
     });
 
     // Feed the queues from the watches.

@@ -29,6 +29,17 @@ pub const BINARIES: &[&str] = &[
 /// as `--config`), copied from the pinned kwok source next to the binaries at build time.
 pub const KWOK_STAGES_FILE: &str = "kwok-stages.yaml";
 
+/// The CustomResourceDefinitions of kwok's per-pod logs, attach, exec and port-forward rules,
+/// copied from the pinned kwok source like its stages. A bin folder built before they were
+/// copied gets them on first use (see [`ensure_kwok_crds`]).
+pub const KWOK_CRDS_FILE: &str = "kwok-crds.yaml";
+const KWOK_CRD_FILES: &[&str] = &[
+    "kustomize/crd/bases/kwok.x-k8s.io_logs.yaml",
+    "kustomize/crd/bases/kwok.x-k8s.io_attaches.yaml",
+    "kustomize/crd/bases/kwok.x-k8s.io_execs.yaml",
+    "kustomize/crd/bases/kwok.x-k8s.io_portforwards.yaml",
+];
+
 const COMPLETE_MARKER: &str = ".complete";
 const MODULES: &[&str] = &["kubernetes", "etcd", "kwok"];
 const KWOK_STAGE_FILES: &[&str] = &[
@@ -124,6 +135,7 @@ pub fn pinned_bin_dir() -> Result<PathBuf> {
 pub fn ensure() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("VIRTUALCLUSTER_BIN_DIR").filter(|v| !v.is_empty()) {
         let dir = PathBuf::from(dir);
+        ensure_kwok_crds(&dir)?;
         verify(&dir).context("VIRTUALCLUSTER_BIN_DIR is set but incomplete")?;
         return Ok(dir);
     }
@@ -138,6 +150,7 @@ pub fn ensure() -> Result<PathBuf> {
             build_into(&dir)?;
         }
     }
+    ensure_kwok_crds(&dir)?;
     ensure_helm(&dir)?;
     Ok(dir)
 }
@@ -211,11 +224,24 @@ fn helm_pins_hash() -> Result<String> {
     Ok(hex::encode(&hasher.finalize()[..6]))
 }
 
-/// Checks that every binary (and kwok's stages) is in `dir`.
+/// `dir/kwok-crds.yaml`, copied from kwok's source first when missing.
+pub fn ensure_kwok_crds(dir: &Path) -> Result<()> {
+    let done = || dir.join(KWOK_CRDS_FILE).is_file();
+    if done() {
+        return Ok(());
+    }
+    let _lock = FileLock::acquire(&dir.join(".kwok-crds.lock"))?;
+    if done() {
+        return Ok(());
+    }
+    copy_kwok_sources(&which_go()?, dir, KWOK_CRD_FILES, KWOK_CRDS_FILE)
+}
+
+/// Checks that every binary (and kwok's stages and CRDs) is in `dir`.
 pub fn verify(dir: &Path) -> Result<()> {
     let missing: Vec<_> = BINARIES
         .iter()
-        .chain([&KWOK_STAGES_FILE])
+        .chain([&KWOK_STAGES_FILE, &KWOK_CRDS_FILE])
         .filter(|name| !dir.join(name).is_file())
         .collect();
     if !missing.is_empty() {
@@ -286,7 +312,8 @@ fn build_into(dir: &Path) -> Result<()> {
             &["sigs.k8s.io/kwok/cmd/kwok"],
             &tmp.join("kwok").to_string_lossy(),
         )?;
-        write_kwok_stages(&go, &tmp)?;
+        copy_kwok_sources(&go, &tmp, KWOK_STAGE_FILES, KWOK_STAGES_FILE)?;
+        copy_kwok_sources(&go, &tmp, KWOK_CRD_FILES, KWOK_CRDS_FILE)?;
         verify(&tmp)?;
         fs::write(
             tmp.join(COMPLETE_MARKER),
@@ -388,7 +415,8 @@ fn go_build(
     Ok(())
 }
 
-fn write_kwok_stages(go: &Path, out_dir: &Path) -> Result<()> {
+/// Writes `files` of the pinned kwok source, as one YAML stream, to `out_dir/name`.
+fn copy_kwok_sources(go: &Path, out_dir: &Path, files: &[&str], name: &str) -> Result<()> {
     let out = go_command(go, "kwok")
         .args(["list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"])
         .stderr(Stdio::inherit())
@@ -398,16 +426,19 @@ fn write_kwok_stages(go: &Path, out_dir: &Path) -> Result<()> {
         bail!("`go list -m sigs.k8s.io/kwok` failed ({})", out.status);
     }
     let source = PathBuf::from(String::from_utf8(out.stdout)?.trim());
-    let mut stages = String::new();
-    for file in KWOK_STAGE_FILES {
+    let mut stream = String::new();
+    for file in files {
         let path = source.join(file);
         let text =
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        stages.push_str("---\n");
-        stages.push_str(text.trim_end());
-        stages.push('\n');
+        stream.push_str("---\n");
+        stream.push_str(text.trim_end());
+        stream.push('\n');
     }
-    fs::write(out_dir.join(KWOK_STAGES_FILE), stages)?;
+    // Written whole or not at all: a reader never finds half a file.
+    let tmp = out_dir.join(format!(".{name}.{}", std::process::id()));
+    fs::write(&tmp, stream)?;
+    fs::rename(&tmp, out_dir.join(name))?;
     Ok(())
 }
 

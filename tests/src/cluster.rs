@@ -158,6 +158,7 @@ pub async fn up(dir: &Path, options: &UpOptions) -> Result<Cluster> {
         apiserver_port,
         kcm_port,
         scheduler_port,
+        kubelet_port,
     ] = free_ports()?;
     let server = format!("https://127.0.0.1:{apiserver_port}");
     let admin_kubeconfig = dir.join("kubeconfig");
@@ -256,6 +257,9 @@ pub async fn up(dir: &Path, options: &UpOptions) -> Result<Cluster> {
                 // The lease reconciler would publish 127.0.0.1 as the `kubernetes` Service's
                 // endpoint, which endpoint validation rejects as loopback.
                 "--endpoint-reconciler-type=none".into(),
+                // The simulated nodes' kubelet API is kwok's, on loopback, which they name as
+                // their InternalDNS address (see `nodes::KUBELET_HOST`).
+                "--kubelet-preferred-address-types=InternalDNS,InternalIP".into(),
             ]);
         })?;
 
@@ -314,7 +318,13 @@ pub async fn up(dir: &Path, options: &UpOptions) -> Result<Cluster> {
                 &dir,
                 &options.bin_dir,
                 &component_kubeconfig(&dir, Client::Kwok),
+                kubelet_port,
             )?;
+            // kwok watches its per-pod rules from the start.
+            let crds = options.bin_dir.join(binaries::KWOK_CRDS_FILE);
+            let crds =
+                fs::read_to_string(&crds).with_context(|| format!("reading {}", crds.display()))?;
+            crate::crd::apply_crds(&admin, &crds).await?;
             run.start("kwok", |cmd| {
                 cmd.args(&kwok_args.args).envs(kwok_args.env.clone());
             })?;

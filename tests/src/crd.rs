@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
+use serde::Deserialize;
 
 /// `crds/virtualcluster.yaml`, as committed.
 pub fn committed_yaml() -> String {
@@ -75,29 +76,44 @@ async fn apply_documents(client: &kube::Client, yaml: &str) -> anyhow::Result<()
 pub async fn install(client: &kube::Client) -> anyhow::Result<()> {
     install_claim_policy(client).await?;
     apply_documents(client, &syncer_access_yaml()).await?;
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&committed_yaml())?;
-    let name = crd.metadata.name.clone().expect("the CRD has a name");
+    apply_crds(client, &committed_yaml()).await
+}
+
+/// Applies each CustomResourceDefinition of the YAML stream `yaml` and returns once all are
+/// Established.
+pub async fn apply_crds(client: &kube::Client, yaml: &str) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply("virtualcluster-tests").force();
-    api.patch(&name, &params, &Patch::Apply(&crd)).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let established = api
-            .get(&name)
-            .await?
-            .status
-            .and_then(|s| s.conditions)
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-        if established {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "CRD {name} not Established after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut names = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let Some(crd) = Option::<CustomResourceDefinition>::deserialize(doc)? else {
+            continue;
+        };
+        let name = crd.metadata.name.clone().expect("a CRD has a name");
+        api.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        names.push(name);
     }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for name in names {
+        loop {
+            let established = api
+                .get(&name)
+                .await?
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "CRD {name} not Established after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }

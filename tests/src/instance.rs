@@ -120,10 +120,10 @@ pub async fn run_instance(
         None => None,
         Some((deployment, mounted)) => {
             let pod = LocalPod::of_deployment(deployment, syncer::POD_SUFFIX)?;
-            let addresses = Addresses {
-                ports: local_ports(&pod)?,
-                services: syncer::api_server_addresses(&id, &api_server),
-            };
+            let ports = local_ports(&pod)?;
+            let mut services = syncer::api_server_addresses(&id, &api_server);
+            services.extend(syncer::kubelet_addresses(deployment, &ports));
+            let addresses = Addresses { ports, services };
             let plan = syncer::plan(
                 deployment,
                 mounted,

@@ -1,5 +1,9 @@
 //! Simulated nodes: kwok, run outside the cluster, keeps Nodes carrying [`KWOK_ANNOTATION`]
-//! Ready (renewing their leases) and brings the pods scheduled onto them to Running.
+//! Ready (renewing their leases) and brings the pods scheduled onto them to Running. It also
+//! serves their kubelet API on loopback: every pod's logs and attach read
+//! [`DEFAULT_LOG`], exec runs the command on this machine in `DIR/kwok/exec`, and port-forward
+//! echoes what it is sent. kwok's `Logs`, `Attach`, `Exec` and `PortForward` objects (CRDs the
+//! cluster has) give one pod other answers.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -25,28 +29,108 @@ pub struct KwokArgs {
     pub env: Vec<(String, String)>,
 }
 
-/// Writes `DIR/kwok/kwok.yaml` (kwok's default node and pod stages) and returns kwok's flags.
-pub fn kwok_args(dir: &Path, bin_dir: &Path, kubeconfig: &Path) -> Result<KwokArgs> {
+/// The kinds of kwok's per-pod rules, served from their CRDs (`kwok-crds.yaml`).
+pub const KWOK_RULE_KINDS: &str = "Logs,Attach,Exec,PortForward";
+
+/// What every simulated container logs (in the CRI log format kwok reads), under `DIR/kwok`.
+pub const DEFAULT_LOG: &str = "logs/container.log";
+const DEFAULT_LOG_LINE: &str = "simulated container started";
+
+/// The working directory of commands run by exec, under `DIR/kwok`.
+pub const EXEC_DIR: &str = "exec";
+
+/// A line of a container log in the CRI format kwok reads: `TIME STREAM F TEXT`.
+pub fn cri_log_line(time: chrono::DateTime<chrono::Utc>, stream: &str, text: &str) -> String {
+    format!(
+        "{} {stream} F {text}\n",
+        time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    )
+}
+
+/// Writes `DIR/kwok/kwok.yaml` (kwok's default node and pod stages, and the default answers of
+/// its kubelet API) and returns kwok's flags; it serves that API on `127.0.0.1:kubelet_port`.
+pub fn kwok_args(
+    dir: &Path,
+    bin_dir: &Path,
+    kubeconfig: &Path,
+    kubelet_port: u16,
+) -> Result<KwokArgs> {
     let workdir = dir.join("kwok");
-    fs::create_dir_all(&workdir)?;
+    fs::create_dir_all(workdir.join(EXEC_DIR))?;
+    let log = workdir.join(DEFAULT_LOG);
+    fs::create_dir_all(log.parent().expect("a log file has a folder"))?;
+    fs::write(
+        &log,
+        cri_log_line(chrono::Utc::now(), "stdout", DEFAULT_LOG_LINE),
+    )?;
     let stages = bin_dir.join(KWOK_STAGES_FILE);
-    let config = workdir.join("kwok.yaml");
-    fs::copy(&stages, &config).with_context(|| format!("copying {}", stages.display()))?;
+    let mut config =
+        fs::read_to_string(&stages).with_context(|| format!("reading {}", stages.display()))?;
+    config.push_str(&kubelet_defaults(&workdir));
+    let config_path = workdir.join("kwok.yaml");
+    fs::write(&config_path, config)?;
     Ok(KwokArgs {
         args: vec![
             format!("--kubeconfig={}", kubeconfig.display()),
-            format!("--config={}", config.display()),
+            format!("--config={}", config_path.display()),
             "--manage-all-nodes=false".into(),
             format!("--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake"),
             // kwok renews the nodes' leases so the node lifecycle controller keeps them Ready;
             // the same value kwokctl uses.
             "--node-lease-duration-seconds=40".into(),
             "--cidr=10.244.0.0/16".into(),
+            // The kubelet API: on loopback only (exec runs commands on this machine), the
+            // port the nodes advertise.
+            format!("--server-address=127.0.0.1:{kubelet_port}"),
+            format!("--node-port={kubelet_port}"),
+            format!("--enable-crds={KWOK_RULE_KINDS}"),
         ],
         // kwok also loads `$KWOK_WORKDIR/kwok.yaml`, by default from the user's home.
         env: vec![("KWOK_WORKDIR".into(), workdir.display().to_string())],
     })
 }
+
+/// kwok's cluster-wide rules: the answers of every simulated pod's kubelet API.
+fn kubelet_defaults(workdir: &Path) -> String {
+    let log = workdir.join(DEFAULT_LOG).display().to_string();
+    let exec = workdir.join(EXEC_DIR).display().to_string();
+    let docs = [
+        (
+            "ClusterLogs",
+            serde_json::json!({"logs": [{"logsFile": log}]}),
+        ),
+        (
+            "ClusterAttach",
+            serde_json::json!({"attaches": [{"logsFile": log}]}),
+        ),
+        (
+            "ClusterExec",
+            serde_json::json!({"execs": [{"local": {"workDir": exec}}]}),
+        ),
+        (
+            "ClusterPortForward",
+            serde_json::json!({"forwards": [{"command": ["cat"]}]}),
+        ),
+    ];
+    docs.iter()
+        .map(|(kind, spec)| {
+            let doc = serde_json::json!({
+                "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                "kind": kind,
+                "metadata": {"name": "local-cluster"},
+                "spec": spec,
+            });
+            format!(
+                "---\n{}",
+                serde_yaml::to_string(&doc).expect("YAML of JSON")
+            )
+        })
+        .collect()
+}
+
+/// Address of a simulated node's kubelet API: kwok's, on loopback. A name, not an IP, because
+/// the nodes' InternalIPs are their pods' host IPs and loopback is no valid endpoint address.
+pub const KUBELET_HOST: &str = "localhost";
 
 /// First address handed to simulated nodes, counting up; kwok reports a node's InternalIP as
 /// the hostIP of its pods.
@@ -76,6 +160,7 @@ pub fn node(index: u32) -> Node {
             "addresses": [
                 {"type": "InternalIP", "address": ip.to_string()},
                 {"type": "Hostname", "address": name},
+                {"type": "InternalDNS", "address": KUBELET_HOST},
             ],
         },
     }))

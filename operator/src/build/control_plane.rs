@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use virtualcluster_crds::instance::{API_SERVER_SERVICE_PORT, Component};
+use virtualcluster_crds::kubelet;
 use virtualcluster_crds::v1alpha1::{PodSecurityStandard, ServiceType};
 
 use super::admission::ADMISSION_CONFIG_KEY;
@@ -61,7 +62,8 @@ const DISABLED_CONTROLLERS: [&str; 6] = [
     "ttl-controller",
 ];
 
-/// The Service in front of the API server and the headless Service of the StatefulSet.
+/// The Service in front of the API server, the headless Service of the StatefulSet, and the
+/// syncer's Service, where the virtual API server reaches the kubelet API of the virtual nodes.
 pub fn services(instance: &Instance<'_>) -> Vec<Service> {
     let id = instance.id();
     let selector = Some(id.selector_labels(Component::ControlPlane));
@@ -108,11 +110,31 @@ pub fn services(instance: &Instance<'_>) -> Vec<Service> {
         }),
         ..Default::default()
     };
-    vec![api, headless]
+    let syncer = Service {
+        metadata: instance.meta(id.syncer(), Component::Syncer),
+        spec: Some(ServiceSpec {
+            selector: Some(id.selector_labels(Component::Syncer)),
+            ports: Some(vec![ServicePort {
+                name: Some(kubelet::PORT_NAME.into()),
+                port: kubelet::PORT.into(),
+                target_port: Some(IntOrString::String(kubelet::PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vec![api, headless, syncer]
 }
 
-/// What the certificates must cover, given the API server Service's ClusterIP once it has one.
-pub fn cert_subjects(instance: &Instance<'_>, service_ip: Option<&str>) -> pki::Subjects {
+/// What the certificates must cover, given the ClusterIPs of the API server's and the syncer's
+/// Services once they have them.
+pub fn cert_subjects(
+    instance: &Instance<'_>,
+    service_ip: Option<&str>,
+    syncer_ip: Option<&str>,
+) -> pki::Subjects {
     let id = instance.id();
     let ns = &id.namespace;
     let dns_forms = |service: &str| {
@@ -157,10 +179,15 @@ pub fn cert_subjects(instance: &Instance<'_>, service_ip: Option<&str>) -> pki::
             .take(3),
     );
     etcd.extend(["localhost", "127.0.0.1"].map(String::from));
+    let mut kubelet: Vec<String> = dns_forms(&id.syncer()).into();
+    // The syncer's own loopback, where a syncer run outside the cluster is reached.
+    kubelet.extend(["localhost", "127.0.0.1"].map(String::from));
+    kubelet.extend(syncer_ip.filter(|ip| *ip != "None").map(String::from));
     pki::Subjects {
         ca_name: format!("virtualcluster-ca {ns}/{}", id.name),
         api_server,
         etcd,
+        kubelet,
     }
 }
 
@@ -281,6 +308,15 @@ pub fn stateful_set(instance: &Instance<'_>, certs_hash: &str) -> StatefulSet {
             // The virtual `kubernetes` Service points at the instance's host Service (the
             // syncer keeps it); the pod's own address is not reachable from virtual pods.
             "--endpoint-reconciler-type=none".into(),
+            // The kubelet API of the virtual nodes is the syncer's, at the InternalIP they
+            // advertise (its Service's), and answers this client certificate only.
+            "--kubelet-preferred-address-types=InternalIP".into(),
+            format!(
+                "--kubelet-client-certificate={}",
+                pki(file::KUBELET_CLIENT_CERT)
+            ),
+            format!("--kubelet-client-key={}", pki(file::KUBELET_CLIENT_KEY)),
+            format!("--kubelet-certificate-authority={}", pki(file::CA_CERT)),
             "--profiling=false".into(),
         ]),
         env: Some(vec![field_env("POD_IP", "status.podIP")]),
@@ -336,8 +372,8 @@ pub fn stateful_set(instance: &Instance<'_>, certs_hash: &str) -> StatefulSet {
         ..hardened(spec.resources.clone())
     };
 
-    // Each file the control plane reads, and nothing else of the Secret (the admin's and the
-    // syncer's keys stay out of the pod).
+    // Each file the control plane reads, and nothing else of the Secret (the admin's, the
+    // syncer's and the kubelet API's keys stay out of the pod).
     let items = [
         file::CA_CERT,
         file::CA_KEY,
@@ -351,6 +387,8 @@ pub fn stateful_set(instance: &Instance<'_>, certs_hash: &str) -> StatefulSet {
         file::ETCD_PEER_KEY,
         file::SERVICE_ACCOUNT_KEY,
         file::SERVICE_ACCOUNT_PUB,
+        file::KUBELET_CLIENT_CERT,
+        file::KUBELET_CLIENT_KEY,
         file::CONTROLLER_MANAGER_KUBECONFIG,
     ]
     .map(|k| KeyToPath {
@@ -583,7 +621,7 @@ mod tests {
             valid: &valid,
             settings: &settings,
         };
-        let subjects = cert_subjects(&instance, Some("10.96.3.4"));
+        let subjects = cert_subjects(&instance, Some("10.96.3.4"), Some("10.96.3.5"));
         for name in [
             "demo",
             "demo.team-a",
@@ -604,6 +642,10 @@ mod tests {
                 .iter()
                 .any(|n| n == "demo-0.demo-headless.team-a.svc")
         );
+        for name in ["demo-syncer.team-a.svc", "10.96.3.5", "127.0.0.1"] {
+            assert!(subjects.kubelet.iter().any(|n| n == name), "{name}");
+        }
+        assert!(!subjects.kubelet.iter().any(|n| n == "10.96.3.4"));
     }
 
     #[test]

@@ -88,11 +88,12 @@ pub struct Desired {
     pub deployments: Vec<Deployment>,
 }
 
-/// The children that follow from the instance and its certificates (the data of `<name>-certs`
-/// as [`pki::digested`] keeps it).
+/// The children that follow from the instance, its certificates (the data of `<name>-certs`
+/// as [`pki::digested`] keeps it) and the ClusterIP of the syncer's Service.
 pub fn desired(
     instance: &Instance<'_>,
     certs: &BTreeMap<String, Vec<u8>>,
+    syncer_ip: Option<&str>,
 ) -> Result<Desired, Error> {
     let kubeconfigs = kubeconfig_secrets(instance, certs)?;
     let config = syncer::config_map(instance);
@@ -110,7 +111,7 @@ pub fn desired(
                 .flatten()
                 .map(|(k, v)| (k.as_str(), v.0.as_slice())),
         );
-    let deployment = syncer::deployment(instance, &content_hash(syncer_inputs));
+    let deployment = syncer::deployment(instance, &content_hash(syncer_inputs), syncer_ip);
     let admission = admission::config_map(instance);
     // The control plane rolls when its certificates or its configuration files change.
     let control_plane_inputs = certs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).chain(
@@ -173,7 +174,7 @@ pub(crate) mod fixtures {
     }
 
     pub fn certs(instance: &Instance<'_>) -> BTreeMap<String, Vec<u8>> {
-        let subjects = cert_subjects(instance, Some("10.96.3.4"));
+        let subjects = cert_subjects(instance, Some("10.96.3.4"), Some("10.96.3.5"));
         pki::issue(
             pki::Plan::IssueAll,
             None,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use virtualcluster_crds::instance::{API_SERVER_SERVICE_PORT, Component, KUBECONFIG_KEY};
-use virtualcluster_crds::keys;
+use virtualcluster_crds::{keys, kubelet};
 
 use super::{Error, Instance};
 use crate::kubeconfig::{self, Identity};
@@ -38,7 +38,7 @@ pub fn certs_secret(instance: &Instance<'_>, bundle: &pki::Bundle) -> Secret {
 pub struct KubeconfigSecrets {
     /// `vc-<name>`: the virtual cluster's admin.
     pub admin: Secret,
-    /// The syncer's, mounted into its pods.
+    /// The syncer's, mounted into its pods: its kubeconfig and its kubelet API's certificates.
     pub syncer: Secret,
 }
 
@@ -98,7 +98,18 @@ pub fn kubeconfig_secrets(
         syncer: secret(
             id.syncer_kubeconfig_secret(),
             Component::Syncer,
-            BTreeMap::from([(KUBECONFIG_KEY.to_owned(), syncer_config.into_bytes())]),
+            BTreeMap::from([
+                (KUBECONFIG_KEY.to_owned(), syncer_config.into_bytes()),
+                (
+                    kubelet::SERVING_CERT_KEY.to_owned(),
+                    get(file::KUBELET_SERVING_CERT)?.to_vec(),
+                ),
+                (
+                    kubelet::SERVING_KEY_KEY.to_owned(),
+                    get(file::KUBELET_SERVING_KEY)?.to_vec(),
+                ),
+                (kubelet::CLIENT_CA_KEY.to_owned(), ca.to_vec()),
+            ]),
         ),
     })
 }

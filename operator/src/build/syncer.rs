@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use virtualcluster_crds::instance::{
     Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SYNCER_METRICS_PORT_NAME, SyncerConfig,
 };
-use virtualcluster_crds::{keys, syncer_access};
+use virtualcluster_crds::{keys, kubelet, syncer_access};
 
 use super::control_plane::{field_env, hardened, pod_security, probe};
 use super::{CONFIG_HASH, Instance};
@@ -167,11 +167,44 @@ pub fn rbac(instance: &Instance<'_>) -> SyncerRbac {
     }
 }
 
-/// The syncer Deployment. `config_hash` covers the ConfigMap and the kubeconfig Secret, so a
-/// change to either rolls the pods.
-pub fn deployment(instance: &Instance<'_>, config_hash: &str) -> Deployment {
+/// The syncer Deployment. `config_hash` covers the ConfigMap and the credentials Secret, so a
+/// change to either rolls the pods. `syncer_ip` is the ClusterIP of the syncer's Service: the
+/// virtual nodes advertise it as their kubelet's address (none yet: no kubelet API).
+pub fn deployment(
+    instance: &Instance<'_>,
+    config_hash: &str,
+    syncer_ip: Option<&str>,
+) -> Deployment {
     let id = instance.id();
     let spec = &instance.vc.spec.syncer;
+    let credential = |key: &str| format!("{VIRTUAL_KUBECONFIG_DIR}/{key}");
+    let mut args = vec![
+        format!("--virtual-kubeconfig={}", credential(KUBECONFIG_KEY)),
+        format!("--config={CONFIG_DIR}/{SYNCER_CONFIG_KEY}"),
+        format!("--metrics-addr=0.0.0.0:{SYNCER_METRICS_PORT}"),
+    ];
+    if let Some(ip) = syncer_ip.filter(|ip| !ip.is_empty() && *ip != "None") {
+        let port = kubelet::PORT;
+        args.extend([
+            format!("{}=0.0.0.0:{port}", kubelet::flag::LISTEN),
+            format!("{}={}", kubelet::flag::ADVERTISE, advertised(ip, port)),
+            format!(
+                "{}={}",
+                kubelet::flag::TLS_CERT_FILE,
+                credential(kubelet::SERVING_CERT_KEY)
+            ),
+            format!(
+                "{}={}",
+                kubelet::flag::TLS_KEY_FILE,
+                credential(kubelet::SERVING_KEY_KEY)
+            ),
+            format!(
+                "{}={}",
+                kubelet::flag::CLIENT_CA_FILE,
+                credential(kubelet::CLIENT_CA_KEY)
+            ),
+        ]);
+    }
     let container = Container {
         name: SYNCER_CONTAINER.into(),
         image: Some(
@@ -181,17 +214,21 @@ pub fn deployment(instance: &Instance<'_>, config_hash: &str) -> Deployment {
         ),
         // The image's entrypoint, named so the pod says what it runs.
         command: Some(vec!["virtualcluster-syncer".into()]),
-        args: Some(vec![
-            format!("--virtual-kubeconfig={VIRTUAL_KUBECONFIG_DIR}/{KUBECONFIG_KEY}"),
-            format!("--config={CONFIG_DIR}/{SYNCER_CONFIG_KEY}"),
-            format!("--metrics-addr=0.0.0.0:{SYNCER_METRICS_PORT}"),
+        args: Some(args),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(SYNCER_METRICS_PORT_NAME.into()),
+                container_port: SYNCER_METRICS_PORT.into(),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some(kubelet::PORT_NAME.into()),
+                container_port: kubelet::PORT.into(),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some(SYNCER_METRICS_PORT_NAME.into()),
-            container_port: SYNCER_METRICS_PORT.into(),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
         // Ready while a standby, and as the leader once its caches are filled.
         readiness_probe: Some(probe("/readyz", SYNCER_METRICS_PORT, "HTTP", 3)),
         liveness_probe: Some(probe("/healthz", SYNCER_METRICS_PORT, "HTTP", 6)),
@@ -261,6 +298,14 @@ pub fn deployment(instance: &Instance<'_>, config_hash: &str) -> Deployment {
             ..Default::default()
         },
         ..Default::default()
+    }
+}
+
+/// `IP:PORT`, with brackets for IPv6.
+fn advertised(ip: &str, port: u16) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+        _ => format!("{ip}:{port}"),
     }
 }
 
@@ -357,8 +402,8 @@ mod tests {
             valid: &valid,
             settings: &settings,
         };
-        let a = deployment(&instance, "a");
-        let b = deployment(&instance, "b");
+        let a = deployment(&instance, "a", Some("10.96.3.5"));
+        let b = deployment(&instance, "b", Some("10.96.3.5"));
         assert_ne!(a.spec.template, b.spec.template);
         let spec = a.spec;
         assert_eq!(spec.replicas, Some(2));
@@ -368,6 +413,17 @@ mod tests {
             pod.containers[0].image.as_deref(),
             Some(crate::settings::DEFAULT_SYNCER_IMAGE)
         );
+        let args = pod.containers[0].args.clone().unwrap();
+        assert!(args.contains(&"--kubelet-advertise=10.96.3.5:10250".to_owned()));
+        assert!(args.contains(&"--kubelet-listen=0.0.0.0:10250".to_owned()));
+        // Without the Service's address there is nothing to advertise, so no kubelet API.
+        let none = deployment(&instance, "a", None).spec.template.spec.unwrap();
+        let args = none.containers[0].args.clone().unwrap();
+        assert!(
+            !args.iter().any(|a| a.starts_with("--kubelet-")),
+            "{args:?}"
+        );
+        assert_eq!(advertised("fd00::5", 10250), "[fd00::5]:10250");
     }
 
     #[test]
@@ -447,6 +503,14 @@ mod rbac_tests {
             .unwrap()
             .iter()
             .chain(syncer_access::own_rules().iter())
+            // The pod streams of the kubelet API the operator never opens itself: it binds
+            // the fixed roles holding them with `bind`, so it need not hold them.
+            .filter(|rule| {
+                rule.resources
+                    .iter()
+                    .flatten()
+                    .all(|r| r != "pods/log" && !syncer_access::STREAMING.contains(&r.as_str()))
+            })
         {
             assert!(
                 covers(&granted, rule),

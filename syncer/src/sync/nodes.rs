@@ -5,7 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus};
+use std::net::SocketAddr;
+
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+};
 use kube::api::{ObjectMeta, Patch};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -29,8 +33,14 @@ const MIRRORED_LABELS: &[&str] = &[
 ];
 
 /// The virtual node mirroring host node `name` (`None` when the host has no such node: its
-/// readiness is then unknown). Real nodes (`fromHost.nodes`) show all their labels.
-pub fn virtual_node(name: &str, host: Option<&Node>, real: bool) -> Node {
+/// readiness is then unknown). Real nodes (`fromHost.nodes`) show all their labels. Its
+/// kubelet is the syncer's, at `kubelet` (none without: the node only has its name).
+pub fn virtual_node(
+    name: &str,
+    host: Option<&Node>,
+    real: bool,
+    kubelet: Option<SocketAddr>,
+) -> Node {
     let mut labels: BTreeMap<String, String> = host
         .map(|h| h.labels().clone())
         .unwrap_or_default()
@@ -68,10 +78,24 @@ pub fn virtual_node(name: &str, host: Option<&Node>, real: bool) -> Node {
             capacity: host_status.capacity,
             allocatable: host_status.allocatable,
             node_info: host_status.node_info,
-            addresses: Some(vec![NodeAddress {
-                type_: "Hostname".into(),
-                address: name.to_owned(),
-            }]),
+            addresses: Some(
+                kubelet
+                    .map(|k| NodeAddress {
+                        type_: "InternalIP".into(),
+                        address: k.ip().to_string(),
+                    })
+                    .into_iter()
+                    .chain([NodeAddress {
+                        type_: "Hostname".into(),
+                        address: name.to_owned(),
+                    }])
+                    .collect(),
+            ),
+            daemon_endpoints: kubelet.map(|k| NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint {
+                    port: k.port().into(),
+                }),
+            }),
             ..Default::default()
         }),
     }
@@ -109,7 +133,7 @@ pub async fn ensure(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
 
 async fn write(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     let host = ctx.stores.host_nodes.get(&ObjectRef::new(name));
-    let desired = virtual_node(name, host.as_deref(), real_nodes(ctx));
+    let desired = virtual_node(name, host.as_deref(), real_nodes(ctx), ctx.kubelet);
     let api: Api<Node> = Api::all(ctx.virt.clone());
     let mut body = serde_json::to_value(ObjectMeta {
         labels: desired.metadata.labels.clone(),
@@ -134,7 +158,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
         return Ok(Next::Done);
     }
     let host = ctx.stores.host_nodes.get(&ObjectRef::new(&name));
-    let desired = virtual_node(&name, host.as_deref(), real_nodes(&ctx));
+    let desired = virtual_node(&name, host.as_deref(), real_nodes(&ctx), ctx.kubelet);
     let up_to_date =
         current.is_some_and(|c| virtualcluster_crds::compare::holds(c.as_ref(), &desired));
     if !up_to_date {
@@ -159,8 +183,8 @@ mod tests {
                 "capacity": {"cpu": "4"}}
         }))
         .unwrap();
-        let node = virtual_node("worker-1", Some(&host), false);
-        let real = virtual_node("worker-1", Some(&host), true);
+        let node = virtual_node("worker-1", Some(&host), false, None);
+        let real = virtual_node("worker-1", Some(&host), true, None);
         assert!(real.labels().contains_key("node-role.kubernetes.io/infra"));
         let labels = node.labels();
         assert_eq!(labels["kubernetes.io/hostname"], "worker-1");
@@ -175,10 +199,35 @@ mod tests {
         );
         assert_eq!(conditions[0].last_heartbeat_time, None);
 
-        let gone = virtual_node("worker-2", None, false);
+        let gone = virtual_node("worker-2", None, false, None);
         assert_eq!(
             gone.status.unwrap().conditions.unwrap()[0].status,
             "Unknown"
         );
+    }
+
+    #[test]
+    fn a_virtual_node_advertises_the_syncer_as_its_kubelet() {
+        let kubelet = "10.96.3.5:10250".parse().unwrap();
+        let status = virtual_node("worker-1", None, false, Some(kubelet))
+            .status
+            .unwrap();
+        let addresses = status.addresses.unwrap();
+        assert_eq!(
+            (addresses[0].type_.as_str(), addresses[0].address.as_str()),
+            ("InternalIP", "10.96.3.5")
+        );
+        assert_eq!(addresses[1].type_, "Hostname");
+        let port = status
+            .daemon_endpoints
+            .unwrap()
+            .kubelet_endpoint
+            .unwrap()
+            .port;
+        assert_eq!(port, 10250);
+        // Without a kubelet API the node has its name only.
+        let bare = virtual_node("worker-1", None, false, None).status.unwrap();
+        assert_eq!(bare.addresses.unwrap().len(), 1);
+        assert!(bare.daemon_endpoints.is_none());
     }
 }

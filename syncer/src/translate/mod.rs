@@ -39,6 +39,25 @@ pub struct Placement {
 }
 
 impl Target {
+    /// Where the copies of the instance `config` describes go.
+    pub fn of(config: &virtualcluster_crds::instance::SyncerConfig) -> anyhow::Result<Self> {
+        let instance = config.instance.clone();
+        let namespaces = &config.sync.to_host.namespaces;
+        let mapper = virtualcluster_crds::mapping::validate(
+            namespaces,
+            virtualcluster_crds::mapping::Instance {
+                name: &instance.name,
+                namespace: &instance.namespace,
+            },
+        )
+        .map_err(|v| anyhow::anyhow!("namespace mappings: {v}"))?;
+        Ok(Target {
+            instance,
+            mapper,
+            mappings_only: namespaces.mappings_only,
+        })
+    }
+
     /// Where copies of objects in virtual namespace `namespace` go: the host namespace a
     /// mapping gives (names kept), else the instance's own (names translated); `None` when they
     /// are not synced at all (`mappingsOnly`, or a mapped name too long for a namespace).

@@ -7,6 +7,9 @@ use virtualcluster_operator::pki;
 use virtualcluster_operator::settings::{self, Settings};
 use virtualcluster_operator::validate;
 
+/// The ClusterIP of the syncer's Service the children are rendered with.
+pub const SYNCER_IP: &str = "10.96.3.5";
+
 /// Every child the operator renders for `demo` in `team-a` (after `edit`), and the
 /// certificates Secret they were rendered with.
 pub fn rendered(edit: impl FnOnce(&mut VirtualCluster)) -> (Desired, Secret) {
@@ -21,7 +24,7 @@ pub fn rendered(edit: impl FnOnce(&mut VirtualCluster)) -> (Desired, Secret) {
         valid: &valid,
         settings: &settings,
     };
-    let subjects = build::cert_subjects(&instance, Some("10.96.3.4"));
+    let subjects = build::cert_subjects(&instance, Some("10.96.3.4"), Some(SYNCER_IP));
     let bundle = pki::issue(
         pki::Plan::IssueAll,
         None,
@@ -30,6 +33,6 @@ pub fn rendered(edit: impl FnOnce(&mut VirtualCluster)) -> (Desired, Secret) {
         time::OffsetDateTime::now_utc(),
     )
     .unwrap();
-    let desired = build::desired(&instance, &bundle.data).unwrap();
+    let desired = build::desired(&instance, &bundle.data, Some(SYNCER_IP)).unwrap();
     (desired, build::certs_secret(&instance, &bundle))
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use virtualcluster_crds::instance::{API_SERVER_SERVICE_PORT, InstanceRef};
+use virtualcluster_crds::kubelet;
 
 use super::plan::{self, Addresses, LocalPod, Mounted, Plan};
 use crate::harness::TestCluster;
@@ -71,6 +72,29 @@ pub fn api_server_addresses(id: &InstanceRef, local: &str) -> BTreeMap<String, S
         )
     })
     .collect()
+}
+
+/// The address the syncer's virtual nodes advertise for their kubelet (its Service's, from the
+/// syncer's `--kubelet-advertise`), to the local port of its kubelet API: the local virtual
+/// API server reaches it there. Empty when the syncer serves no kubelet API.
+pub fn kubelet_addresses(
+    deployment: &Deployment,
+    ports: &BTreeMap<u16, u16>,
+) -> BTreeMap<String, String> {
+    let args = deployment
+        .spec
+        .template
+        .spec
+        .iter()
+        .flat_map(|pod| pod.containers.iter())
+        .flat_map(|c| c.args.iter().flatten());
+    let prefix = format!("{}=", kubelet::flag::ADVERTISE);
+    args.filter_map(|a| a.strip_prefix(&prefix))
+        .filter_map(|advertised| {
+            let local = ports.get(&kubelet::PORT)?;
+            Some((advertised.to_owned(), format!("{}:{local}", plan::POD_IP)))
+        })
+        .collect()
 }
 
 /// The process and files that run one pod of the syncer `deployment` in `root`: what

@@ -235,8 +235,13 @@ where
     );
 }
 
-/// What the operator's builders make for `vc`, given the certificates it stored.
-fn desired_for(vc: &VirtualCluster, certs: &Secret) -> (Vec<Service>, build::Desired) {
+/// What the operator's builders make for `vc`, given the certificates it stored and the
+/// ClusterIP of the syncer's Service.
+fn desired_for(
+    vc: &VirtualCluster,
+    certs: &Secret,
+    syncer_ip: Option<&str>,
+) -> (Vec<Service>, build::Desired) {
     let settings = Settings::default();
     let valid = validate::validate(vc, None, &Settings::default()).unwrap();
     let instance = build::Instance {
@@ -255,7 +260,7 @@ fn desired_for(vc: &VirtualCluster, certs: &Secret) -> (Vec<Service>, build::Des
     pki::digested(&mut certs);
     (
         build::services(&instance),
-        build::desired(&instance, &certs).unwrap(),
+        build::desired(&instance, &certs, syncer_ip).unwrap(),
     )
 }
 
@@ -308,7 +313,9 @@ async fn creates_every_child_as_specified_and_becomes_ready() {
     assert_eq!(condition(&vc, "Stalled").unwrap().status, "False");
 
     let certs = setup.api::<Secret>().get(&id.certs_secret()).await.unwrap();
-    let (services, desired) = desired_for(&vc, &certs);
+    let syncer = setup.api::<Service>().get(&id.syncer()).await.unwrap();
+    let syncer_ip = syncer.spec.and_then(|s| s.cluster_ip);
+    let (services, desired) = desired_for(&vc, &certs, syncer_ip.as_deref());
     for o in services {
         assert_live_matches(&setup.api(), o).await;
     }
@@ -757,7 +764,9 @@ async fn killed_mid_provisioning_reaches_the_same_end_state() {
     assert_eq!(after.uid(), certs.uid(), "the certificates were replaced");
     assert_eq!(after.data, certs.data, "the certificates were reissued");
     let certs_secret = secrets.get(&id(&vc).certs_secret()).await.unwrap();
-    let (_, desired) = desired_for(&vc, &certs_secret);
+    let syncer = setup.api::<Service>().get(&id(&vc).syncer()).await.unwrap();
+    let syncer_ip = syncer.spec.and_then(|s| s.cluster_ip);
+    let (_, desired) = desired_for(&vc, &certs_secret, syncer_ip.as_deref());
     for o in desired.deployments {
         assert_live_matches(&setup.api(), o).await;
     }

@@ -168,10 +168,11 @@ fn secret_volumes_become_files_honouring_items_with_ports_rewritten() {
         .filter_map(|f| f.path.strip_prefix(&pki).ok()?.to_str())
         .collect();
     // The items the pod asks for, not the admin's or the syncer's keys.
-    assert_eq!(names.len(), 13, "{names:?}");
+    assert_eq!(names.len(), 15, "{names:?}");
     assert!(names.contains(&file::CA_KEY));
     assert!(!names.contains(&file::ADMIN_KEY));
     assert!(!names.contains(&file::SYNCER_KEY));
+    assert!(!names.contains(&file::KUBELET_SERVING_KEY));
     for file in plan.files.iter().filter(|f| f.path.starts_with(&pki)) {
         let key = file.path.file_name().unwrap().to_str().unwrap();
         if key == file::CONTROLLER_MANAGER_KUBECONFIG {

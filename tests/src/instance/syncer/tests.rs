@@ -11,6 +11,7 @@ const ROOT: &str = "/run/vc/instances/team-a/demo/syncer";
 const HOST_KUBECONFIG: &str = "/run/vc/instances/team-a/demo/syncer/host-kubeconfig";
 const LOCAL_API_SERVER: &str = "127.0.0.1:41000";
 const LOCAL_METRICS_PORT: u16 = 41001;
+const LOCAL_KUBELET_PORT: u16 = 41002;
 
 /// What the operator renders for the syncer of `demo` in `team-a`: its Deployment, and the
 /// ConfigMap and Secrets it may mount (all of the instance's Secrets but the certificates).
@@ -32,18 +33,18 @@ fn id() -> InstanceRef {
     }
 }
 
-fn addresses() -> Addresses {
-    Addresses {
-        ports: BTreeMap::from([(8080, LOCAL_METRICS_PORT)]),
-        services: api_server_addresses(&id(), LOCAL_API_SERVER),
-    }
+fn addresses(deployment: &Deployment) -> Addresses {
+    let ports = BTreeMap::from([(8080, LOCAL_METRICS_PORT), (10250, LOCAL_KUBELET_PORT)]);
+    let mut services = api_server_addresses(&id(), LOCAL_API_SERVER);
+    services.extend(kubelet_addresses(deployment, &ports));
+    Addresses { ports, services }
 }
 
 fn plan_of(deployment: &Deployment, mounted: &Mounted) -> Result<Plan> {
     plan(
         deployment,
         mounted,
-        &addresses(),
+        &addresses(deployment),
         Path::new(ROOT),
         Path::new(HOST_KUBECONFIG),
     )
@@ -65,7 +66,7 @@ fn the_rendered_syncer_becomes_one_local_process_with_host_credentials() {
     assert_eq!(pod.name, "demo-syncer-local");
     assert_eq!(pod.mounted_secrets(), ["demo-syncer-kubeconfig"]);
     assert_eq!(pod.mounted_config_maps(), ["demo-syncer-config"]);
-    assert_eq!(pod.declared_ports().unwrap(), [8080]);
+    assert_eq!(pod.declared_ports().unwrap(), [8080, 10250]);
 
     let plan = plan_of(&deployment, &mounted).unwrap();
     assert_eq!(plan.service_account.as_deref(), Some("demo-syncer"));
@@ -82,6 +83,15 @@ fn the_rendered_syncer_becomes_one_local_process_with_host_credentials() {
             format!("--virtual-kubeconfig={ROOT}/volumes/virtual-kubeconfig/{KUBECONFIG_KEY}"),
             format!("--config={ROOT}/volumes/config/{SYNCER_CONFIG_KEY}"),
             format!("--metrics-addr=0.0.0.0:{LOCAL_METRICS_PORT}"),
+            // The kubelet API on its local port, advertised where the local virtual API
+            // server reaches it.
+            format!("--kubelet-listen=0.0.0.0:{LOCAL_KUBELET_PORT}"),
+            format!("--kubelet-advertise=127.0.0.1:{LOCAL_KUBELET_PORT}"),
+            format!("--kubelet-tls-cert-file={ROOT}/volumes/virtual-kubeconfig/kubelet.crt"),
+            format!("--kubelet-tls-key-file={ROOT}/volumes/virtual-kubeconfig/kubelet.key"),
+            format!(
+                "--kubelet-client-ca-file={ROOT}/volumes/virtual-kubeconfig/kubelet-client-ca.crt"
+            ),
             format!("--host-kubeconfig={HOST_KUBECONFIG}"),
         ]
     );
@@ -133,7 +143,8 @@ fn the_volumes_become_files_with_the_local_api_server_in_the_kubeconfig() {
             .find(|f| f.path == Path::new(ROOT).join(path))
             .unwrap_or_else(|| panic!("no {path} in {:?}", plan.files))
     };
-    assert_eq!(plan.files.len(), 2);
+    // The configuration, and the kubeconfig with the kubelet API's certificates and CA.
+    assert_eq!(plan.files.len(), 5);
 
     // The configuration is written as rendered: it names the Service, it has no address.
     let config = file(&format!("volumes/config/{SYNCER_CONFIG_KEY}"));
