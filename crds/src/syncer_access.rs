@@ -70,6 +70,17 @@ pub const WRITE: &[&str] = &[
 
 /// The pod subresources of streams: exec, attach, port-forward.
 pub const STREAMING: &[&str] = &["pods/exec", "pods/attach", "pods/portforward"];
+/// Where a pod's logs are read.
+pub const POD_LOG: &str = "pods/log";
+/// Where ephemeral containers (`kubectl debug`) are added to a pod.
+pub const EPHEMERAL_CONTAINERS: &str = "pods/ephemeralcontainers";
+
+/// Whether `resource` is one of the pod subresources only the syncer uses on host copies (the
+/// kubelet API's logs and streams, ephemeral containers): the operator grants them through
+/// the fixed roles it binds, never holding them itself.
+pub fn is_syncer_only(resource: &str) -> bool {
+    resource == POD_LOG || resource == EPHEMERAL_CONTAINERS || STREAMING.contains(&resource)
+}
 
 /// What a syncer does in a host namespace it syncs into: the kinds it copies there (and reads
 /// back from a namespace it imported), their status, and the host's Events about them.
@@ -92,8 +103,10 @@ pub fn held_rules() -> Vec<PolicyRule> {
         // The kubelet API of the virtual nodes answers on the host copies of pods (see the
         // syncer's `kubelet` module); streams are opened with `create` (and `get`, which
         // older API servers authorize upgraded GETs with).
-        rule(&[""], &["pods/log"], &["get"]),
+        rule(&[""], &[POD_LOG], &["get"]),
         rule(&[""], STREAMING, &["get", "create"]),
+        // `kubectl debug`: ephemeral containers of virtual pods are added to their copies.
+        rule(&[""], &[EPHEMERAL_CONTAINERS], &["patch"]),
         rule(&[""], &["events"], READ),
         rule(&["events.k8s.io"], &["events"], READ),
         rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),

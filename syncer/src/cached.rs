@@ -58,35 +58,49 @@ impl CachedPod {
     }
 }
 
-/// A host copy: what the syncer reads back from one is its node, metadata and status; the rest
-/// of its spec is not even decoded.
+/// A host copy: what the syncer reads back from one is its node, the names of its ephemeral
+/// containers, metadata and status; the rest of its spec is not even decoded.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(from = "HostPodFields")]
 pub struct HostPod {
     pub metadata: ObjectMeta,
     /// `spec.nodeName`: where the host scheduled it.
     pub node_name: Option<String>,
+    /// Names of its ephemeral containers (they can be added, never changed).
+    pub ephemeral_containers: Vec<String>,
     status: Option<Box<str>>,
 }
 
 #[derive(Deserialize)]
 struct HostPodFields {
     metadata: ObjectMeta,
-    spec: Option<NodeOnly>,
+    spec: Option<SpecFields>,
     status: Option<PodStatus>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct NodeOnly {
+struct SpecFields {
     node_name: Option<String>,
+    #[serde(default)]
+    ephemeral_containers: Vec<NameOnly>,
+}
+
+#[derive(Deserialize)]
+struct NameOnly {
+    name: String,
 }
 
 impl From<HostPodFields> for HostPod {
     fn from(pod: HostPodFields) -> Self {
+        let (node_name, ephemeral) = pod
+            .spec
+            .map(|s| (s.node_name, s.ephemeral_containers))
+            .unwrap_or_default();
         Self {
             metadata: pod.metadata,
-            node_name: pod.spec.and_then(|s| s.node_name),
+            node_name,
+            ephemeral_containers: ephemeral.into_iter().map(|c| c.name).collect(),
             status: text(pod.status.as_ref()),
         }
     }

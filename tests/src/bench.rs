@@ -1,15 +1,26 @@
-//! What the benchmarks (`bench-operator`, `bench-syncer`) share: waiting on watch caches, the
-//! API server's own request counters, and the memory and CPU time of a process.
+//! What the benchmarks (`bench-operator`, `bench-syncer`, `bench-kubelet`) share: waiting on
+//! watch caches, the API server's own request counters, the memory and CPU time of a process,
+//! and the local syncer restarted as another build.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::PostParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use virtualcluster_crds::VirtualCluster;
+use virtualcluster_crds::instance::InstanceRef;
+
+use crate::cluster::State;
+use crate::process::{self, Lifetime, ProcessRecord, Started};
 
 /// Checks `check` (on watch caches) every 100 ms until it is true; gives up after `timeout`.
 pub async fn wait_for(
@@ -304,5 +315,180 @@ impl CpuByProcess {
             .map(|(name, s)| format!("{name} {s:.1}"))
             .collect();
         format!("{total:.1} s in all: {}", list.join(", "))
+    }
+}
+
+/// The instance's syncer process, as [`crate::instance::run_instance`] started it: its record in
+/// `DIR/state.json` and the command line, environment and working folder to start it again.
+pub struct LocalSyncer {
+    dir: PathBuf,
+    pub record: ProcessRecord,
+    program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    cwd: PathBuf,
+    lifetime: Lifetime,
+    /// The process this benchmark started, once it has.
+    started: Option<Started>,
+    /// Where in the log the current process's output starts.
+    log_offset: u64,
+}
+
+impl LocalSyncer {
+    /// The syncer `tests/local-cluster run-instance` runs for instance `namespace/instance`.
+    pub fn running(
+        dir: &Path,
+        namespace: &str,
+        instance: &str,
+        lifetime: Lifetime,
+    ) -> Result<LocalSyncer> {
+        let name = format!("instances/{namespace}/{instance}/syncer");
+        let record = State::read(dir)?
+            .context("no cluster state")?
+            .running()
+            .find(|p| p.name == name)
+            .cloned()
+            .with_context(|| format!("no running {name} in the cluster state"))?;
+        let pid = record.pid;
+        let (mut args, env) = process::command_of(pid)?;
+        ensure!(
+            !args.is_empty(),
+            "the syncer (pid {pid}) has no command line"
+        );
+        let program = PathBuf::from(args.remove(0));
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .with_context(|| format!("reading the working folder of pid {pid}"))?;
+        Ok(LocalSyncer {
+            dir: dir.to_owned(),
+            log_offset: 0,
+            record,
+            program,
+            args,
+            env,
+            cwd,
+            lifetime,
+            started: None,
+        })
+    }
+
+    /// Stops the syncer (SIGTERM: it hands its Lease back) and starts it again with the same
+    /// command line, environment, working folder, record name and log, running `binary`
+    /// instead when given.
+    pub fn restart(&mut self, binary: Option<&Path>) -> Result<()> {
+        ensure!(
+            process::stop(&self.record, Duration::from_secs(30))?,
+            "the syncer (pid {}) was no longer running\n{}",
+            self.record.pid,
+            process::log_tail(&self.record.log, 40)
+        );
+        if let Some(mut started) = self.started.take() {
+            let _ = started.child.wait();
+        }
+        if let Some(binary) = binary {
+            self.program = binary.to_owned();
+        }
+        self.log_offset = std::fs::metadata(&self.record.log)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.cwd);
+        let started = process::spawn(&self.record.name, cmd, &self.record.log, self.lifetime)?;
+        let previous = std::mem::replace(&mut self.record, started.record.clone());
+        let record = self.record.clone();
+        State::update(&self.dir, |state| {
+            state
+                .processes
+                .retain(|p| *p != previous && p.name != record.name);
+            state.processes.push(record);
+            Ok(())
+        })?;
+        self.started = Some(started);
+        Ok(())
+    }
+
+    /// Fails if the process this benchmark started has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(started) = &mut self.started
+            && let Some(status) = started.child.try_wait()?
+        {
+            bail!(
+                "the syncer exited ({status})\n{}",
+                process::log_tail(&self.record.log, 40)
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until the current process logs that its caches are ready.
+    pub async fn wait_caches_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            self.check_running()?;
+            let log = std::fs::read(&self.record.log).unwrap_or_default();
+            let ours = log.get(self.log_offset as usize..).unwrap_or_default();
+            if String::from_utf8_lossy(ours).contains("caches ready") {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the syncer did not get its caches ready within 300 s\n{}",
+                process::log_tail(&self.record.log, 40)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The text of its `/metrics`, at the address its command line names.
+    pub async fn metrics(&self) -> Result<String> {
+        let port = crate::instance::syncer::metrics_port(&self.args)
+            .context("the syncer's command line has no --metrics-addr")?;
+        let (code, text) = crate::loopback::http_get(port, "/metrics").await?;
+        ensure!(code == 200, "the syncer's /metrics answered {code}");
+        Ok(text)
+    }
+}
+
+/// Creates VirtualCluster `namespace/name` with `spec` and waits until the operator rendered
+/// what [`crate::instance::run_instance`] reads.
+pub async fn create_instance(
+    admin: &Client,
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<InstanceRef> {
+    let vcs: Api<VirtualCluster> = Api::namespaced(admin.clone(), namespace);
+    let vc: VirtualCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "virtualcluster.dev/v1alpha1",
+        "kind": "VirtualCluster",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))?;
+    let vc = vcs.create(&PostParams::default(), &vc).await?;
+    let id = InstanceRef::of(&vc);
+    let sets: Api<StatefulSet> = Api::namespaced(admin.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rendered = sets.get_opt(&id.control_plane()).await?.is_some()
+            && deployments.get_opt(&id.syncer()).await?.is_some()
+            && secrets.get_opt(&id.kubeconfig_secret()).await?.is_some()
+            && secrets
+                .get_opt(&id.syncer_kubeconfig_secret())
+                .await?
+                .is_some()
+            && config_maps.get_opt(&id.syncer_config()).await?.is_some();
+        if rendered {
+            return Ok(id);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the operator did not render {namespace}/{name} within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -11,6 +11,7 @@ pub mod health;
 pub mod helm;
 pub mod instance;
 pub mod kubeconfig;
+pub mod kubectl;
 pub mod loopback;
 pub mod nodes;
 pub mod operator;

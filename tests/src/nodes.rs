@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
 
 use crate::binaries::KWOK_STAGES_FILE;
 
@@ -66,6 +66,7 @@ pub fn kwok_args(
     let stages = bin_dir.join(KWOK_STAGES_FILE);
     let mut config =
         fs::read_to_string(&stages).with_context(|| format!("reading {}", stages.display()))?;
+    config.push_str(EPHEMERAL_CONTAINERS_STAGE);
     config.push_str(&kubelet_defaults(&workdir));
     let config_path = workdir.join("kwok.yaml");
     fs::write(&config_path, config)?;
@@ -85,10 +86,78 @@ pub fn kwok_args(
             format!("--node-port={kubelet_port}"),
             format!("--enable-crds={KWOK_RULE_KINDS}"),
         ],
-        // kwok also loads `$KWOK_WORKDIR/kwok.yaml`, by default from the user's home.
-        env: vec![("KWOK_WORKDIR".into(), workdir.display().to_string())],
+        env: vec![
+            // kwok also loads `$KWOK_WORKDIR/kwok.yaml`, by default from the user's home.
+            ("KWOK_WORKDIR".into(), workdir.display().to_string()),
+            ("PATH".into(), exec_path(&workdir)?),
+        ],
     })
 }
+
+/// The `PATH` kwok runs exec's commands with: `DIR/kwok/bin` first, holding a `tar` that stops
+/// at the archive's end. kwok never ends a command's input (it does not close the pipe once
+/// the caller's stream ends), and GNU tar reading its usual 10 KiB records would wait for it
+/// forever: `kubectl cp` into a pod would never finish. With 512-byte records it stops at the
+/// end-of-archive blocks.
+fn exec_path(workdir: &Path) -> Result<String> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let tar = std::env::split_paths(&path)
+        .map(|dir| dir.join("tar"))
+        .find(|candidate| candidate.is_file())
+        .context("no tar on PATH: kubectl cp on simulated pods needs it")?;
+    let bin = workdir.join("bin");
+    fs::create_dir_all(&bin)?;
+    let wrapper = bin.join("tar");
+    fs::write(
+        &wrapper,
+        // Last, so that old-style options (`tar cf - FILE`) stay first.
+        format!(
+            "#!/bin/sh\nexec {} \"$@\" --blocking-factor=1\n",
+            tar.display()
+        ),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))?;
+    Ok(format!("{}:{path}", bin.display()))
+}
+
+/// kwok's stages start a pod's containers, not the ephemeral ones added later (`kubectl
+/// debug`): this one does, as a kubelet would.
+const EPHEMERAL_CONTAINERS_STAGE: &str = r#"---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-ephemeral-containers
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Running'
+    - key: '(.spec.ephemeralContainers | length) > (.status.ephemeralContainerStatuses | length)'
+      operator: 'In'
+      values:
+      - 'true'
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      ephemeralContainerStatuses:
+      {{ range .spec.ephemeralContainers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 0
+        state:
+          running:
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+"#;
 
 /// kwok's cluster-wide rules: the answers of every simulated pod's kubelet API.
 fn kubelet_defaults(workdir: &Path) -> String {
@@ -199,4 +268,41 @@ pub fn is_ready(node: &Node) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Creates kwok's per-pod rule `kind` (`Logs`, `Exec`, `Attach` or `PortForward`, see
+/// [`KWOK_RULE_KINDS`]) for pod `namespace/name`, with `spec`; kwok answers that pod's
+/// kubelet API from it once its watch has seen it.
+pub async fn pod_rule(
+    client: &kube::Client,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<()> {
+    let plural = match kind {
+        "Logs" => "logs",
+        "Attach" => "attaches",
+        "Exec" => "execs",
+        "PortForward" => "portforwards",
+        _ => anyhow::bail!("kwok has no per-pod rule {kind}; it has {KWOK_RULE_KINDS}"),
+    };
+    let resource = ApiResource {
+        group: "kwok.x-k8s.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "kwok.x-k8s.io/v1alpha1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let rule: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }))?;
+    api.create(&PostParams::default(), &rule)
+        .await
+        .with_context(|| format!("creating kwok's {kind} {namespace}/{name}"))?;
+    Ok(())
 }

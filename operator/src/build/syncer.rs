@@ -503,13 +503,13 @@ mod rbac_tests {
             .unwrap()
             .iter()
             .chain(syncer_access::own_rules().iter())
-            // The pod streams of the kubelet API the operator never opens itself: it binds
-            // the fixed roles holding them with `bind`, so it need not hold them.
+            // The pod subresources the operator never uses itself: it binds the fixed roles
+            // holding them with `bind`, so it need not hold them.
             .filter(|rule| {
                 rule.resources
                     .iter()
                     .flatten()
-                    .all(|r| r != "pods/log" && !syncer_access::STREAMING.contains(&r.as_str()))
+                    .all(|r| !syncer_access::is_syncer_only(r))
             })
         {
             assert!(

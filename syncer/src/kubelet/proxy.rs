@@ -41,6 +41,8 @@ const UPGRADE_RESPONSE_HEADERS: [HeaderName; 5] = [
     header::SEC_WEBSOCKET_ACCEPT,
     header::SEC_WEBSOCKET_PROTOCOL,
 ];
+/// How much of a host refusal's body is read (a Status is far smaller).
+const REFUSAL_LIMIT: usize = 64 * 1024;
 /// Copy buffer of an upgraded stream, each way: large enough for port-forward throughput.
 const STREAM_BUFFER: usize = 64 * 1024;
 
@@ -97,15 +99,6 @@ impl Proxy {
                 format!("{} does not take {}", call.kind.as_str(), request.method()),
             );
         }
-        if call.kind.upgrades() && !request.headers().contains_key(header::UPGRADE) {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{} needs an upgraded connection (SPDY or WebSocket)",
-                    call.kind.as_str()
-                ),
-            );
-        }
         let (namespace, pod) = match self.host_pod(&call).await {
             Ok(Some(found)) => found,
             Ok(None) => {
@@ -117,12 +110,24 @@ impl Proxy {
             Err(err) => {
                 tracing::warn!(%err, namespace = %call.namespace, pod = %call.pod,
                     "kubelet API: reading the host pod");
+                // The host's error names host objects: the syncer's log has it, the tenant
+                // does not.
                 return text(
                     StatusCode::BAD_GATEWAY,
-                    format!("reading the host pod: {err}"),
+                    "the pod's host copy could not be read; the syncer's log says why".into(),
                 );
             }
         };
+        // After the pod: a caller learns nothing of pods that are not the instance's.
+        if call.kind.upgrades() && !request.headers().contains_key(header::UPGRADE) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} needs an upgraded connection (SPDY or WebSocket)",
+                    call.kind.as_str()
+                ),
+            );
+        }
         let uri = format!(
             "{}?{}",
             route::host_path(call.kind, &namespace, &pod),
@@ -147,9 +152,11 @@ impl Proxy {
         let response = match self.host.send(upstream).await {
             Ok(response) => response,
             Err(err) => {
+                tracing::warn!(%err, namespace = %call.namespace, pod = %call.pod,
+                    call = call.kind.as_str(), "kubelet API: calling the host API server");
                 return text(
                     StatusCode::BAD_GATEWAY,
-                    format!("the host API server: {err}"),
+                    "the host API server did not answer; the syncer's log says why".into(),
                 );
             }
         };
@@ -186,7 +193,20 @@ impl Proxy {
                 ours.body(empty())
                     .unwrap_or_else(|err| text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
             }
-            // Logs, or the host's refusal of a stream: status, type and body as they come.
+            // The host's refusal: its message, in the virtual cluster's names.
+            _ if !response.status().is_success() => {
+                let status = response.status();
+                let body = http_body_util::Limited::new(response.into_body(), REFUSAL_LIMIT)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                text(
+                    status,
+                    route::tenant_message(&body, (&namespace, &pod), (&call.namespace, &call.pod)),
+                )
+            }
+            // Logs: streamed as they come.
             _ => {
                 let mut ours = Response::builder().status(response.status());
                 if let Some(kind) = response.headers().get(header::CONTENT_TYPE) {

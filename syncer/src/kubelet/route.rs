@@ -170,9 +170,45 @@ pub fn host_path(kind: Kind, namespace: &str, pod: &str) -> String {
     )
 }
 
+/// What the tenant reads of the host's refusal `body` of a call on host pod
+/// `host_namespace/host_pod`: its message (the `message` of a Status, or the text), with the
+/// host's names of the pod and its namespace put back to the virtual ones, so no host name
+/// reaches the virtual cluster.
+pub fn tenant_message(body: &[u8], host: (&str, &str), virt: (&str, &str)) -> String {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|status| status.get("message")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+    // The pod first: its host name holds the virtual namespace's name.
+    let message = message.replace(host.1, virt.1);
+    match host.0 == virt.0 {
+        true => message,
+        false => message.replace(host.0, virt.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names_in_refusals_become_virtual_ones() {
+        let status = br#"{"kind":"Status","apiVersion":"v1","status":"Failure",
+            "message":"previous terminated container \"web\" in pod \"web-x-shop-x-demo\" not found",
+            "reason":"BadRequest","code":400}"#;
+        assert_eq!(
+            tenant_message(status, ("team-a", "web-x-shop-x-demo"), ("shop", "web")),
+            "previous terminated container \"web\" in pod \"web\" not found"
+        );
+        assert_eq!(
+            tenant_message(
+                b"pods \"web-x-shop-x-demo\" not found in team-a\n",
+                ("team-a", "web-x-shop-x-demo"),
+                ("shop", "web"),
+            ),
+            "pods \"web\" not found in shop"
+        );
+    }
 
     #[test]
     fn every_path_the_api_server_sends_is_understood() {

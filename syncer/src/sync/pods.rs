@@ -157,24 +157,105 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
         priority_class,
         policy,
     };
-    let desired = translate::host_pod(pod, &env);
+    let mut desired = translate::host_pod(pod, &env);
+    // A pod is made without ephemeral containers (the API refuses them on create); any the
+    // virtual pod has by now are added next, as in `update`.
+    desired.spec.as_mut().map(|s| s.ephemeral_containers.take());
     // The final object is held to the instance's level: a pod the virtual API server let
     // through (a namespace labelled less strictly, or admitted before) never runs.
-    let violations = pod_security::check(policy.pod_security, &desired);
-    if !violations.is_empty() {
+    if let Some(violations) = security_violations(ctx, &desired) {
         let note = format!(
-            "the pod breaks the {} Pod Security Standard and does not run on the host: {}",
-            policy.pod_security,
-            violations
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
+            "the pod breaks the {} Pod Security Standard and does not run on the host: \
+             {violations}",
+            policy.pod_security
         );
         refuse(ctx, pod, POD_SECURITY_REFUSED, note).await?;
         return Ok(Next::Done);
     }
     copy::create(ctx, &ctx.host_api::<Pod>(&key.namespace), &desired, pod).await
+}
+
+/// What `desired` (a host pod) breaks of the instance's Pod Security Standard, in words, if
+/// anything.
+fn security_violations(ctx: &Ctx, desired: &Pod) -> Option<String> {
+    let violations = pod_security::check(ctx.config.policy.pod_security, desired);
+    (!violations.is_empty()).then(|| {
+        violations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// Adds to host copy `copy` the ephemeral containers (`kubectl debug`) virtual pod `pod` has
+/// and it lacks, through its `ephemeralcontainers` subresource: renamed like the pod's other
+/// containers, their references held to the same rules, the whole pod then held to the
+/// instance's Pod Security Standard. Refused: a Warning Event on the virtual pod, and the
+/// container never starts.
+async fn add_ephemeral_containers(
+    ctx: &Ctx,
+    key: &Key,
+    pod: &Pod,
+    copy: &HostPod,
+    env: &PodEnv<'_>,
+) -> anyhow::Result<Next> {
+    let new = |name: &str| !copy.ephemeral_containers.iter().any(|c| c == name);
+    let virtual_ones = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten());
+    if !virtual_ones.clone().any(|c| new(&c.name)) {
+        return Ok(Next::Done);
+    }
+    let mut resolved = pod.clone();
+    match references::resolve(ctx, key, &mut resolved).await? {
+        Resolved::Ready => {}
+        Resolved::Wait(delay) => return Ok(Next::After(delay)),
+        Resolved::Refused(note) => {
+            copy::warn(ctx, pod, REFERENCE_REFUSED, note).await;
+            return Ok(Next::After(copy::CLASH_RECHECK));
+        }
+    }
+    let desired = translate::host_pod(&resolved, env);
+    if let Some(violations) = security_violations(ctx, &desired) {
+        let note = format!(
+            "the ephemeral container is not added: with it the pod would break the {} Pod \
+             Security Standard: {violations}",
+            ctx.config.policy.pod_security
+        );
+        copy::warn(ctx, pod, POD_SECURITY_REFUSED, note).await;
+        return Ok(Next::Done);
+    }
+    let added: Vec<_> = desired
+        .spec
+        .into_iter()
+        .flat_map(|s| s.ephemeral_containers.unwrap_or_default())
+        .filter(|c| new(&c.name))
+        .collect();
+    let patch = serde_json::json!({"spec": {"ephemeralContainers": added}});
+    let host = ctx.host_api::<Pod>(&key.namespace);
+    match host
+        .patch_subresource(
+            "ephemeralcontainers",
+            &copy.name_any(),
+            &copy::merge_params(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(Next::Done),
+        // The host refuses what it cannot run (say, a name taken): the tenant is told.
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            let note = format!(
+                "the ephemeral container is not added on the host: {}",
+                status.message
+            );
+            copy::warn(ctx, pod, "EphemeralContainerRefused", note).await;
+            Ok(Next::Done)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Event reason and pod condition reason of a pod refused for its references.
@@ -433,6 +514,10 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
             &patch,
         )
         .await?;
+    }
+    match add_ephemeral_containers(ctx, key, pod, copy, &env).await? {
+        Next::Done => {}
+        next => return Ok(next),
     }
 
     let virt = ctx.virtual_api::<Pod>(&key.namespace);

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, KeyToPath,
-    ObjectFieldSelector, Pod, PodDNSConfig, PodDNSConfigOption, PodSpec, PodStatus,
-    SecretProjection, Toleration, Volume, VolumeProjection,
+    DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, KeyToPath, ObjectFieldSelector, Pod,
+    PodDNSConfig, PodDNSConfigOption, PodSpec, PodStatus, SecretProjection, Toleration, Volume,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use virtualcluster_crds::keys;
@@ -271,19 +271,7 @@ fn visit_references(spec: &mut PodSpec, f: &mut dyn FnMut(Referenced, &mut Strin
             }
         }
     }
-    let containers = spec.containers.iter_mut().map(|c| ("containers", c)).chain(
-        spec.init_containers
-            .iter_mut()
-            .flatten()
-            .map(|c| ("initContainers", c)),
-    );
-    let mut index = (0, 0);
-    for (list, c) in containers {
-        let i = if list == "containers" {
-            &mut index.0
-        } else {
-            &mut index.1
-        };
+    for (list, i, c) in env_of_containers(spec) {
         let at = |field: String| format!("spec.{list}[{i}].{field}");
         for (j, e) in c.env.iter_mut().flatten().enumerate() {
             let Some(from) = e.value_from.as_mut() else {
@@ -308,7 +296,6 @@ fn visit_references(spec: &mut PodSpec, f: &mut dyn FnMut(Referenced, &mut Strin
                 f(ConfigMap, &mut r.name, r.optional == Some(true), &field);
             }
         }
-        *i += 1;
     }
     // The kubelet pulls without a missing pull secret, as with an optional one.
     for (i, s) in spec.image_pull_secrets.iter_mut().flatten().enumerate() {
@@ -319,6 +306,55 @@ fn visit_references(spec: &mut PodSpec, f: &mut dyn FnMut(Referenced, &mut Strin
             &format!("spec.imagePullSecrets[{i}].name"),
         );
     }
+}
+
+/// The image and environment of one container of any kind (containers, init and ephemeral
+/// containers have the same fields for them, in different types).
+struct ContainerEnv<'a> {
+    image: &'a mut Option<String>,
+    env: &'a mut Option<Vec<EnvVar>>,
+    env_from: &'a mut Option<Vec<k8s_openapi::api::core::v1::EnvFromSource>>,
+}
+
+/// Every container of `spec`, init and ephemeral ones too: its list, index and environment.
+fn env_of_containers(
+    spec: &mut PodSpec,
+) -> impl Iterator<Item = (&'static str, usize, ContainerEnv<'_>)> {
+    let containers = spec.containers.iter_mut().enumerate().map(|(i, c)| {
+        let env = ContainerEnv {
+            image: &mut c.image,
+            env: &mut c.env,
+            env_from: &mut c.env_from,
+        };
+        ("containers", i, env)
+    });
+    let init = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| {
+            let env = ContainerEnv {
+                image: &mut c.image,
+                env: &mut c.env,
+                env_from: &mut c.env_from,
+            };
+            ("initContainers", i, env)
+        });
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter_mut()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| {
+            let env = ContainerEnv {
+                image: &mut c.image,
+                env: &mut c.env,
+                env_from: &mut c.env_from,
+            };
+            ("ephemeralContainers", i, env)
+        });
+    containers.chain(init).chain(ephemeral)
 }
 
 /// What a host pod may not carry at all, whatever it is renamed to: sources the host would
@@ -405,11 +441,7 @@ pub fn without_optional(pod: &mut Pod, kind: Referenced, name: &str) {
             });
         }
     }
-    let containers = spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten());
-    for c in containers {
+    for (_, _, c) in env_of_containers(spec) {
         if let Some(env) = c.env.as_mut() {
             env.retain(|e| {
                 let from = e.value_from.as_ref();
@@ -473,7 +505,6 @@ pub fn host_pod(pod: &Pod, env: &PodEnv<'_>) -> Pod {
     // A subdomain names a virtual headless Service, which has another name on the host.
     spec.subdomain = None;
     spec.readiness_gates = None;
-    spec.ephemeral_containers = None;
 
     // Every object the pod names by its host name (see `visit_references`).
     visit_references(&mut spec, &mut |_, name, _, _| *name = rename(name));
@@ -481,11 +512,7 @@ pub fn host_pod(pod: &Pod, env: &PodEnv<'_>) -> Pod {
     for volume in spec.volumes.iter_mut().flatten() {
         translate_volume(volume, &mut token_index, env.token_secret);
     }
-    for container in spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-    {
+    for (_, _, container) in env_of_containers(&mut spec) {
         translate_container(container, env);
     }
     if let Some(claim) = spec.resource_claims.as_mut() {
@@ -726,11 +753,11 @@ fn translate_volume(volume: &mut Volume, token_index: &mut usize, token_secret: 
     }
 }
 
-fn translate_container(container: &mut Container, env: &PodEnv<'_>) {
-    if let Some(image) = &container.image
+fn translate_container(container: ContainerEnv<'_>, env: &PodEnv<'_>) {
+    if let Some(image) = container.image.as_ref()
         && let Some(host_image) = env.options.translate_image.get(image)
     {
-        container.image = Some(host_image.clone());
+        *container.image = Some(host_image.clone());
     }
     let vars = container.env.get_or_insert_default();
     for field in vars
@@ -770,6 +797,7 @@ pub fn virtual_status(host: Option<PodStatus>, current: Option<&PodStatus>) -> O
         start_time: host.start_time,
         container_statuses: host.container_statuses,
         init_container_statuses: host.init_container_statuses,
+        ephemeral_container_statuses: host.ephemeral_container_statuses,
         message: host.message,
         reason: host.reason,
         // The virtual API server computed these from the virtual pod.

@@ -423,10 +423,10 @@ async fn template(
             template.push((resource.clone(), object));
         }
     }
-    // 2 Services, 3 Secrets, 2 ConfigMaps, ServiceAccount, RoleBinding, ClusterRoleBinding,
+    // 3 Services, 3 Secrets, 2 ConfigMaps, ServiceAccount, RoleBinding, ClusterRoleBinding,
     // StatefulSet, Deployment.
     ensure!(
-        template.len() >= 12,
+        template.len() >= 13,
         "only {} children of {TEMPLATE}",
         template.len()
     );

@@ -14,16 +14,14 @@
 //! in it, and prints the syncer's RSS and the host watches it holds, with none and with N.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
@@ -31,16 +29,16 @@ use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use virtualcluster_crds::instance::InstanceRef;
-use virtualcluster_crds::{VirtualCluster, marks, naming};
+use virtualcluster_crds::{marks, naming};
 use virtualcluster_tests::bench::{
-    self, CpuByProcess, RequestCounts, RequestKind, RequestTimes, cpu_seconds, rss_kib,
+    self, CpuByProcess, LocalSyncer, RequestCounts, RequestKind, RequestTimes, cpu_seconds, rss_kib,
 };
-use virtualcluster_tests::cluster::{self, State, UpOptions};
+use virtualcluster_tests::cluster::{self, UpOptions};
 use virtualcluster_tests::harness::{TestCluster, clusters_root, unique_name};
 use virtualcluster_tests::instance::{self, syncer};
 use virtualcluster_tests::operator::{self, Operator, Start};
-use virtualcluster_tests::process::{self, Lifetime, ProcessRecord, Started};
-use virtualcluster_tests::{binaries, crd, kubeconfig, loopback};
+use virtualcluster_tests::process::Lifetime;
+use virtualcluster_tests::{binaries, crd, kubeconfig};
 
 #[derive(Parser)]
 struct Args {
@@ -185,7 +183,7 @@ impl Bench<'_> {
             spec["sync"] = json!({"toHost": {"namespaces": {"enabled": true,
                 "mappings": {"byName": {"m-*": format!("{namespace}-m-*")}}}}});
         }
-        let id = self.create_instance(&admin, &namespace, spec).await?;
+        let id = bench::create_instance(&admin, &namespace, INSTANCE, spec).await?;
         eprintln!("bench: running {namespace}/{INSTANCE} locally");
         let kubeconfig = instance::run_instance(
             cluster.dir(),
@@ -198,7 +196,7 @@ impl Bench<'_> {
 
         // The instance runs the workspace's debug build of the syncer; the same command line
         // and environment run the release build instead.
-        let mut syncer = Syncer::running(cluster.dir(), &namespace, self.lifetime)?;
+        let mut syncer = LocalSyncer::running(cluster.dir(), &namespace, INSTANCE, self.lifetime)?;
         if let Some(workers) = self.args.pod_workers {
             syncer
                 .args
@@ -620,7 +618,7 @@ impl Bench<'_> {
         &self,
         admin: &Client,
         virt: &Client,
-        syncer: &Syncer,
+        syncer: &LocalSyncer,
         id: &InstanceRef,
     ) -> Result<()> {
         let n = self.args.mapped_namespaces;
@@ -690,48 +688,6 @@ impl Bench<'_> {
             served - served_none
         );
         Ok(())
-    }
-
-    /// Creates VirtualCluster [`INSTANCE`] in `namespace` (control plane without a volume
-    /// claim) and waits until the operator rendered what [`instance::run_instance`] reads.
-    async fn create_instance(
-        &self,
-        admin: &Client,
-        namespace: &str,
-        spec: serde_json::Value,
-    ) -> Result<InstanceRef> {
-        let vcs: Api<VirtualCluster> = Api::namespaced(admin.clone(), namespace);
-        let vc: VirtualCluster = serde_json::from_value(json!({
-            "apiVersion": "virtualcluster.dev/v1alpha1",
-            "kind": "VirtualCluster",
-            "metadata": {"name": INSTANCE},
-            "spec": spec,
-        }))?;
-        let vc = vcs.create(&PostParams::default(), &vc).await?;
-        let id = InstanceRef::of(&vc);
-        let sets: Api<StatefulSet> = Api::namespaced(admin.clone(), namespace);
-        let deployments: Api<Deployment> = Api::namespaced(admin.clone(), namespace);
-        let secrets: Api<Secret> = Api::namespaced(admin.clone(), namespace);
-        let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), namespace);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let rendered = sets.get_opt(&id.control_plane()).await?.is_some()
-                && deployments.get_opt(&id.syncer()).await?.is_some()
-                && secrets.get_opt(&id.kubeconfig_secret()).await?.is_some()
-                && secrets
-                    .get_opt(&id.syncer_kubeconfig_secret())
-                    .await?
-                    .is_some()
-                && config_maps.get_opt(&id.syncer_config()).await?.is_some();
-            if rendered {
-                return Ok(id);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the operator did not render {namespace}/{INSTANCE} within 120 s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 
     /// Waits until the virtual kube-dns Service has the address of its host copy: pods that
@@ -1110,142 +1066,26 @@ async fn wait_still(admin: &Client, virt: &Client) -> Result<()> {
     Ok(())
 }
 
-/// The instance's syncer process, as [`instance::run_instance`] started it: its record in
-/// `DIR/state.json` and the command line, environment and working folder to start it again.
-struct Syncer {
-    dir: PathBuf,
-    record: ProcessRecord,
-    program: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    cwd: PathBuf,
-    lifetime: Lifetime,
-    /// The process this benchmark started, once it has.
-    started: Option<Started>,
-    /// Where in the log the current process's output starts.
-    log_offset: u64,
+/// What the syncer's `/metrics` tells this benchmark.
+trait SyncerMetrics {
+    async fn reconciles(&self) -> Result<Reconciles>;
+    async fn host_watches(&self) -> Result<i64>;
 }
 
-impl Syncer {
-    fn running(dir: &Path, namespace: &str, lifetime: Lifetime) -> Result<Syncer> {
-        let name = format!("instances/{namespace}/{INSTANCE}/syncer");
-        let record = State::read(dir)?
-            .context("no cluster state")?
-            .running()
-            .find(|p| p.name == name)
-            .cloned()
-            .with_context(|| format!("no running {name} in the cluster state"))?;
-        let pid = record.pid;
-        let (mut args, env) = process::command_of(pid)?;
-        ensure!(
-            !args.is_empty(),
-            "the syncer (pid {pid}) has no command line"
-        );
-        let program = PathBuf::from(args.remove(0));
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
-            .with_context(|| format!("reading the working folder of pid {pid}"))?;
-        Ok(Syncer {
-            dir: dir.to_owned(),
-            log_offset: 0,
-            record,
-            program,
-            args,
-            env,
-            cwd,
-            lifetime,
-            started: None,
-        })
-    }
-
-    /// Stops the syncer (SIGTERM: it hands its Lease back) and starts it again with the same
-    /// command line, environment, working folder, record name and log, running `binary`
-    /// instead when given.
-    fn restart(&mut self, binary: Option<&Path>) -> Result<()> {
-        ensure!(
-            process::stop(&self.record, Duration::from_secs(30))?,
-            "the syncer (pid {}) was no longer running\n{}",
-            self.record.pid,
-            process::log_tail(&self.record.log, 40)
-        );
-        if let Some(mut started) = self.started.take() {
-            let _ = started.child.wait();
-        }
-        if let Some(binary) = binary {
-            self.program = binary.to_owned();
-        }
-        self.log_offset = std::fs::metadata(&self.record.log)
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&self.cwd);
-        let started = process::spawn(&self.record.name, cmd, &self.record.log, self.lifetime)?;
-        let previous = std::mem::replace(&mut self.record, started.record.clone());
-        let record = self.record.clone();
-        State::update(&self.dir, |state| {
-            state
-                .processes
-                .retain(|p| *p != previous && p.name != record.name);
-            state.processes.push(record);
-            Ok(())
-        })?;
-        self.started = Some(started);
-        Ok(())
-    }
-
-    /// Fails if the process this benchmark started has exited.
-    fn check_running(&mut self) -> Result<()> {
-        if let Some(started) = &mut self.started
-            && let Some(status) = started.child.try_wait()?
-        {
-            bail!(
-                "the syncer exited ({status})\n{}",
-                process::log_tail(&self.record.log, 40)
-            );
-        }
-        Ok(())
-    }
-
+impl SyncerMetrics for LocalSyncer {
     /// Its `/metrics`: reconciles and the seconds spent in them, by work queue.
     async fn reconciles(&self) -> Result<Reconciles> {
-        let port = syncer::metrics_port(&self.args)
-            .context("the syncer's command line has no --metrics-addr")?;
-        let (code, text) = loopback::http_get(port, "/metrics").await?;
-        ensure!(code == 200, "the syncer's /metrics answered {code}");
+        let text = self.metrics().await?;
         Ok(Reconciles::parse(&text))
     }
 
     /// Its host watches over the namespaces its instance holds (its `/metrics`).
     async fn host_watches(&self) -> Result<i64> {
-        let port = syncer::metrics_port(&self.args)
-            .context("the syncer's command line has no --metrics-addr")?;
-        let (code, text) = loopback::http_get(port, "/metrics").await?;
-        ensure!(code == 200, "the syncer's /metrics answered {code}");
+        let text = self.metrics().await?;
         text.lines()
             .find_map(|l| l.strip_prefix("virtualcluster_syncer_host_watches "))
             .and_then(|v| v.trim().parse().ok())
             .context("no virtualcluster_syncer_host_watches in the syncer's /metrics")
-    }
-
-    /// Waits until the current process logs that its caches are ready.
-    async fn wait_caches_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            self.check_running()?;
-            let log = std::fs::read(&self.record.log).unwrap_or_default();
-            let ours = log.get(self.log_offset as usize..).unwrap_or_default();
-            if String::from_utf8_lossy(ours).contains("caches ready") {
-                return Ok(());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the syncer did not get its caches ready within 300 s\n{}",
-                process::log_tail(&self.record.log, 40)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }
 

@@ -4,6 +4,7 @@ mod admission;
 mod chart;
 mod control_plane;
 mod isolation;
+mod kubelet;
 mod local_cluster;
 mod namespace_cleanup;
 mod operator;

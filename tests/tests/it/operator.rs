@@ -361,10 +361,11 @@ async fn creates_every_child_as_specified_and_becomes_ready() {
 
     // Every namespaced child is owned by the VirtualCluster, as its controller.
     let versions = child_versions(&setup, &id).await;
-    // 2 Services, 3 Secrets, 2 ConfigMaps (the control plane's and the syncer's),
+    // 3 Services (the API server's, its headless one, the syncer's kubelet endpoint),
+    // 3 Secrets, 2 ConfigMaps (the control plane's and the syncer's),
     // ServiceAccount, RoleBinding (to the fixed ClusterRole of a syncer's own namespace),
     // StatefulSet, Deployment, and the syncer's ClusterRoleBinding (not owned, labelled).
-    assert_eq!(versions.len(), 12, "{versions:?}");
+    assert_eq!(versions.len(), 13, "{versions:?}");
     let sts = setup.api::<StatefulSet>().get("demo").await.unwrap();
     // Built once and right: a changed spec (say, a certificate hash that moved) would roll
     // the control plane of a new instance for nothing.

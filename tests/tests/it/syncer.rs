@@ -65,6 +65,8 @@ pub(crate) async fn create_namespace(virt: &Client, name: &str) {
 pub(crate) struct Running {
     pub(crate) host: Client,
     pub(crate) virt: Client,
+    /// The virtual cluster's admin kubeconfig, for kubectl.
+    pub(crate) kubeconfig: PathBuf,
     pub(crate) id: InstanceRef,
     dir: PathBuf,
     pub(crate) operator: Operator,
@@ -97,7 +99,7 @@ async fn provision(
     namespace: &str,
     name: &str,
     spec: serde_json::Value,
-) -> (InstanceRef, Client) {
+) -> (InstanceRef, Client, PathBuf) {
     let vcs: Api<VirtualCluster> = Api::namespaced(host.clone(), namespace);
     let vc = json!({
         "apiVersion": "virtualcluster.dev/v1alpha1",
@@ -140,7 +142,7 @@ async fn provision(
     .await
     .unwrap_or_else(|err| panic!("running {namespace}/{name}: {err:#}"));
     let virt = kubeconfig::client(&kubeconfig).await.unwrap();
-    (id, virt)
+    (id, virt, kubeconfig)
 }
 
 impl Drop for Running {
@@ -186,10 +188,11 @@ impl Running {
         )
         .await
         .unwrap();
-        let (id, virt) = provision(cluster, &host, &namespace, name, spec).await;
+        let (id, virt, kubeconfig) = provision(cluster, &host, &namespace, name, spec).await;
         Running {
             host,
             virt,
+            kubeconfig,
             id,
             dir: cluster.dir().to_owned(),
             operator,
@@ -205,7 +208,7 @@ impl Running {
         name: &str,
         spec: serde_json::Value,
     ) -> Neighbour {
-        let (id, virt) = provision(cluster, &self.host, &self.id.namespace, name, spec).await;
+        let (id, virt, _) = provision(cluster, &self.host, &self.id.namespace, name, spec).await;
         Neighbour {
             virt,
             id,
@@ -280,14 +283,14 @@ impl Running {
 
     /// The running syncer's `path` (`/metrics`, `/readyz`): status code and body, at the
     /// address its command line names.
-    async fn syncer_http(&self, path: &str) -> (u16, String) {
+    pub(crate) async fn syncer_http(&self, path: &str) -> (u16, String) {
         let (args, _) = process::command_of(self.syncer_record().pid).unwrap();
         let port = syncer::metrics_port(&args).expect("the syncer's --metrics-addr");
         loopback::http_get(port, path).await.unwrap()
     }
 
     /// The running syncer's process record.
-    fn syncer_record(&self) -> ProcessRecord {
+    pub(crate) fn syncer_record(&self) -> ProcessRecord {
         let suffix = format!("instances/{}/{}/syncer", self.id.namespace, self.id.name);
         State::read(&self.dir)
             .unwrap()
@@ -926,17 +929,24 @@ async fn a_standby_syncer_takes_over_when_the_leader_dies() {
     let leader = running.syncer_record();
 
     // The standby: the same command line and environment, as a second pod of the Deployment
-    // would have, with a name and a metrics port of its own.
+    // would have, with a name, a metrics port and a kubelet port of its own (a pod has its
+    // own address; local processes share one).
     let (args, env) = process::command_of(leader.pid).unwrap();
-    let [port] = free_loopback_ports(1).unwrap()[..] else {
+    let [port, kubelet_port] = free_loopback_ports(2).unwrap()[..] else {
         unreachable!()
     };
-    let flag = format!("{}=", syncer::METRICS_ADDR_FLAG);
+    let metrics_flag = format!("{}=", syncer::METRICS_ADDR_FLAG);
+    let kubelet_flag = format!("{}=", virtualcluster_crds::kubelet::flag::LISTEN);
     let args: Vec<String> = args
         .into_iter()
-        .map(|arg| match arg.starts_with(&flag) {
-            true => format!("{flag}127.0.0.1:{port}"),
-            false => arg,
+        .map(|arg| {
+            if arg.starts_with(&metrics_flag) {
+                format!("{metrics_flag}127.0.0.1:{port}")
+            } else if arg.starts_with(&kubelet_flag) {
+                format!("{kubelet_flag}127.0.0.1:{kubelet_port}")
+            } else {
+                arg
+            }
         })
         .collect();
     let mut cmd = Command::new(&args[0]);

@@ -581,3 +581,78 @@ fn a_hand_edited_label_is_noticed() {
         .insert("app".into(), "edited".into());
     assert!(metadata_differs(&desired, &live));
 }
+
+#[test]
+fn ephemeral_containers_are_renamed_and_checked_like_the_others() {
+    let pod = pod_with(serde_json::json!({
+        "ephemeralContainers": [{
+            "name": "debugger", "image": "nginx:1.27", "targetContainerName": "main",
+            "env": [
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "debug-token", "key": "t"}}},
+                {"name": "KUBERNETES_SERVICE_HOST", "value": "spoofed"}
+            ],
+            "envFrom": [{"configMapRef": {"name": "debug-settings", "optional": true}}]
+        }]
+    }));
+    // Listed for syncing and for the reference check, with the field that names them.
+    let found: Vec<(String, String)> = references(&pod)
+        .into_iter()
+        .filter(|r| r.field.starts_with("spec.ephemeralContainers"))
+        .map(|r| (r.name, r.field))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "debug-token".to_owned(),
+                "spec.ephemeralContainers[0].env[0].valueFrom.secretKeyRef.name".to_owned()
+            ),
+            (
+                "debug-settings".to_owned(),
+                "spec.ephemeralContainers[0].envFrom[0].configMapRef.name".to_owned()
+            ),
+        ]
+    );
+    let host = translate(&pod, &options(), None);
+    let debugger = &host.spec.unwrap().ephemeral_containers.unwrap()[0];
+    assert_eq!(debugger.target_container_name.as_deref(), Some("main"));
+    assert_eq!(debugger.image.as_deref(), Some("mirror.local/nginx:1.27"));
+    let env = debugger.env.as_ref().unwrap();
+    let secret = env[0].value_from.as_ref().unwrap().secret_key_ref.as_ref();
+    assert_eq!(secret.unwrap().name, "debug-token-x-shop-x-vc");
+    let hosts: Vec<_> = env
+        .iter()
+        .filter(|e| e.name == "KUBERNETES_SERVICE_HOST")
+        .map(|e| e.value.as_deref())
+        .collect();
+    assert_eq!(hosts, [Some("10.96.0.42")]);
+    let from = debugger.env_from.as_ref().unwrap()[0]
+        .config_map_ref
+        .as_ref();
+    assert_eq!(from.unwrap().name, "debug-settings-x-shop-x-vc");
+
+    // An optional object that exists nowhere is left out of them too.
+    let mut pod = pod;
+    without_optional(&mut pod, Referenced::ConfigMap, "debug-settings");
+    let spec = pod.spec.unwrap();
+    assert!(
+        spec.ephemeral_containers.unwrap()[0]
+            .env_from
+            .as_ref()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn ephemeral_container_statuses_flow_back() {
+    let host: PodStatus = serde_json::from_value(serde_json::json!({
+        "phase": "Running",
+        "ephemeralContainerStatuses": [{"name": "debugger", "image": "busybox", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {"running": {}}}]
+    }))
+    .unwrap();
+    let wanted = virtual_status(Some(host), None).unwrap();
+    let statuses = wanted.ephemeral_container_statuses.unwrap();
+    assert_eq!(statuses[0].name, "debugger");
+}
