@@ -149,13 +149,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn client_from(path: &Path) -> anyhow::Result<Client> {
+async fn config_from(path: &Path) -> anyhow::Result<Config> {
     let kubeconfig =
         Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .with_context(|| format!("loading {}", path.display()))?;
-    Ok(Client::try_from(config)?)
+        .with_context(|| format!("loading {}", path.display()))
+}
+
+async fn client_from(path: &Path) -> anyhow::Result<Client> {
+    Ok(Client::try_from(config_from(path).await?)?)
 }
 
 async fn sync(args: Args) -> anyhow::Result<()> {
@@ -179,12 +182,13 @@ async fn sync(args: Args) -> anyhow::Result<()> {
             .context("--virtual-kubeconfig is required")?,
     )
     .await?;
-    let host = match &args.host_kubeconfig {
-        Some(path) => client_from(path).await?,
-        None => Client::try_default()
+    let host_config = match &args.host_kubeconfig {
+        Some(path) => config_from(path).await?,
+        None => Config::infer()
             .await
             .context("in-cluster host credentials")?,
     };
+    let host = Client::try_from(host_config.clone())?;
     let identity = args
         .identity
         .clone()
@@ -201,7 +205,7 @@ async fn sync(args: Args) -> anyhow::Result<()> {
         Some((settings, advertise)) => {
             kubelet::start(
                 &settings,
-                host.clone(),
+                kubelet::stream_client(&host_config)?,
                 Target::of(&config)?,
                 metrics.clone(),
             )

@@ -34,6 +34,26 @@ pub struct Settings {
     pub client_ca_file: PathBuf,
 }
 
+/// A client of the host API server for the kubelet API's calls: the syncer's credentials, on
+/// connections that send small writes at once. Streams are interactive (a keystroke, a frame
+/// opening exec's stdout): with Nagle's algorithm each waits for the peer's delayed ACK, tens
+/// of milliseconds per exchange. kube's own client leaves it on.
+pub fn stream_client(config: &kube::Config) -> anyhow::Result<Client> {
+    use kube::client::ConfigExt as _;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .map_err(|err: hyper_util::client::legacy::Error| -> proxy::BoxError { err.into() })
+        .service(hyper);
+    Ok(Client::new(service, config.default_namespace.clone()))
+}
+
 /// Binds the kubelet API and serves it until the process ends.
 pub async fn start(
     settings: &Settings,
@@ -58,6 +78,10 @@ pub async fn start(
                     continue;
                 }
             };
+            // As on the host side (see `stream_client`).
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, %err, "kubelet API: TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let proxy = proxy.clone();
             tokio::spawn(async move {

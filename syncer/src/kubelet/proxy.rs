@@ -19,7 +19,7 @@ use super::route::{self, Call, Refusal};
 use crate::metrics::{KubeletLabels, Metrics};
 use crate::translate::Target;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Request headers that carry the stream negotiation to the host; nothing else of the

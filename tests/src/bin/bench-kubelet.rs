@@ -283,20 +283,18 @@ async fn run(
     Ok(())
 }
 
-/// Writes a log of about `mib` MiB in the CRI format kwok reads; returns the size of its text
-/// (what `kubectl logs` prints).
+/// Writes, in the CRI format kwok reads, a log whose text (what `kubectl logs` prints) is at
+/// least `mib` MiB; returns the size of that text.
 fn write_log(path: &Path, mib: usize) -> Result<u64> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let filler = "x".repeat(180);
     let now = chrono::Utc::now();
-    let (mut written, mut text) = (0usize, 0u64);
+    let mut text = 0u64;
     let mut line = 0u64;
-    while written < mib * 1024 * 1024 {
+    while text < (mib * 1024 * 1024) as u64 {
         let body = format!("{line:08} {filler}");
-        let entry = cri_log_line(now, "stdout", &body);
-        out.write_all(entry.as_bytes())?;
-        written += entry.len();
+        out.write_all(cri_log_line(now, "stdout", &body).as_bytes())?;
         text += body.len() as u64 + 1;
         line += 1;
     }
