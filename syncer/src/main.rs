@@ -206,6 +206,7 @@ async fn sync(args: Args) -> anyhow::Result<()> {
             kubelet::start(
                 &settings,
                 kubelet::stream_client(&host_config)?,
+                virt.clone(),
                 Target::of(&config)?,
                 metrics.clone(),
             )

@@ -24,6 +24,28 @@ use tokio::net::TcpListener;
 use crate::metrics::Metrics;
 use crate::translate::Target;
 
+/// Bounds on what the kubelet API's callers hold. Its only caller is the virtual API server,
+/// but that relays the tenant's calls, and anyone who reaches the syncer's Service can open a
+/// connection: neither is trusted with the syncer's memory or the host API's connections.
+pub(crate) mod limits {
+    use std::time::Duration;
+
+    /// Connecting to the host API server.
+    pub const CONNECT: Duration = Duration::from_secs(10);
+    /// A caller's TLS handshake.
+    pub const HANDSHAKE: Duration = Duration::from_secs(10);
+    /// A request's headers, counted from when the connection is ready for it (so an idle
+    /// connection is closed too).
+    pub const HEADERS: Duration = Duration::from_secs(30);
+    /// Reading the pods a call names, before its stream starts.
+    pub const LOOKUP: Duration = Duration::from_secs(10);
+    /// Connections open at once; more wait in the listen backlog.
+    pub const CONNECTIONS: usize = 1024;
+    /// Calls answered at once (a log stream, an exec, attach or port-forward lasts as long as
+    /// the caller keeps it); more are refused with 503.
+    pub const CALLS: usize = 256;
+}
+
 /// Where the kubelet API listens and with which certificates.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -43,21 +65,25 @@ pub fn stream_client(config: &kube::Config) -> anyhow::Result<Client> {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
+    http.set_connect_timeout(Some(limits::CONNECT));
     let https = config.rustls_https_connector_with_connector(http)?;
     let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(https);
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
         .map_err(|err: hyper_util::client::legacy::Error| -> proxy::BoxError { err.into() })
         .service(hyper);
     Ok(Client::new(service, config.default_namespace.clone()))
 }
 
-/// Binds the kubelet API and serves it until the process ends.
+/// Binds the kubelet API and serves it until the process ends. `host` makes the calls,
+/// `virt` reads the virtual pods they name.
 pub async fn start(
     settings: &Settings,
     host: Client,
+    virt: Client,
     target: Target,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<SocketAddr> {
@@ -67,9 +93,13 @@ pub async fn start(
         .await
         .with_context(|| format!("binding the kubelet API to {}", settings.listen))?;
     let bound = listener.local_addr()?;
-    let proxy = Arc::new(proxy::Proxy::new(host, target, metrics));
+    let proxy = Arc::new(proxy::Proxy::new(host, virt, target, metrics));
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits::CONNECTIONS));
     tokio::spawn(async move {
         loop {
+            let Ok(permit) = connections.clone().acquire_owned().await else {
+                return;
+            };
             let (tcp, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -85,10 +115,16 @@ pub async fn start(
             let acceptor = acceptor.clone();
             let proxy = proxy.clone();
             tokio::spawn(async move {
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(tls) => tls,
-                    Err(err) => {
+                let _permit = permit;
+                let tls = match tokio::time::timeout(limits::HANDSHAKE, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(err)) => {
                         tracing::debug!(%peer, %err, "kubelet API: TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "kubelet API: TLS handshake timed out");
                         return;
                     }
                 };
@@ -101,6 +137,8 @@ pub async fn start(
                     }
                 });
                 if let Err(err) = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits::HEADERS)
                     .serve_connection(TokioIo::new(tls), service)
                     .with_upgrades()
                     .await

@@ -14,7 +14,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client, ResourceExt};
 use virtualcluster_crds::marks;
 
+use tokio::sync::Semaphore;
+
 use super::identity::Caller;
+use super::limits;
 use super::route::{self, Call, Refusal};
 use crate::metrics::{KubeletLabels, Metrics};
 use crate::translate::Target;
@@ -48,16 +51,33 @@ const STREAM_BUFFER: usize = 64 * 1024;
 
 pub struct Proxy {
     host: Client,
+    virt: Client,
     target: Target,
     metrics: Arc<Metrics>,
+    calls: Arc<Semaphore>,
+}
+
+/// The host pod a call goes to, or why there is none.
+enum Lookup {
+    Found {
+        namespace: String,
+        name: String,
+    },
+    /// No virtual pod of that name (and UID), or no host copy of it that is this instance's.
+    NoPod,
+    /// The virtual pod has no container of that name (the host copy may have more: a
+    /// container a host webhook added is not the tenant's to read).
+    NoContainer(String),
 }
 
 impl Proxy {
-    pub fn new(host: Client, target: Target, metrics: Arc<Metrics>) -> Self {
+    pub fn new(host: Client, virt: Client, target: Target, metrics: Arc<Metrics>) -> Self {
         Self {
             host,
+            virt,
             target,
             metrics,
+            calls: Arc::new(Semaphore::new(limits::CALLS)),
         }
     }
 
@@ -99,24 +119,52 @@ impl Proxy {
                 format!("{} does not take {}", call.kind.as_str(), request.method()),
             );
         }
-        let (namespace, pod) = match self.host_pod(&call).await {
-            Ok(Some(found)) => found,
-            Ok(None) => {
+        let lookup = tokio::time::timeout(limits::LOOKUP, self.host_pod(&call)).await;
+        let (namespace, pod) = match lookup {
+            Ok(Ok(Lookup::Found { namespace, name })) => (namespace, name),
+            Ok(Ok(Lookup::NoPod)) => {
                 return text(
                     StatusCode::NOT_FOUND,
                     format!("pod {}/{} not found", call.namespace, call.pod),
                 );
             }
-            Err(err) => {
+            Ok(Ok(Lookup::NoContainer(container))) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "container {container:?} is not valid for pod {}/{}",
+                        call.namespace, call.pod
+                    ),
+                );
+            }
+            Ok(Err(err)) => {
                 tracing::warn!(%err, namespace = %call.namespace, pod = %call.pod,
-                    "kubelet API: reading the host pod");
+                    "kubelet API: reading the pod");
                 // The host's error names host objects: the syncer's log has it, the tenant
                 // does not.
                 return text(
                     StatusCode::BAD_GATEWAY,
-                    "the pod's host copy could not be read; the syncer's log says why".into(),
+                    "the pod could not be read; the syncer's log says why".into(),
                 );
             }
+            Err(_) => {
+                tracing::warn!(namespace = %call.namespace, pod = %call.pod,
+                    "kubelet API: reading the pod timed out");
+                return text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the pod could not be read in time; the syncer's log says why".into(),
+                );
+            }
+        };
+        let Ok(permit) = self.calls.clone().try_acquire_owned() else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the virtual nodes' kubelet API answers {} calls at once; try again when \
+                     one has ended",
+                    limits::CALLS
+                ),
+            );
         };
         // After the pod: a caller learns nothing of pods that are not the instance's.
         if call.kind.upgrades() && !request.headers().contains_key(header::UPGRADE) {
@@ -170,6 +218,7 @@ impl Proxy {
                 }
                 let host_upgrade = hyper::upgrade::on(response);
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::join!(caller_upgrade, host_upgrade) {
                         (Ok(caller), Ok(host)) => {
                             let (mut caller, mut host) = (TokioIo::new(caller), TokioIo::new(host));
@@ -193,7 +242,7 @@ impl Proxy {
                 ours.body(empty())
                     .unwrap_or_else(|err| text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
             }
-            // The host's refusal: its message, in the virtual cluster's names.
+            // The host's refusal.
             _ if !response.status().is_success() => {
                 let status = response.status();
                 let body = http_body_util::Limited::new(response.into_body(), REFUSAL_LIMIT)
@@ -203,7 +252,7 @@ impl Proxy {
                     .unwrap_or_default();
                 text(
                     status,
-                    route::tenant_message(&body, (&namespace, &pod), (&call.namespace, &call.pod)),
+                    refusal_message(status, &body, (&namespace, &pod), &call),
                 )
             }
             // Logs: streamed as they come.
@@ -215,6 +264,11 @@ impl Proxy {
                 let body = response
                     .into_body()
                     .map_err(|err| Box::new(err) as BoxError)
+                    // The call is answered until its body ends or the caller goes.
+                    .map_frame(move |frame| {
+                        let _ = &permit;
+                        frame
+                    })
                     .boxed_unsync();
                 ours.body(body)
                     .unwrap_or_else(|err| text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
@@ -222,26 +276,83 @@ impl Proxy {
         }
     }
 
-    /// The host namespace and name of the pod `call` names, if the host pod there is this
-    /// instance's copy of that virtual pod (of that UID, when the call names one).
-    async fn host_pod(&self, call: &Call) -> Result<Option<(String, String)>, kube::Error> {
+    /// The host pod `call` goes to: this instance's host copy of the virtual pod it names (of
+    /// that UID, when the call names one), if that pod has the container the call names.
+    async fn host_pod(&self, call: &Call) -> Result<Lookup, kube::Error> {
         let Some(place) = self.target.place(&call.namespace) else {
-            return Ok(None);
+            return Ok(Lookup::NoPod);
         };
+        let virt: Api<Pod> = Api::namespaced(self.virt.clone(), &call.namespace);
+        let Some(pod) = virt.get_opt(&call.pod).await? else {
+            return Ok(Lookup::NoPod);
+        };
+        let uid = pod.uid().unwrap_or_default();
+        if call.uid.as_ref().is_some_and(|asked| *asked != uid) {
+            return Ok(Lookup::NoPod);
+        }
+        if let Some(container) = &call.container
+            && !has_container(&pod, container)
+        {
+            return Ok(Lookup::NoContainer(container.clone()));
+        }
         let name = self.target.host_name(&call.namespace, &call.pod);
-        let api: Api<Pod> = Api::namespaced(self.host.clone(), &place.namespace);
-        let Some(copy) = api.get_metadata_opt(&name).await? else {
-            return Ok(None);
+        let host: Api<Pod> = Api::namespaced(self.host.clone(), &place.namespace);
+        let Some(copy) = host.get_metadata_opt(&name).await? else {
+            return Ok(Lookup::NoPod);
         };
         let of = marks::virtual_ref(copy.annotations());
         let ours = marks::is_copy_of(&self.target.instance, copy.labels())
             && of.is_some_and(|of| {
-                of.namespace == call.namespace
-                    && of.name == call.pod
-                    && call.uid.as_ref().is_none_or(|uid| *uid == of.uid)
+                of.namespace == call.namespace && of.name == call.pod && of.uid == uid
             });
-        Ok(ours.then_some((place.namespace, name)))
+        Ok(match ours {
+            true => Lookup::Found {
+                namespace: place.namespace,
+                name,
+            },
+            false => Lookup::NoPod,
+        })
     }
+}
+
+/// Whether `pod`'s spec has a container, init container or ephemeral container `name`.
+fn has_container(pod: &Pod, name: &str) -> bool {
+    let Some(spec) = &pod.spec else {
+        return false;
+    };
+    spec.containers.iter().any(|c| c.name == name)
+        || spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == name)
+        || spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == name)
+}
+
+/// What the tenant reads of the host's refusal (`status`, `body`) of `call`, made on host pod
+/// `host`. A client error is about the call (the container is not running, say): its message,
+/// in the virtual cluster's names. The host refusing the syncer itself (401, 403) or failing
+/// (5xx) is the platform's matter: the syncer's log has the host's words, the tenant a fixed
+/// sentence.
+fn refusal_message(status: StatusCode, body: &[u8], host: (&str, &str), call: &Call) -> String {
+    let virt = (call.namespace.as_str(), call.pod.as_str());
+    let ours = status.is_server_error()
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN;
+    if !ours {
+        return route::tenant_message(body, host, virt);
+    }
+    tracing::warn!(status = status.as_u16(), body = %String::from_utf8_lossy(body),
+        namespace = %call.namespace, pod = %call.pod, call = call.kind.as_str(),
+        "kubelet API: the host API server refused the call");
+    format!(
+        "the host refused the call (HTTP {}); the syncer's log says why",
+        status.as_u16()
+    )
 }
 
 fn empty() -> Body {

@@ -138,7 +138,9 @@ pub fn host_query(kind: Kind, query: Option<&str>, container: Option<&str>) -> S
             (Kind::PortForward, "port") => "port",
             _ => continue,
         };
-        out.push((renamed.to_owned(), value.to_owned()));
+        // Passed as it came (still encoded), but a `;` is encoded too: a host API server that
+        // split parameters on it would read another parameter out of the value.
+        out.push((renamed.to_owned(), value.replace(';', "%3B")));
     }
     if let Some(container) = container {
         out.push(("container".into(), encode(container)));
@@ -171,20 +173,14 @@ pub fn host_path(kind: Kind, namespace: &str, pod: &str) -> String {
 }
 
 /// What the tenant reads of the host's refusal `body` of a call on host pod
-/// `host_namespace/host_pod`: its message (the `message` of a Status, or the text), with the
-/// host's names of the pod and its namespace put back to the virtual ones, so no host name
-/// reaches the virtual cluster.
+/// `host_namespace/host_pod`: its message (the `message` of a Status, or the text), in the
+/// virtual names of the pod and its namespace, so no host name reaches the virtual cluster.
 pub fn tenant_message(body: &[u8], host: (&str, &str), virt: (&str, &str)) -> String {
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|status| status.get("message")?.as_str().map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
-    // The pod first: its host name holds the virtual namespace's name.
-    let message = message.replace(host.1, virt.1);
-    match host.0 == virt.0 {
-        true => message,
-        false => message.replace(host.0, virt.0),
-    }
+    crate::translate::in_virtual_names(&message, host, virt)
 }
 
 #[cfg(test)]
@@ -277,6 +273,10 @@ mod tests {
         assert_eq!(
             host_query(Kind::Logs, Some("tail=all"), Some("c")),
             "container=c"
+        );
+        assert_eq!(
+            host_query(Kind::Logs, Some("stream=x;container=other"), Some("c")),
+            "stream=x%3Bcontainer=other&container=c"
         );
     }
 

@@ -10,7 +10,7 @@ use anyhow::Context;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod, PodSpec, Secret, ServiceAccount};
 use kube::api::{ObjectMeta, Patch, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -200,22 +200,45 @@ async fn add_ephemeral_containers(
     copy: &HostPod,
     env: &PodEnv<'_>,
 ) -> anyhow::Result<Next> {
-    let new = |name: &str| !copy.ephemeral_containers.iter().any(|c| c == name);
-    let virtual_ones = pod
-        .spec
+    let Some(spec) = &pod.spec else {
+        return Ok(Next::Done);
+    };
+    let (old, new): (Vec<_>, Vec<_>) = spec
+        .ephemeral_containers
         .iter()
-        .flat_map(|s| s.ephemeral_containers.iter().flatten());
-    if !virtual_ones.clone().any(|c| new(&c.name)) {
+        .flatten()
+        .cloned()
+        .partition(|c| copy.ephemeral_containers.contains(&c.name));
+    if new.is_empty() {
         return Ok(Next::Done);
     }
-    let mut resolved = pod.clone();
-    match references::resolve(ctx, key, &mut resolved).await? {
+    // Only the new containers' references are resolved: those of the running pod were when
+    // it was made, and what they name may have gone since.
+    let mut probe = Pod {
+        metadata: pod.metadata.clone(),
+        spec: Some(PodSpec {
+            ephemeral_containers: Some(new),
+            service_account_name: spec.service_account_name.clone(),
+            ..PodSpec::default()
+        }),
+        status: None,
+    };
+    match references::resolve(ctx, key, &mut probe).await? {
         Resolved::Ready => {}
         Resolved::Wait(delay) => return Ok(Next::After(delay)),
         Resolved::Refused(note) => {
             copy::warn(ctx, pod, REFERENCE_REFUSED, note).await;
             return Ok(Next::After(copy::CLASH_RECHECK));
         }
+    }
+    let new = probe
+        .spec
+        .and_then(|s| s.ephemeral_containers)
+        .unwrap_or_default();
+    let names: Vec<String> = new.iter().map(|c| c.name.clone()).collect();
+    let mut resolved = pod.clone();
+    if let Some(spec) = resolved.spec.as_mut() {
+        spec.ephemeral_containers = Some(old.into_iter().chain(new).collect());
     }
     let desired = translate::host_pod(&resolved, env);
     if let Some(violations) = security_violations(ctx, &desired) {
@@ -231,7 +254,7 @@ async fn add_ephemeral_containers(
         .spec
         .into_iter()
         .flat_map(|s| s.ephemeral_containers.unwrap_or_default())
-        .filter(|c| new(&c.name))
+        .filter(|c| names.contains(&c.name))
         .collect();
     let patch = serde_json::json!({"spec": {"ephemeralContainers": added}});
     let host = ctx.host_api::<Pod>(&key.namespace);
@@ -245,11 +268,20 @@ async fn add_ephemeral_containers(
         .await
     {
         Ok(_) => Ok(Next::Done),
-        // The host refuses what it cannot run (say, a name taken): the tenant is told.
-        Err(kube::Error::Api(status)) if status.code == 422 => {
+        // The host refuses what it cannot run (a name taken, a field it rejects): the tenant
+        // is told, in the virtual cluster's names. The host refusing the syncer itself (401,
+        // 403, 429) or failing is retried, and logged.
+        Err(kube::Error::Api(status))
+            if (400..500).contains(&status.code) && ![401, 403, 429].contains(&status.code) =>
+        {
+            let host_namespace = copy.namespace().unwrap_or_default();
             let note = format!(
                 "the ephemeral container is not added on the host: {}",
-                status.message
+                crate::translate::in_virtual_names(
+                    &status.message,
+                    (&host_namespace, &copy.name_any()),
+                    (&key.namespace, &key.name),
+                )
             );
             copy::warn(ctx, pod, "EphemeralContainerRefused", note).await;
             Ok(Next::Done)
@@ -515,28 +547,21 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
         )
         .await?;
     }
-    match add_ephemeral_containers(ctx, key, pod, copy, &env).await? {
-        Next::Done => {}
-        next => return Ok(next),
-    }
-
     let virt = ctx.virtual_api::<Pod>(&key.namespace);
     let bound_to = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-    let host_node = copy.node_name.clone();
-    if bound_to.is_none() {
-        let Some(node) = host_node else {
-            // Not scheduled on the host yet.
-            return Ok(Next::Done);
-        };
-        bind(ctx, &virt, &pod.name_any(), node).await?;
+    match (bound_to, copy.node_name.clone()) {
         // The status follows once the bound pod comes back through the watch.
-        return Ok(Next::Done);
+        (None, Some(node)) => bind(ctx, &virt, &pod.name_any(), node).await?,
+        // Not scheduled on the host yet.
+        (None, None) => {}
+        (Some(_), _) => {
+            if let Some(status) = translate::virtual_status(copy.status(), pod.status.as_ref()) {
+                copy::write_virtual_status(&virt, &pod.name_any(), &status).await?;
+            }
+        }
     }
-
-    if let Some(status) = translate::virtual_status(copy.status(), pod.status.as_ref()) {
-        copy::write_virtual_status(&virt, &pod.name_any(), &status).await?;
-    }
-    Ok(Next::Done)
+    // Last: the pod's binding and status do not wait on its debug containers.
+    add_ephemeral_containers(ctx, key, pod, copy, &env).await
 }
 
 /// Binds virtual pod `name` to virtual node `node`, which it makes first: the virtual cluster

@@ -201,8 +201,56 @@ pub(crate) fn mapped_target(mappings_only: bool) -> Target {
     }
 }
 
+/// `text` (a message of the host about a host copy) in the virtual cluster's names: the host
+/// name of object `host.1` in namespace `host.0` becomes the virtual `virt.1`, the namespace
+/// `virt.0`, each where it stands as a whole name (not inside a longer one).
+pub fn in_virtual_names(text: &str, host: (&str, &str), virt: (&str, &str)) -> String {
+    let text = replace_names(text, host.1, virt.1);
+    match host.0 == virt.0 {
+        true => text,
+        false => replace_names(&text, host.0, virt.0),
+    }
+}
+
+/// `text` with every occurrence of `name` not adjoining another name character (letter,
+/// digit, `-`, `.`) replaced by `with`.
+fn replace_names(text: &str, name: &str, with: &str) -> String {
+    if name.is_empty() {
+        return text.to_owned();
+    }
+    let is_name =
+        |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(name) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + name.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        out.push_str(if is_name(before) || is_name(after) {
+            name
+        } else {
+            with
+        });
+        rest = &rest[at + name.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_names_become_virtual_where_they_stand_alone() {
+        assert_eq!(
+            super::in_virtual_names(
+                "pods \"web-x-shop-x-vc\" in team-a (team-a-2 is another)",
+                ("team-a", "web-x-shop-x-vc"),
+                ("shop", "web"),
+            ),
+            "pods \"web\" in shop (team-a-2 is another)"
+        );
+    }
+
     use super::*;
     use virtualcluster_crds::keys;
 

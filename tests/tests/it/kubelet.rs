@@ -9,7 +9,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use virtualcluster_crds::kubelet;
@@ -250,6 +250,21 @@ async fn kubectl_logs_exec_attach_port_forward_and_cp_reach_the_host_copy() {
     );
     assert_eq!(
         sides
+            .same(
+                &[
+                    "logs",
+                    "{pod}",
+                    "-c",
+                    "web",
+                    "--since-time=2000-01-01T00:00:00Z"
+                ],
+                None
+            )
+            .await,
+        all
+    );
+    assert_eq!(
+        sides
             .same(&["logs", "{pod}", "-c", "web", "--previous"], None)
             .await,
         "the run before\n"
@@ -287,6 +302,16 @@ async fn kubectl_logs_exec_attach_port_forward_and_cp_reach_the_host_copy() {
             .await,
         "hello\n"
     );
+    // kubectl speaks WebSocket to the API server by default; SPDY, as older kubectls do, too.
+    let spdy = sides
+        .virt
+        .command(&["exec", "web", "-c", "web", "--", "echo", "over spdy"])
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+        .output()
+        .await
+        .unwrap();
+    assert!(spdy.status.success(), "{spdy:?}");
+    assert_eq!(String::from_utf8_lossy(&spdy.stdout), "over spdy\n");
     // (kwok's exec gives no end of input to the command: it reads one line.)
     assert_eq!(
         sides
@@ -451,7 +476,7 @@ async fn kubectl_logs_exec_attach_port_forward_and_cp_reach_the_host_copy() {
 #[tokio::test]
 async fn the_kubelet_api_answers_the_virtual_api_server_for_the_instance_pods_only() {
     let cluster = shared_cluster().await;
-    let (running, _sides, _files) = pod_with_kubelet(cluster, "kubelet-refusals").await;
+    let (running, sides, _files) = pod_with_kubelet(cluster, "kubelet-refusals").await;
 
     // Where the syncer serves, under the address the virtual nodes advertise.
     let (args, _) = process::command_of(running.syncer_record().pid).unwrap();
@@ -540,6 +565,31 @@ async fn the_kubelet_api_answers_the_virtual_api_server_for_the_instance_pods_on
     .await
     .unwrap();
     assert_eq!(code, 404, "{body}");
+    // A container only the host copy has (one a host webhook added, say) is not the tenant's
+    // to read, though `nodes/proxy` would send any path.
+    running
+        .host_api::<Pod>()
+        .patch_subresource(
+            "ephemeralcontainers",
+            &sides.host_pod,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"ephemeralContainers": [{
+                "name": "host-sidecar", "image": "busybox",
+                "securityContext": {"allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": true,
+                    "seccompProfile": {"type": "RuntimeDefault"}},
+            }]}})),
+        )
+        .await
+        .unwrap();
+    let (code, body) = get(api_server(), "/containerLogs/shop/web/host-sidecar")
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains(r#"container "host-sidecar" is not valid for pod shop/web"#),
+        "{body}"
+    );
     // Nothing but logs, exec, attach and port-forward is served, and says so.
     let (code, body) = get(api_server(), "/stats/summary").await.unwrap();
     assert_eq!(code, 501, "{body}");
@@ -555,6 +605,7 @@ async fn the_kubelet_api_answers_the_virtual_api_server_for_the_instance_pods_on
         r#"virtualcluster_syncer_kubelet_requests_total{call="containerLogs",code="200"}"#,
         r#"virtualcluster_syncer_kubelet_requests_total{call="containerLogs",code="403"}"#,
         r#"virtualcluster_syncer_kubelet_requests_total{call="containerLogs",code="404"}"#,
+        r#"virtualcluster_syncer_kubelet_requests_total{call="containerLogs",code="400"}"#,
         r#"virtualcluster_syncer_kubelet_requests_total{call="unsupported",code="501"}"#,
     ] {
         assert!(metrics.contains(series), "no {series} in\n{metrics}");
