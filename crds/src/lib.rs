@@ -17,6 +17,7 @@ pub mod policy;
 pub mod policy_docs;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+pub mod sync_keys;
 pub mod syncer_access;
 pub mod v1alpha1;
 

@@ -19,6 +19,12 @@ pub fn claim_policy_yaml() -> String {
     std::fs::read_to_string(path).expect("reading crds/claim-policy.yaml")
 }
 
+/// `crds/sync-keys-policy.yaml`, as committed.
+pub fn sync_keys_policy_yaml() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/sync-keys-policy.yaml");
+    std::fs::read_to_string(path).expect("reading crds/sync-keys-policy.yaml")
+}
+
 /// `crds/syncer-access.yaml`, as committed.
 pub fn syncer_access_yaml() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/syncer-access.yaml");
@@ -71,10 +77,11 @@ async fn apply_documents(client: &kube::Client, yaml: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// Applies the committed CRD, the claim policy and the syncers' access (server-side,
-/// idempotent) and returns once the CRD is Established.
+/// Applies the committed CRD, its two admission policies and the syncers' access
+/// (server-side, idempotent) and returns once the CRD is Established.
 pub async fn install(client: &kube::Client) -> anyhow::Result<()> {
     install_claim_policy(client).await?;
+    apply_documents(client, &sync_keys_policy_yaml()).await?;
     apply_documents(client, &syncer_access_yaml()).await?;
     apply_crds(client, &committed_yaml()).await
 }

@@ -4,6 +4,10 @@
 //!   CRD, `crds/virtualcluster.yaml` (Helm reads a chart's CRDs only from inside the chart);
 //! - `charts/virtualcluster-operator/files/role.yaml`: a byte copy of `config/rbac/role.yaml`,
 //!   whose rules the chart's ClusterRole renders;
+//! - `crds/sync-keys-policy.yaml` and
+//!   `charts/virtualcluster-operator/templates/sync-keys-policy.yaml` (the same, named after the
+//!   release): the admission policy that refuses keys of `spec.sync` this version does not
+//!   support, from `virtualcluster_crds::sync_keys`;
 //! - `crds/syncer-access.yaml` and `charts/virtualcluster-operator/templates/syncer-access.yaml`
 //!   (the same, named after the release): the ClusterRoles bound in held host namespaces and
 //!   the policy over syncers' namespace writes, from `virtualcluster_crds::syncer_access`;
@@ -65,6 +69,16 @@ pub fn expected() -> Result<Vec<Generated>> {
             path: chart_dir().join("templates/claim-policy.yaml"),
             contents: virtualcluster_crds::claim_policy::yaml_named(
                 "{{ include \"virtualcluster-operator.fullname\" . }}-claim-host-namespaces",
+            ),
+        },
+        Generated {
+            path: root.join("crds/sync-keys-policy.yaml"),
+            contents: virtualcluster_crds::sync_keys::yaml(),
+        },
+        Generated {
+            path: chart_dir().join("templates/sync-keys-policy.yaml"),
+            contents: virtualcluster_crds::sync_keys::yaml_named(
+                "{{ include \"virtualcluster-operator.fullname\" . }}-supported-sync-keys",
             ),
         },
         Generated {

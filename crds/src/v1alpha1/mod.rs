@@ -66,13 +66,22 @@ pub struct VirtualClusterSpec {
 
 /// The CRD as YAML, exactly as committed in `crds/virtualcluster.yaml`.
 pub fn crd_yaml() -> String {
-    use kube::CustomResourceExt;
-    let mut crd = serde_json::to_value(VirtualCluster::crd()).expect("a CRD always serializes");
-    unwrap_descriptions(&mut crd);
-    let yaml = serde_yaml::to_string(&crd).expect("a CRD always serializes");
+    let yaml = serde_yaml::to_string(&crd_value()).expect("a CRD always serializes");
     format!(
         "# Generated from the Rust types by `cargo run -p virtualcluster-crds --bin crdgen`; do not edit.\n---\n{yaml}"
     )
+}
+
+/// The CRD as served: the types' schema, descriptions unwrapped, unknown keys under
+/// `spec.sync` kept for the policy that refuses them ([`crate::sync_keys`]).
+pub fn crd_value() -> serde_json::Value {
+    use kube::CustomResourceExt;
+    let mut crd = serde_json::to_value(VirtualCluster::crd()).expect("a CRD always serializes");
+    unwrap_descriptions(&mut crd);
+    for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
+        crate::sync_keys::preserve_unknown_fields(&mut version["schema"]["openAPIV3Schema"]);
+    }
+    crd
 }
 
 /// Doc comments wrap at 100 columns; `kubectl explain` wraps descriptions itself, so each

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::mapping::{self, Instance, Rule, field};
 use virtualcluster_crds::v1alpha1::{NamespaceMappings, NamespaceSync, VirtualClusterSpec};
+use virtualcluster_tests::harness::eventually;
 use virtualcluster_tests::{crd, shared_cluster};
 
 /// A client, and a fresh namespace with the CRD installed.
@@ -547,6 +548,105 @@ async fn namespace_sync_is_immutable() {
     assert_eq!(
         after.data["spec"]["sync"]["toHost"]["namespaces"]["mappings"]["byName"]["a"],
         "b"
+    );
+}
+
+/// A vcluster.yaml `sync` section with keys this version has no field for is refused, by any
+/// client, naming the field and the keys; it is not stored with them dropped.
+#[tokio::test]
+async fn unsupported_sync_keys_are_refused_not_dropped() {
+    let (api, _) = setup("sync-keys").await;
+    let cases = [
+        (
+            json!({"sync": {"toHost": {"pods": {"enabled": true, "patches": [
+                {"path": "metadata.labels[\"team\"]", "expression": "'a'"},
+            ]}}}}),
+            "spec.sync.toHost.pods: patches not supported",
+        ),
+        (
+            json!({"sync": {"toHost": {"customResources": {
+                "certificates.cert-manager.io": {"enabled": true},
+            }}}}),
+            "spec.sync.toHost: customResources not supported",
+        ),
+        (
+            json!({"sync": {"fromHost": {"csiDrivers": {"enabled": true}}}}),
+            "spec.sync.fromHost: csiDrivers not supported",
+        ),
+        (
+            json!({"sync": {"toHost": {"services": {"enabled": true, "patches": []}}}}),
+            "spec.sync.toHost.services: patches not supported",
+        ),
+        (
+            json!({"sync": {"generic": {"export": []}}}),
+            "spec.sync: generic not supported",
+        ),
+    ];
+    for (i, (spec, want)) in cases.into_iter().enumerate() {
+        // The policy takes effect a moment after it is first installed; dry runs leave nothing.
+        let message = eventually(&format!("{want:?} refused"), || {
+            let (api, spec) = (api.clone(), spec.clone());
+            async move {
+                create(&api, &format!("unsupported-{i}"), spec, true)
+                    .await
+                    .err()
+            }
+        })
+        .await;
+        assert!(message.contains(want), "{message}");
+        assert!(message.contains("(supported here: "), "{message}");
+    }
+
+    // Two unsupported keys are both named.
+    let message = create(
+        &api,
+        "two",
+        json!({"sync": {"fromHost": {"csiNodes": {}, "runtimeClasses": {}}}}),
+        true,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        message.contains("csiNodes") && message.contains("runtimeClasses"),
+        "{message}"
+    );
+
+    // Supported keys, maps with any keys among them, are stored as given.
+    let spec = json!({"sync": {
+        "toHost": {"pods": {"translateImage": {"patches/x:1": "y:2"}}, "ingresses": {"enabled": true}},
+        "fromHost": {"nodes": {"enabled": false}},
+    }});
+    let stored = create(&api, "supported", spec, false).await.unwrap();
+    assert_eq!(
+        stored.data["spec"]["sync"]["toHost"]["pods"]["translateImage"]["patches/x:1"],
+        "y:2"
+    );
+    // An update that adds an unsupported key is refused too, and the object stays as it was.
+    let err = api
+        .patch(
+            "supported",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"sync": {"toHost": {"pods": {"rewriteHosts": {"enabled": true}}}}}})),
+        )
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("{err}")
+    };
+    assert!(
+        status
+            .message
+            .contains("spec.sync.toHost.pods: rewriteHosts not supported"),
+        "{}",
+        status.message
+    );
+    let now = api.get("supported").await.unwrap();
+    assert!(
+        now.data["spec"]["sync"]["toHost"]["pods"]
+            .get("rewriteHosts")
+            .is_none(),
+        "{:?}",
+        now.data
     );
 }
 

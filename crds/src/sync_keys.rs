@@ -1,0 +1,205 @@
+//! Keys of `spec.sync` this version does not support are refused at admission, not dropped in
+//! silence. A vcluster.yaml's `sync` section pasted in may hold keys this version has no field
+//! for (`patches`, `customResources`, ...); a structural schema would prune them on the way to
+//! storage, and a client that does not ask for strict field validation (most GitOps tools)
+//! would never hear of it. So every object under `spec.sync` keeps unknown keys
+//! (`x-kubernetes-preserve-unknown-fields`, see [`preserve_unknown_fields`]) and a
+//! ValidatingAdmissionPolicy shipped with the CRD refuses any key its schema does not name, on
+//! create and on update, with a message that names the field, the keys and what is supported.
+//!
+//! Both follow from the CRD's own schema, so a field added to the types is supported at once.
+
+use serde_json::{Value, json};
+
+use crate::policy_docs;
+
+/// Name of the policy and of its binding as `crds/sync-keys-policy.yaml` (and so kustomize)
+/// names them; the chart names them after its release.
+pub const POLICY_NAME: &str = "virtualcluster-operator-supported-sync-keys";
+
+/// The field every rule starts from.
+const ROOT: [&str; 2] = ["spec", "sync"];
+
+/// An object under `spec.sync` and the keys its schema names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Field names from `spec` down, e.g. `["spec", "sync", "toHost", "pods"]`.
+    pub path: Vec<String>,
+    pub keys: Vec<String>,
+}
+
+/// Every object of `spec.sync` in `schema` (the CRD version's `openAPIV3Schema`) with fixed
+/// properties, parents first. Maps (`additionalProperties`) take any key and are not listed.
+pub fn nodes(schema: &Value) -> Vec<Node> {
+    let mut root = schema;
+    for field in ROOT {
+        root = &root["properties"][field];
+    }
+    let mut out = Vec::new();
+    walk(
+        root,
+        ROOT.iter().map(|s| (*s).to_owned()).collect(),
+        &mut out,
+    );
+    out
+}
+
+fn walk(schema: &Value, path: Vec<String>, out: &mut Vec<Node>) {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    out.push(Node {
+        path: path.clone(),
+        keys: properties.keys().cloned().collect(),
+    });
+    for (key, child) in properties {
+        let mut path = path.clone();
+        path.push(key.clone());
+        walk(child, path, out);
+    }
+}
+
+/// Marks every object of `spec.sync` in `schema` (the CRD version's `openAPIV3Schema`) to keep
+/// keys its schema does not name, so that the policy sees them.
+pub fn preserve_unknown_fields(schema: &mut Value) {
+    let mut root = schema;
+    for field in ROOT {
+        root = &mut root["properties"][field];
+    }
+    mark(root);
+}
+
+fn mark(schema: &mut Value) {
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
+    properties.values_mut().for_each(mark);
+    schema["x-kubernetes-preserve-unknown-fields"] = json!(true);
+}
+
+/// The CEL validation that refuses keys of `node` its schema does not name.
+fn validation(node: &Node) -> Value {
+    let field = |upto: usize| format!("object.{}", node.path[..upto].join("."));
+    let present: Vec<String> = (1..=node.path.len())
+        .map(|upto| format!("has({})", field(upto)))
+        .collect();
+    let object = field(node.path.len());
+    let known = format!(
+        "[{}]",
+        node.keys
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    json!({
+        "expression": format!(
+            "!({}) || {object}.all(k, k in {known})",
+            present.join(" && ")
+        ),
+        "reason": "Invalid",
+        "messageExpression": format!(
+            "'{path}: ' + {object}.filter(k, !(k in {known})).join(', ') + ' not supported by \
+             this version of virtualcluster-operator (supported here: {keys})'",
+            path = node.path.join("."),
+            keys = node.keys.join(", "),
+        ),
+    })
+}
+
+/// The policy and its binding as YAML documents, exactly as committed in
+/// `crds/sync-keys-policy.yaml`.
+pub fn yaml() -> String {
+    yaml_named(POLICY_NAME)
+}
+
+/// [`yaml`] with the policy and its binding named `name` (the chart passes a template).
+pub fn yaml_named(name: &str) -> String {
+    let crd = crate::v1alpha1::crd_value();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let validations: Vec<Value> = nodes(schema).iter().map(validation).collect();
+    let docs = policy_docs::policy_and_binding(
+        name,
+        json!({
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [crate::keys::GROUP],
+                "apiVersions": ["*"],
+                "resources": ["virtualclusters"],
+                "operations": ["CREATE", "UPDATE"],
+            }]},
+            "validations": validations,
+        }),
+    );
+    policy_docs::generated_yaml(
+        "crds/src/sync_keys.rs",
+        "Keys of spec.sync this version does not support are refused",
+        docs,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Value {
+        crate::v1alpha1::crd_value()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    #[test]
+    fn every_object_of_spec_sync_is_listed_with_its_keys_and_maps_are_not() {
+        let nodes = nodes(&schema());
+        let find = |path: &str| {
+            nodes
+                .iter()
+                .find(|n| n.path.join(".") == path)
+                .unwrap_or_else(|| panic!("no {path} in {nodes:#?}"))
+        };
+        assert_eq!(find("spec.sync").keys, ["fromHost", "toHost"]);
+        assert!(
+            find("spec.sync.toHost.pods")
+                .keys
+                .contains(&"translateImage".into())
+        );
+        assert!(find("spec.sync.fromHost.nodes").keys == ["enabled"]);
+        // Maps take any key.
+        assert!(nodes.iter().all(|n| !n.path.ends_with(&["byName".into()])
+            && !n.path.ends_with(&["translateImage".into()])));
+    }
+
+    #[test]
+    fn the_crd_keeps_unknown_keys_under_spec_sync_only() {
+        let schema = schema();
+        let sync = &schema["properties"]["spec"]["properties"]["sync"];
+        assert_eq!(sync["x-kubernetes-preserve-unknown-fields"], true);
+        assert_eq!(
+            sync["properties"]["toHost"]["properties"]["pods"]["x-kubernetes-preserve-unknown-fields"],
+            true
+        );
+        assert!(
+            schema["properties"]["spec"]
+                .get("x-kubernetes-preserve-unknown-fields")
+                .is_none()
+        );
+        assert!(
+            schema["properties"]["spec"]["properties"]["policies"]
+                .get("x-kubernetes-preserve-unknown-fields")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_rule_guards_every_parent_and_names_the_unsupported_keys() {
+        let rule = validation(&Node {
+            path: vec!["spec".into(), "sync".into(), "toHost".into()],
+            keys: vec!["pods".into(), "services".into()],
+        });
+        assert_eq!(
+            rule["expression"],
+            "!(has(object.spec) && has(object.spec.sync) && has(object.spec.sync.toHost)) \
+             || object.spec.sync.toHost.all(k, k in ['pods', 'services'])"
+        );
+        let message = rule["messageExpression"].as_str().unwrap();
+        assert!(message.starts_with("'spec.sync.toHost: ' + object.spec.sync.toHost.filter("));
+        assert!(message.contains("(supported here: pods, services)"));
+    }
+}
