@@ -5,7 +5,8 @@
 //! would never hear of it. So every object under `spec.sync` keeps unknown keys
 //! (`x-kubernetes-preserve-unknown-fields`, see [`preserve_unknown_fields`]) and a
 //! ValidatingAdmissionPolicy shipped with the CRD refuses any key its schema does not name, on
-//! create and on update, with a message that names the field, the keys and what is supported.
+//! create and on an update that changes `spec.sync`, with a message that names the field, the
+//! keys and what is supported.
 //!
 //! Both follow from the CRD's own schema, so a field added to the types is supported at once.
 
@@ -77,6 +78,11 @@ fn mark(schema: &mut Value) {
     schema["x-kubernetes-preserve-unknown-fields"] = json!(true);
 }
 
+/// When the policy judges a request: a create, or an update that changes `spec.sync`.
+const UNCHANGED_SYNC_SKIPPED: &str = "request.operation == 'CREATE' || !has(oldObject.spec) \
+     || !has(oldObject.spec.sync) \
+     || (has(object.spec) && has(object.spec.sync) && object.spec.sync != oldObject.spec.sync)";
+
 /// The CEL validation that refuses keys of `node` its schema does not name.
 fn validation(node: &Node) -> Value {
     let field = |upto: usize| format!("object.{}", node.path[..upto].join("."));
@@ -127,6 +133,12 @@ pub fn yaml_named(name: &str) -> String {
                 "resources": ["virtualclusters"],
                 "operations": ["CREATE", "UPDATE"],
             }]},
+            // An update that leaves spec.sync as it was is not judged: an object stored while
+            // the policy was not installed must still take its finalizer's removal.
+            "matchConditions": [{
+                "name": "creates-or-changes-spec-sync",
+                "expression": UNCHANGED_SYNC_SKIPPED,
+            }],
             "validations": validations,
         }),
     );
