@@ -64,10 +64,12 @@ impl FromStr for Path {
         let bytes = text.as_bytes();
         let mut segments = Vec::new();
         let mut at = 0;
-        // After a segment: `.`, `[` or the end. At the start or after `.`: a name or `*`.
+        // After a segment: `.`, `[` or the end. After `.`: a name or `*`. At the start: a
+        // name, `*` or `[` (a place under a wildcard may begin with an index or a quoted key).
         let mut want_name = true;
         while at < bytes.len() {
             match (want_name, bytes[at]) {
+                (true, b'[') if at == 0 => want_name = false,
                 (true, b'*') => {
                     segments.push(Segment::All);
                     at += 1;
@@ -157,7 +159,6 @@ impl fmt::Display for Path {
                     write!(f, "[\"{escaped}\"]")?;
                 }
                 Segment::Index(index) => write!(f, "[{index}]")?,
-                Segment::All if i == 0 => f.write_str("*")?,
                 Segment::All => f.write_str("[*]")?,
             }
         }
@@ -168,46 +169,27 @@ impl fmt::Display for Path {
 impl Path {
     /// The places this path names in `object`: one per element or entry a wildcard passes
     /// over, in their order. Each place's parent exists (the place itself may not: a patch may
-    /// set it); an array element past the end is not a place.
+    /// set it); an array element past the end is not a place. Below a wildcard, an element
+    /// that lacks the rest of the path is passed over (one container without a
+    /// `securityContext` does not stop the patch of the others); before one, the path is
+    /// missing from the object.
     pub fn expand(&self, object: &Value) -> Result<Vec<Place>, Missing> {
         let mut places = vec![(Vec::new(), object)];
         let last = self.0.len().saturating_sub(1);
+        let mut under_wildcard = false;
         for (depth, segment) in self.0.iter().enumerate() {
             let mut next = Vec::new();
             for (place, value) in places {
-                let missing = || Missing {
-                    parent: Path(place.clone()).to_string_or_root(),
-                };
-                let child = |segment: Segment| {
-                    let mut p = place.clone();
-                    p.push(segment);
-                    p
-                };
-                match (segment, value) {
-                    (Segment::All, Value::Array(items)) => next.extend(
-                        items
-                            .iter()
-                            .enumerate()
-                            .map(|(i, v)| (child(Segment::Index(i)), v)),
-                    ),
-                    (Segment::All, Value::Object(map)) => {
-                        next.extend(map.iter().map(|(k, v)| (child(Segment::Key(k.clone())), v)))
-                    }
-                    (Segment::Key(key), Value::Object(map)) => match map.get(key) {
-                        Some(v) => next.push((child(segment.clone()), v)),
-                        None if depth == last => next.push((child(segment.clone()), &NULL)),
-                        None => {
-                            return Err(Missing {
-                                parent: Path(child(segment.clone())).to_string(),
-                            });
-                        }
-                    },
-                    (Segment::Index(i), Value::Array(items)) if *i < items.len() => {
-                        next.push((child(segment.clone()), &items[*i]));
-                    }
-                    _ => return Err(missing()),
+                let mut next_of_this = Vec::new();
+                let stepped = step(segment, depth == last, &place, value, &mut next_of_this);
+                if let Err(missing) = stepped
+                    && !under_wildcard
+                {
+                    return Err(missing);
                 }
+                next.extend(next_of_this);
             }
+            under_wildcard |= *segment == Segment::All;
             places = next;
         }
         Ok(places.into_iter().map(|(p, _)| Path(p)).collect())
@@ -219,6 +201,49 @@ impl Path {
             false => self.to_string(),
         }
     }
+}
+
+/// The places one `segment` leads to from `place` (holding `value`), into `next`.
+fn step<'a>(
+    segment: &Segment,
+    is_last: bool,
+    place: &[Segment],
+    value: &'a Value,
+    next: &mut Vec<(Vec<Segment>, &'a Value)>,
+) -> Result<(), Missing> {
+    let missing = || Missing {
+        parent: Path(place.to_vec()).to_string_or_root(),
+    };
+    let child = |segment: Segment| {
+        let mut p = place.to_vec();
+        p.push(segment);
+        p
+    };
+    match (segment, value) {
+        (Segment::All, Value::Array(items)) => next.extend(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (child(Segment::Index(i)), v)),
+        ),
+        (Segment::All, Value::Object(map)) => {
+            next.extend(map.iter().map(|(k, v)| (child(Segment::Key(k.clone())), v)))
+        }
+        (Segment::Key(key), Value::Object(map)) => match map.get(key) {
+            Some(v) => next.push((child(segment.clone()), v)),
+            None if is_last => next.push((child(segment.clone()), &NULL)),
+            None => {
+                return Err(Missing {
+                    parent: Path(child(segment.clone())).to_string(),
+                });
+            }
+        },
+        (Segment::Index(i), Value::Array(items)) if *i < items.len() => {
+            next.push((child(segment.clone()), &items[*i]));
+        }
+        _ => return Err(missing()),
+    }
+    Ok(())
 }
 
 /// The value at `place` in `object`, if it is there.
@@ -343,6 +368,22 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.parent, "spec.template");
         assert!(parse("spec.containers[2].name").expand(&pod).is_err());
+        // Below a wildcard, an element without the rest is passed over.
+        let pod = json!({"spec": {"containers": [
+            {"name": "a"}, {"name": "b", "securityContext": {}},
+        ]}});
+        let places = parse("spec.containers[*].securityContext.runAsNonRoot")
+            .expand(&pod)
+            .unwrap();
+        assert_eq!(
+            places.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["spec.containers[1].securityContext.runAsNonRoot"]
+        );
+        // A place under a leading wildcard reads back.
+        let list = json!([{"a.b": 1}]);
+        for place in parse("*[*]").expand(&list).unwrap() {
+            assert_eq!(place.to_string().parse::<Path>(), Ok(place));
+        }
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub const POLICY_NAME: &str = "virtualcluster-operator-supported-sync-keys";
 
 /// The field every rule starts from.
 const ROOT: [&str; 2] = ["spec", "sync"];
+/// The namespace-sync block, which cannot change after creation (a CEL rule compares it whole),
+/// is left to prune: an unknown key stored there while the policy was not yet in force could
+/// never be taken out again. Every key of its vcluster.yaml counterpart is supported.
+const PRUNED: [&str; 4] = ["spec", "sync", "toHost", "namespaces"];
 
 /// An object under `spec.sync` and the keys its schema names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +53,9 @@ fn walk(schema: &Value, path: Vec<String>, out: &mut Vec<Node>) {
     let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
         return;
     };
+    if path == PRUNED {
+        return;
+    }
     out.push(Node {
         path: path.clone(),
         keys: properties.keys().cloned().collect(),
@@ -67,14 +74,21 @@ pub fn preserve_unknown_fields(schema: &mut Value) {
     for field in ROOT {
         root = &mut root["properties"][field];
     }
-    mark(root);
+    mark(root, &mut ROOT.iter().map(|s| (*s).to_owned()).collect());
 }
 
-fn mark(schema: &mut Value) {
+fn mark(schema: &mut Value, path: &mut Vec<String>) {
+    if *path == PRUNED {
+        return;
+    }
     let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
         return;
     };
-    properties.values_mut().for_each(mark);
+    for (key, child) in properties.iter_mut() {
+        path.push(key.clone());
+        mark(child, path);
+        path.pop();
+    }
     schema["x-kubernetes-preserve-unknown-fields"] = json!(true);
 }
 
@@ -191,6 +205,18 @@ mod tests {
             schema["properties"]["spec"]
                 .get("x-kubernetes-preserve-unknown-fields")
                 .is_none()
+        );
+        // The immutable namespace-sync block prunes, as before.
+        let namespaces = &sync["properties"]["toHost"]["properties"]["namespaces"];
+        assert!(
+            namespaces
+                .get("x-kubernetes-preserve-unknown-fields")
+                .is_none()
+        );
+        assert!(
+            nodes(&schema)
+                .iter()
+                .all(|n| !n.path.starts_with(&PRUNED.map(String::from)))
         );
         assert!(
             schema["properties"]["spec"]["properties"]["policies"]

@@ -39,11 +39,77 @@ pub(crate) mod limits {
     pub const HEADERS: Duration = Duration::from_secs(30);
     /// Reading the pods a call names, before its stream starts.
     pub const LOOKUP: Duration = Duration::from_secs(10);
-    /// Connections open at once; more wait in the listen backlog.
+    /// Connections open at once, TLS sessions made; more are closed.
     pub const CONNECTIONS: usize = 1024;
+    /// TLS handshakes under way from one address at once; more are closed. Anyone who reaches
+    /// the Service can start handshakes, so they get no share of [`CONNECTIONS`] until they
+    /// end, and the virtual API server's own address has its own allowance.
+    pub const HANDSHAKES_PER_PEER: usize = 16;
+    /// TCP keepalive on both sides: a stream whose peer vanished without closing ends (and
+    /// frees its share of [`CALLS`]) within minutes, not never.
+    pub const KEEPALIVE: Duration = Duration::from_secs(60);
     /// Calls answered at once (a log stream, an exec, attach or port-forward lasts as long as
     /// the caller keeps it); more are refused with 503.
     pub const CALLS: usize = 256;
+}
+
+/// Handshakes under way, counted per address.
+mod handshakes {
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default, Clone)]
+    pub struct PerPeer(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+    /// One handshake of `peer`, counted until dropped.
+    pub struct Handshake {
+        of: PerPeer,
+        peer: IpAddr,
+    }
+
+    impl PerPeer {
+        /// Counts a handshake of `peer`, unless it has `most` under way already.
+        pub fn start(&self, peer: IpAddr, most: usize) -> Option<Handshake> {
+            let mut counts = self.0.lock().expect("handshake counts");
+            let count = counts.entry(peer).or_default();
+            if *count >= most {
+                return None;
+            }
+            *count += 1;
+            Some(Handshake {
+                of: self.clone(),
+                peer,
+            })
+        }
+    }
+
+    impl Drop for Handshake {
+        fn drop(&mut self) {
+            let mut counts = self.of.0.lock().expect("handshake counts");
+            if let Some(count) = counts.get_mut(&self.peer) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&self.peer);
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn each_address_has_its_own_allowance_and_gets_it_back() {
+            let counts = super::PerPeer::default();
+            let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+            let first = counts.start(a, 2).unwrap();
+            let _second = counts.start(a, 2).unwrap();
+            assert!(counts.start(a, 2).is_none());
+            assert!(counts.start(b, 2).is_some());
+            drop(first);
+            assert!(counts.start(a, 2).is_some());
+        }
+    }
 }
 
 /// Where the kubelet API listens and with which certificates.
@@ -66,6 +132,7 @@ pub fn stream_client(config: &kube::Config) -> anyhow::Result<Client> {
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(limits::CONNECT));
+    http.set_keepalive(Some(limits::KEEPALIVE));
     let https = config.rustls_https_connector_with_connector(http)?;
     let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(https);
@@ -95,11 +162,9 @@ pub async fn start(
     let bound = listener.local_addr()?;
     let proxy = Arc::new(proxy::Proxy::new(host, virt, target, metrics));
     let connections = Arc::new(tokio::sync::Semaphore::new(limits::CONNECTIONS));
+    let handshakes = handshakes::PerPeer::default();
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = connections.clone().acquire_owned().await else {
-                return;
-            };
             let (tcp, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -108,16 +173,25 @@ pub async fn start(
                     continue;
                 }
             };
+            let Some(handshake) = handshakes.start(peer.ip(), limits::HANDSHAKES_PER_PEER) else {
+                tracing::debug!(%peer, "kubelet API: too many handshakes from one address");
+                continue;
+            };
             // As on the host side (see `stream_client`).
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::debug!(%peer, %err, "kubelet API: TCP_NODELAY");
             }
+            let keepalive = socket2::TcpKeepalive::new().with_time(limits::KEEPALIVE);
+            if let Err(err) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
+                tracing::debug!(%peer, %err, "kubelet API: TCP keepalive");
+            }
             let acceptor = acceptor.clone();
             let proxy = proxy.clone();
+            let connections = connections.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                let tls = match tokio::time::timeout(limits::HANDSHAKE, acceptor.accept(tcp)).await
-                {
+                let tls = tokio::time::timeout(limits::HANDSHAKE, acceptor.accept(tcp)).await;
+                drop(handshake);
+                let tls = match tls {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(err)) => {
                         tracing::debug!(%peer, %err, "kubelet API: TLS handshake refused");
@@ -127,6 +201,11 @@ pub async fn start(
                         tracing::debug!(%peer, "kubelet API: TLS handshake timed out");
                         return;
                     }
+                };
+                let Ok(_permit) = connections.try_acquire_owned() else {
+                    tracing::warn!(%peer, "kubelet API: {} connections open, closing one more",
+                        limits::CONNECTIONS);
+                    return;
                 };
                 let caller = identity::caller(tls.get_ref().1.peer_certificates());
                 let service = service_fn(move |request| {

@@ -65,8 +65,8 @@ enum Lookup {
     },
     /// No virtual pod of that name (and UID), or no host copy of it that is this instance's.
     NoPod,
-    /// The virtual pod has no container of that name (the host copy may have more: a
-    /// container a host webhook added is not the tenant's to read).
+    /// The virtual pod has no container of that name, or the host copy has it in another list
+    /// (the host copy may have more: a container a host webhook added is not the tenant's).
     NoContainer(String),
 }
 
@@ -277,7 +277,8 @@ impl Proxy {
     }
 
     /// The host pod `call` goes to: this instance's host copy of the virtual pod it names (of
-    /// that UID, when the call names one), if that pod has the container the call names.
+    /// that UID, when the call names one), if both have the container the call names, in the
+    /// same list.
     async fn host_pod(&self, call: &Call) -> Result<Lookup, kube::Error> {
         let Some(place) = self.target.place(&call.namespace) else {
             return Ok(Lookup::NoPod);
@@ -290,14 +291,9 @@ impl Proxy {
         if call.uid.as_ref().is_some_and(|asked| *asked != uid) {
             return Ok(Lookup::NoPod);
         }
-        if let Some(container) = &call.container
-            && !has_container(&pod, container)
-        {
-            return Ok(Lookup::NoContainer(container.clone()));
-        }
         let name = self.target.host_name(&call.namespace, &call.pod);
         let host: Api<Pod> = Api::namespaced(self.host.clone(), &place.namespace);
-        let Some(copy) = host.get_metadata_opt(&name).await? else {
+        let Some(copy) = host.get_opt(&name).await? else {
             return Ok(Lookup::NoPod);
         };
         let of = marks::virtual_ref(copy.annotations());
@@ -305,32 +301,54 @@ impl Proxy {
             && of.is_some_and(|of| {
                 of.namespace == call.namespace && of.name == call.pod && of.uid == uid
             });
-        Ok(match ours {
-            true => Lookup::Found {
-                namespace: place.namespace,
-                name,
-            },
-            false => Lookup::NoPod,
+        if !ours {
+            return Ok(Lookup::NoPod);
+        }
+        // The container must be the virtual pod's and stand in the same list of the host
+        // copy: an ephemeral container the tenant named like a container a host webhook added
+        // (which the host refused to add) is not that container.
+        if let Some(container) = &call.container {
+            let virtual_list = container_list(&pod, container);
+            if virtual_list.is_none() || virtual_list != container_list(&copy, container) {
+                return Ok(Lookup::NoContainer(container.clone()));
+            }
+        }
+        Ok(Lookup::Found {
+            namespace: place.namespace,
+            name,
         })
     }
 }
 
-/// Whether `pod`'s spec has a container, init container or ephemeral container `name`.
-fn has_container(pod: &Pod, name: &str) -> bool {
-    let Some(spec) = &pod.spec else {
-        return false;
-    };
-    spec.containers.iter().any(|c| c.name == name)
-        || spec
-            .init_containers
-            .iter()
-            .flatten()
-            .any(|c| c.name == name)
-        || spec
-            .ephemeral_containers
-            .iter()
-            .flatten()
-            .any(|c| c.name == name)
+/// Which list of `pod`'s spec holds container `name`, if any.
+#[derive(Debug, PartialEq, Eq)]
+enum ContainerList {
+    Containers,
+    Init,
+    Ephemeral,
+}
+
+fn container_list(pod: &Pod, name: &str) -> Option<ContainerList> {
+    let spec = pod.spec.as_ref()?;
+    if spec.containers.iter().any(|c| c.name == name) {
+        Some(ContainerList::Containers)
+    } else if spec
+        .init_containers
+        .iter()
+        .flatten()
+        .any(|c| c.name == name)
+    {
+        Some(ContainerList::Init)
+    } else if spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .any(|c| c.name == name)
+    {
+        Some(ContainerList::Ephemeral)
+    } else {
+        None
+    }
 }
 
 /// What the tenant reads of the host's refusal (`status`, `body`) of `call`, made on host pod

@@ -10,7 +10,9 @@ use anyhow::Context;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod, PodSpec, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Binding, EphemeralContainer, ObjectReference, Pod, PodSpec, Secret, ServiceAccount,
+};
 use kube::api::{ObjectMeta, Patch, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -192,7 +194,8 @@ fn security_violations(ctx: &Ctx, desired: &Pod) -> Option<String> {
 /// and it lacks, through its `ephemeralcontainers` subresource: renamed like the pod's other
 /// containers, their references held to the same rules, the whole pod then held to the
 /// instance's Pod Security Standard. Refused: a Warning Event on the virtual pod, and the
-/// container never starts.
+/// container never starts. Each is added on its own, so one refused does not hold back those
+/// after it (an ephemeral container cannot be taken out of the virtual pod).
 async fn add_ephemeral_containers(
     ctx: &Ctx,
     key: &Key,
@@ -203,60 +206,85 @@ async fn add_ephemeral_containers(
     let Some(spec) = &pod.spec else {
         return Ok(Next::Done);
     };
-    let (old, new): (Vec<_>, Vec<_>) = spec
+    let (mut added, new): (Vec<_>, Vec<_>) = spec
         .ephemeral_containers
         .iter()
         .flatten()
         .cloned()
         .partition(|c| copy.ephemeral_containers.contains(&c.name));
-    if new.is_empty() {
-        return Ok(Next::Done);
+    let mut next = Next::Done;
+    for container in new {
+        match add_ephemeral_container(ctx, key, pod, copy, env, &added, container.clone()).await? {
+            Added::Yes => added.push(container),
+            Added::Refused => {}
+            Added::Later(after) => next = after,
+        }
     }
-    // Only the new containers' references are resolved: those of the running pod were when
-    // it was made, and what they name may have gone since.
+    Ok(next)
+}
+
+enum Added {
+    Yes,
+    Refused,
+    Later(Next),
+}
+
+/// Adds ephemeral container `container` of virtual pod `pod` to host copy `copy`, which has
+/// `added` already (see [`add_ephemeral_containers`]).
+async fn add_ephemeral_container(
+    ctx: &Ctx,
+    key: &Key,
+    pod: &Pod,
+    copy: &HostPod,
+    env: &PodEnv<'_>,
+    added: &[EphemeralContainer],
+    container: EphemeralContainer,
+) -> anyhow::Result<Added> {
+    let name = container.name.clone();
+    // Only the new container's references are resolved: those of the running pod (its
+    // volumes, its ServiceAccount) were when it was made, and what they name may have gone
+    // since.
     let mut probe = Pod {
         metadata: pod.metadata.clone(),
         spec: Some(PodSpec {
-            ephemeral_containers: Some(new),
-            service_account_name: spec.service_account_name.clone(),
+            ephemeral_containers: Some(vec![container]),
             ..PodSpec::default()
         }),
         status: None,
     };
     match references::resolve(ctx, key, &mut probe).await? {
         Resolved::Ready => {}
-        Resolved::Wait(delay) => return Ok(Next::After(delay)),
+        Resolved::Wait(delay) => return Ok(Added::Later(Next::After(delay))),
         Resolved::Refused(note) => {
             copy::warn(ctx, pod, REFERENCE_REFUSED, note).await;
-            return Ok(Next::After(copy::CLASH_RECHECK));
+            return Ok(Added::Later(Next::After(copy::CLASH_RECHECK)));
         }
     }
-    let new = probe
+    let resolved_one = probe
         .spec
         .and_then(|s| s.ephemeral_containers)
         .unwrap_or_default();
-    let names: Vec<String> = new.iter().map(|c| c.name.clone()).collect();
     let mut resolved = pod.clone();
     if let Some(spec) = resolved.spec.as_mut() {
-        spec.ephemeral_containers = Some(old.into_iter().chain(new).collect());
+        spec.ephemeral_containers = Some(added.iter().cloned().chain(resolved_one).collect());
     }
     let desired = translate::host_pod(&resolved, env);
     if let Some(violations) = security_violations(ctx, &desired) {
         let note = format!(
-            "the ephemeral container is not added: with it the pod would break the {} Pod \
-             Security Standard: {violations}",
+            "the ephemeral container {name} is not added: with it the pod would break the {} \
+             Pod Security Standard: {violations}",
             ctx.config.policy.pod_security
         );
         copy::warn(ctx, pod, POD_SECURITY_REFUSED, note).await;
-        return Ok(Next::Done);
+        return Ok(Added::Refused);
     }
-    let added: Vec<_> = desired
+    let this: Vec<_> = desired
         .spec
         .into_iter()
         .flat_map(|s| s.ephemeral_containers.unwrap_or_default())
-        .filter(|c| names.contains(&c.name))
+        .filter(|c| c.name == name)
         .collect();
-    let patch = serde_json::json!({"spec": {"ephemeralContainers": added}});
+    let patch = serde_json::json!({"spec": {"ephemeralContainers": this}});
     let host = ctx.host_api::<Pod>(&key.namespace);
     match host
         .patch_subresource(
@@ -267,7 +295,7 @@ async fn add_ephemeral_containers(
         )
         .await
     {
-        Ok(_) => Ok(Next::Done),
+        Ok(_) => Ok(Added::Yes),
         // The host refuses what it cannot run (a name taken, a field it rejects): the tenant
         // is told, in the virtual cluster's names. The host refusing the syncer itself (401,
         // 403, 429) or failing is retried, and logged.
@@ -276,7 +304,7 @@ async fn add_ephemeral_containers(
         {
             let host_namespace = copy.namespace().unwrap_or_default();
             let note = format!(
-                "the ephemeral container is not added on the host: {}",
+                "the ephemeral container {name} is not added on the host: {}",
                 crate::translate::in_virtual_names(
                     &status.message,
                     (&host_namespace, &copy.name_any()),
@@ -284,7 +312,7 @@ async fn add_ephemeral_containers(
                 )
             );
             copy::warn(ctx, pod, "EphemeralContainerRefused", note).await;
-            Ok(Next::Done)
+            Ok(Added::Refused)
         }
         Err(err) => Err(err.into()),
     }

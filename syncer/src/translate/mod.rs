@@ -212,29 +212,35 @@ pub fn in_virtual_names(text: &str, host: (&str, &str), virt: (&str, &str)) -> S
     }
 }
 
-/// `text` with every occurrence of `name` not adjoining another name character (letter,
-/// digit, `-`, `.`) replaced by `with`.
+/// `text` with every occurrence of `name` that stands as a whole name replaced by `with`: not
+/// next to a letter, digit or `-`, nor to a `.` that joins it to more of a name (a `.` that
+/// ends a sentence does not).
 fn replace_names(text: &str, name: &str, with: &str) -> String {
     if name.is_empty() {
         return text.to_owned();
     }
-    let is_name =
-        |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find(name) {
-        let before = rest[..at].chars().next_back();
-        let after = rest[at + name.len()..].chars().next();
         out.push_str(&rest[..at]);
-        out.push_str(if is_name(before) || is_name(after) {
-            name
-        } else {
-            with
-        });
+        // What stands before is what is written already (a replacement included).
+        let joined =
+            joins_a_name(out.chars().rev()) || joins_a_name(rest[at + name.len()..].chars());
+        out.push_str(if joined { name } else { with });
         rest = &rest[at + name.len()..];
     }
     out.push_str(rest);
     out
+}
+
+/// Whether `next`, the characters going away from a name, continue it.
+fn joins_a_name(mut next: impl Iterator<Item = char>) -> bool {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '-';
+    match next.next() {
+        Some('.') => next.next().is_some_and(is_name),
+        Some(c) => is_name(c),
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +254,24 @@ mod tests {
                 ("shop", "web"),
             ),
             "pods \"web\" in shop (team-a-2 is another)"
+        );
+        // At the end of a sentence, and twice in a row.
+        assert_eq!(
+            super::in_virtual_names(
+                "no pod web-x-shop-x-vc.",
+                ("team-a", "web-x-shop-x-vc"),
+                ("shop", "web"),
+            ),
+            "no pod web."
+        );
+        assert_eq!(
+            super::in_virtual_names("team-a/team-a", ("team-a", "p"), ("shop", "q")),
+            "shop/shop"
+        );
+        // Part of a longer dotted name, it stays.
+        assert_eq!(
+            super::in_virtual_names("p.team-a.svc", ("team-a", "p"), ("shop", "q")),
+            "p.team-a.svc"
         );
     }
 

@@ -731,4 +731,31 @@ async fn kubectl_debug_adds_an_ephemeral_container_held_to_pod_security() {
         .map(|c| c.name)
         .collect();
     assert_eq!(names, ["debugger"]);
+
+    // The refused container stays in the virtual pod (none can be taken out); one added after
+    // it is not held back.
+    sides
+        .virt
+        .ok(&[
+            "debug",
+            "web",
+            "-c",
+            "later",
+            "--image=busybox",
+            "--profile=baseline",
+        ])
+        .await
+        .unwrap();
+    eventually("the later ephemeral container on the host copy", || async {
+        let pod = host_pods.get(&sides.host_pod).await.unwrap();
+        let mut names: Vec<String> = pod
+            .spec?
+            .ephemeral_containers?
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        names.sort();
+        (names == ["debugger", "later"]).then_some(())
+    })
+    .await;
 }
