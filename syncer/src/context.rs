@@ -209,6 +209,9 @@ pub struct Ctx {
     pub recorder: Recorder,
     /// Host Events to show in the virtual cluster, and those shown.
     pub events: Mutex<crate::sync::events::Mirror>,
+    /// Ephemeral containers of virtual pods not added to their host copies (see
+    /// `sync::pods`): refused once, not again on every update of the pod.
+    pub refused_ephemeral: Mutex<crate::sync::pods::RefusedEphemeral>,
     /// The host watches that follow the namespaces the instance holds, and their count shown.
     pub followers: crate::watches::Followers,
     pub host_watches: prometheus_client::metrics::gauge::Gauge,

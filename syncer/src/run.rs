@@ -274,6 +274,7 @@ pub async fn run(
         queues: Queues::new(&metrics),
         recorder,
         events: Mutex::new(Default::default()),
+        refused_ephemeral: Mutex::new(Default::default()),
         followers,
         host_watches: metrics.host_watches.clone(),
         kubelet,

@@ -49,10 +49,42 @@ pub fn expected() -> Result<Vec<Generated>> {
     };
     let crd = read(&root.join("crds/virtualcluster.yaml"))?;
     let role = read(&root.join("config/rbac/role.yaml"))?;
-    let claim_policy = virtualcluster_crds::claim_policy::yaml();
     let readme_path = root.join("README.md");
     let readme = with_field_reference(&read(&readme_path)?, &field_reference(&crd)?)?;
-    Ok(vec![
+    // What ships with the CRD: `crds/FILE` under its default names, and the chart's template
+    // named after the release (`yaml_named` given the release's prefix plus a suffix).
+    let fullname = "{{ include \"virtualcluster-operator.fullname\" . }}";
+    let shipped = |file: &str, default: String, chart: String| {
+        [
+            Generated {
+                path: root.join("crds").join(file),
+                contents: default,
+            },
+            Generated {
+                path: chart_dir().join("templates").join(file),
+                contents: chart,
+            },
+        ]
+    };
+    use virtualcluster_crds::{claim_policy, sync_keys, syncer_access};
+    let shipped = [
+        shipped(
+            "claim-policy.yaml",
+            claim_policy::yaml(),
+            claim_policy::yaml_named(&format!("{fullname}-claim-host-namespaces")),
+        ),
+        shipped(
+            "sync-keys-policy.yaml",
+            sync_keys::yaml(),
+            sync_keys::yaml_named(&format!("{fullname}-supported-sync-keys")),
+        ),
+        shipped(
+            "syncer-access.yaml",
+            syncer_access::yaml(),
+            syncer_access::yaml_named(fullname),
+        ),
+    ];
+    let mut files = vec![
         Generated {
             path: chart_dir().join("crds/virtualcluster.yaml"),
             contents: crd,
@@ -62,40 +94,12 @@ pub fn expected() -> Result<Vec<Generated>> {
             contents: role,
         },
         Generated {
-            path: root.join("crds/claim-policy.yaml"),
-            contents: claim_policy,
-        },
-        Generated {
-            path: chart_dir().join("templates/claim-policy.yaml"),
-            contents: virtualcluster_crds::claim_policy::yaml_named(
-                "{{ include \"virtualcluster-operator.fullname\" . }}-claim-host-namespaces",
-            ),
-        },
-        Generated {
-            path: root.join("crds/sync-keys-policy.yaml"),
-            contents: virtualcluster_crds::sync_keys::yaml(),
-        },
-        Generated {
-            path: chart_dir().join("templates/sync-keys-policy.yaml"),
-            contents: virtualcluster_crds::sync_keys::yaml_named(
-                "{{ include \"virtualcluster-operator.fullname\" . }}-supported-sync-keys",
-            ),
-        },
-        Generated {
-            path: root.join("crds/syncer-access.yaml"),
-            contents: virtualcluster_crds::syncer_access::yaml(),
-        },
-        Generated {
-            path: chart_dir().join("templates/syncer-access.yaml"),
-            contents: virtualcluster_crds::syncer_access::yaml_named(
-                "{{ include \"virtualcluster-operator.fullname\" . }}",
-            ),
-        },
-        Generated {
             path: readme_path,
             contents: readme,
         },
-    ])
+    ];
+    files.extend(shipped.into_iter().flatten());
+    Ok(files)
 }
 
 /// The generated files whose committed contents differ from [`expected`].

@@ -102,11 +102,11 @@ pub fn virtual_event(event: &Event, of: &VirtualRef, host_name: &str) -> Event {
             resource_version: None,
         },
         message: event.message.as_ref().map(|m| {
-            m.replace(
-                &format!("{host_namespace}/{host_name}"),
-                &format!("{}/{}", of.namespace, of.name),
+            crate::translate::in_virtual_names(
+                m,
+                (host_namespace, host_name),
+                (&of.namespace, &of.name),
             )
-            .replace(host_name, &of.name)
         }),
         reason: event.reason.clone(),
         type_: event.type_.clone(),

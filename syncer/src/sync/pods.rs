@@ -52,6 +52,9 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     let copy = ctx.host_copy(&ctx.stores.host_pods, &key);
     let host = ctx.host_api::<Pod>(&key.namespace);
     let virt = ctx.virtual_api::<Pod>(&key.namespace);
+    if pod.is_none() {
+        ctx.refused_ephemeral.lock().expect("refusals").forget(&key);
+    }
     match (pod, copy) {
         (None, None) => Ok(Next::Done),
         (None, Some(copy)) => {
@@ -206,21 +209,62 @@ async fn add_ephemeral_containers(
     let Some(spec) = &pod.spec else {
         return Ok(Next::Done);
     };
+    let uid = pod.uid().unwrap_or_default();
+    let refused = ctx
+        .refused_ephemeral
+        .lock()
+        .expect("refusals")
+        .of(key, &uid);
     let (mut added, new): (Vec<_>, Vec<_>) = spec
         .ephemeral_containers
         .iter()
         .flatten()
+        .filter(|c| !refused.contains(&c.name))
         .cloned()
         .partition(|c| copy.ephemeral_containers.contains(&c.name));
     let mut next = Next::Done;
     for container in new {
         match add_ephemeral_container(ctx, key, pod, copy, env, &added, container.clone()).await? {
             Added::Yes => added.push(container),
-            Added::Refused => {}
+            Added::Refused => {
+                ctx.refused_ephemeral
+                    .lock()
+                    .expect("refusals")
+                    .add(key, &uid, container.name)
+            }
             Added::Later(after) => next = after,
         }
     }
     Ok(next)
+}
+
+/// The ephemeral containers refused per virtual pod (of that UID), until the pod is gone: a
+/// refused one stays in the virtual pod for good, and is not tried (nor reported) again on
+/// each of the pod's updates. A restarted syncer reports each once more.
+#[derive(Debug, Default)]
+pub struct RefusedEphemeral(
+    std::collections::HashMap<Key, (String, std::collections::BTreeSet<String>)>,
+);
+
+impl RefusedEphemeral {
+    fn of(&self, key: &Key, uid: &str) -> std::collections::BTreeSet<String> {
+        match self.0.get(key) {
+            Some((of, names)) if of == uid => names.clone(),
+            _ => Default::default(),
+        }
+    }
+
+    fn add(&mut self, key: &Key, uid: &str, name: String) {
+        let entry = self.0.entry(key.clone()).or_default();
+        if entry.0 != uid {
+            *entry = (uid.to_owned(), Default::default());
+        }
+        entry.1.insert(name);
+    }
+
+    fn forget(&mut self, key: &Key) {
+        self.0.remove(key);
+    }
 }
 
 enum Added {
@@ -622,5 +666,25 @@ pub async fn bind(ctx: &Ctx, virt: &Api<Pod>, name: &str, node: String) -> anyho
         // Bound meanwhile, or gone: the watch tells.
         Err(err) if copy::is_status(&err, 409) || copy::is_status(&err, 404) => Ok(()),
         Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefusedEphemeral;
+    use crate::context::Key;
+
+    #[test]
+    fn refusals_hold_for_the_pod_of_that_uid_until_it_goes() {
+        let mut refused = RefusedEphemeral::default();
+        let web = Key::new("shop", "web");
+        refused.add(&web, "uid-1", "netadmin".into());
+        assert!(refused.of(&web, "uid-1").contains("netadmin"));
+        // A pod made again under the name is another pod.
+        assert!(refused.of(&web, "uid-2").is_empty());
+        refused.add(&web, "uid-2", "other".into());
+        assert_eq!(refused.of(&web, "uid-2").len(), 1);
+        refused.forget(&web);
+        assert!(refused.of(&web, "uid-2").is_empty());
     }
 }
