@@ -34,6 +34,10 @@ pub const VIRTUAL_NAMESPACE: &str = "virtualcluster.dev/object-namespace";
 /// Annotation on a host copy: UID of the virtual object it was made from.
 pub const VIRTUAL_UID: &str = "virtualcluster.dev/object-uid";
 
+/// Annotation on a host pod whose patches renamed containers: a JSON object from each renamed
+/// container's host name to its virtual name, for its status and the kubelet API.
+pub const CONTAINER_NAMES: &str = "virtualcluster.dev/container-names";
+
 /// Label on a host namespace: how the instance came to use it, [`ORIGIN_CREATED`] or
 /// [`ORIGIN_IMPORTED`]. The cleanup deletes only namespaces the instance created.
 pub const NAMESPACE_ORIGIN: &str = "virtualcluster.dev/namespace-origin";

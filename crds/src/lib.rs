@@ -12,7 +12,7 @@ pub mod kubelet;
 pub mod mapping;
 pub mod marks;
 pub mod naming;
-pub mod patch_path;
+pub mod patches;
 pub mod pod_security;
 pub mod policy;
 pub mod policy_docs;

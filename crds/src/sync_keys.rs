@@ -28,9 +28,22 @@ const PRUNED: [&str; 4] = ["spec", "sync", "toHost", "namespaces"];
 /// An object under `spec.sync` and the keys its schema names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    /// Field names from `spec` down, e.g. `["spec", "sync", "toHost", "pods"]`.
+    /// Field names from `spec` down, e.g. `["spec", "sync", "toHost", "pods"]`, with [`ITEMS`]
+    /// for the elements of an array (`[..., "patches", "[*]", "reference"]`).
     pub path: Vec<String>,
     pub keys: Vec<String>,
+}
+
+/// The step of a [`Node`] path into every element of an array.
+pub const ITEMS: &str = "[*]";
+
+/// The schema under `schema` that holds properties: itself, or an array's items.
+fn children(schema: &Value) -> Option<(&serde_json::Map<String, Value>, bool)> {
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        return Some((properties, false));
+    }
+    let items = schema.get("items")?.get("properties")?.as_object()?;
+    Some((items, true))
 }
 
 /// Every object of `spec.sync` in `schema` (the CRD version's `openAPIV3Schema`) with fixed
@@ -49,12 +62,15 @@ pub fn nodes(schema: &Value) -> Vec<Node> {
     out
 }
 
-fn walk(schema: &Value, path: Vec<String>, out: &mut Vec<Node>) {
-    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+fn walk(schema: &Value, mut path: Vec<String>, out: &mut Vec<Node>) {
+    let Some((properties, items)) = children(schema) else {
         return;
     };
     if path == PRUNED {
         return;
+    }
+    if items {
+        path.push(ITEMS.into());
     }
     out.push(Node {
         path: path.clone(),
@@ -81,7 +97,14 @@ fn mark(schema: &mut Value, path: &mut Vec<String>) {
     if *path == PRUNED {
         return;
     }
-    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+    let object = match schema.get("properties") {
+        Some(_) => schema,
+        None => match schema.get_mut("items") {
+            Some(items) if items.get("properties").is_some() => items,
+            _ => return,
+        },
+    };
+    let Some(properties) = object.get_mut("properties").and_then(Value::as_object_mut) else {
         return;
     };
     for (key, child) in properties.iter_mut() {
@@ -89,7 +112,7 @@ fn mark(schema: &mut Value, path: &mut Vec<String>) {
         mark(child, path);
         path.pop();
     }
-    schema["x-kubernetes-preserve-unknown-fields"] = json!(true);
+    object["x-kubernetes-preserve-unknown-fields"] = json!(true);
 }
 
 /// When the policy judges a request: a create, or an update that changes `spec.sync`.
@@ -97,13 +120,9 @@ const UNCHANGED_SYNC_SKIPPED: &str = "request.operation == 'CREATE' || !has(oldO
      || !has(oldObject.spec.sync) \
      || (has(object.spec) && has(object.spec.sync) && object.spec.sync != oldObject.spec.sync)";
 
-/// The CEL validation that refuses keys of `node` its schema does not name.
+/// The CEL validation that refuses keys of `node` its schema does not name: the keys of each
+/// object at its path, where there is one (every element of an array on the way).
 fn validation(node: &Node) -> Value {
-    let field = |upto: usize| format!("object.{}", node.path[..upto].join("."));
-    let present: Vec<String> = (1..=node.path.len())
-        .map(|upto| format!("has({})", field(upto)))
-        .collect();
-    let object = field(node.path.len());
     let known = format!(
         "[{}]",
         node.keys
@@ -112,19 +131,50 @@ fn validation(node: &Node) -> Value {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let holds = |object: &str| format!("{object}.all(k, k in {known})");
+    let unknown = |object: &str| format!("{object}.filter(k, !(k in {known})).join(', ')");
     json!({
-        "expression": format!(
-            "!({}) || {object}.all(k, k in {known})",
-            present.join(" && ")
-        ),
+        "expression": each("object", &node.path, 0, &holds, &|parts| {
+            format!("(!has({}) || {})", parts.0, parts.1)
+        }, &|list, var, inner| format!("{list}.all({var}, {inner})")),
         "reason": "Invalid",
         "messageExpression": format!(
-            "'{path}: ' + {object}.filter(k, !(k in {known})).join(', ') + ' not supported by \
-             this version of virtualcluster-operator (supported here: {keys})'",
-            path = node.path.join("."),
-            keys = node.keys.join(", "),
+            "'{path}: ' + {keys} + ' not supported by this version of virtualcluster-operator \
+             (supported here: {supported})'",
+            path = node.path.join(".").replace(".[*]", "[*]"),
+            keys = each("object", &node.path, 0, &unknown, &|parts| {
+                format!("(has({}) ? {} : '')", parts.0, parts.1)
+            }, &|list, var, inner| {
+                format!("{list}.map({var}, {inner}).filter(s, s != '').join(', ')")
+            }),
+            supported = node.keys.join(", "),
         ),
     })
+}
+
+/// CEL over the objects at `path` below `base`: `leaf` of each, a field's step guarded by
+/// `field((the field, the rest))`, an array's by `items(the array, its variable, the rest)`.
+fn each(
+    base: &str,
+    path: &[String],
+    depth: usize,
+    leaf: &dyn Fn(&str) -> String,
+    field: &dyn Fn((&str, &str)) -> String,
+    items: &dyn Fn(&str, &str, &str) -> String,
+) -> String {
+    match path.split_first() {
+        None => leaf(base),
+        Some((step, rest)) if step == ITEMS => {
+            let var = format!("e{depth}");
+            let inner = each(&var, rest, depth + 1, leaf, field, items);
+            items(base, &var, &inner)
+        }
+        Some((step, rest)) => {
+            let next = format!("{base}.{step}");
+            let inner = each(&next, rest, depth, leaf, field, items);
+            field((&next, &inner))
+        }
+    }
 }
 
 /// The policy and its binding as YAML documents, exactly as committed in
@@ -233,11 +283,32 @@ mod tests {
         });
         assert_eq!(
             rule["expression"],
-            "!(has(object.spec) && has(object.spec.sync) && has(object.spec.sync.toHost)) \
-             || object.spec.sync.toHost.all(k, k in ['pods', 'services'])"
+            "(!has(object.spec) || (!has(object.spec.sync) || (!has(object.spec.sync.toHost) \
+             || object.spec.sync.toHost.all(k, k in ['pods', 'services']))))"
         );
         let message = rule["messageExpression"].as_str().unwrap();
-        assert!(message.starts_with("'spec.sync.toHost: ' + object.spec.sync.toHost.filter("));
+        assert!(message.starts_with("'spec.sync.toHost: ' + (has(object.spec) ? "));
         assert!(message.contains("(supported here: pods, services)"));
+    }
+
+    #[test]
+    fn array_elements_are_judged_each() {
+        let rule = validation(&Node {
+            path: ["spec", "sync", "p", ITEMS, "reference"].map(String::from).to_vec(),
+            keys: vec!["kind".into()],
+        });
+        assert_eq!(
+            rule["expression"],
+            "(!has(object.spec) || (!has(object.spec.sync) || (!has(object.spec.sync.p) \
+             || object.spec.sync.p.all(e0, (!has(e0.reference) \
+             || e0.reference.all(k, k in ['kind']))))))"
+        );
+        let message = rule["messageExpression"].as_str().unwrap();
+        assert!(message.starts_with("'spec.sync.p[*].reference: '"), "{message}");
+        assert!(message.contains(".map(e0, (has(e0.reference) ? e0.reference.filter("), "{message}");
+        let nodes = nodes(&schema());
+        assert!(nodes.iter().any(|n| n.path.join(".") == "spec.sync.toHost.pods.patches.[*]"
+            && n.keys == ["expression", "path", "reference", "reverseExpression"]));
+        assert!(nodes.iter().any(|n| n.path.join(".") == "spec.sync.toHost.pods.patches.[*].reference"));
     }
 }

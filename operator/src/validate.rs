@@ -112,6 +112,11 @@ pub fn validate(
             ),
         });
     }
+    // Compiled here so that a patch that cannot compile is refused now, not met at sync time.
+    virtualcluster_crds::patches::Patches::compile(&vc.spec.sync).map_err(|e| Invalid {
+        reason: INVALID_PATCH,
+        message: e.to_string(),
+    })?;
     Ok(Valid {
         instance,
         mapper,
@@ -123,6 +128,9 @@ pub fn validate(
 
 /// Reason of a mapping that could claim a namespace the platform reserves.
 pub const NAMESPACE_NOT_CLAIMABLE: &str = "NamespaceNotClaimable";
+
+/// Reason of a patch that does not parse or compile.
+pub const INVALID_PATCH: &str = "InvalidPatch";
 
 /// Reason of a syncer image the platform does not allow.
 pub const SYNCER_IMAGE_NOT_ALLOWED: &str = "SyncerImageNotAllowed";
@@ -475,6 +483,31 @@ mod tests {
         assert!(validate(&foreign, None, &open).is_ok());
         // Unset runs the operator's own.
         assert!(validate(&vc("ns", &[]), None, &Settings::default()).is_ok());
+    }
+
+    #[test]
+    fn a_patch_that_does_not_compile_is_refused_naming_its_place() {
+        let mut vc = vc("team", &[]);
+        vc.spec.sync.to_host.config_maps.patches = vec![
+            virtualcluster_crds::v1alpha1::Patch {
+                path: "data[\"a\"]".into(),
+                expression: Some("value".into()),
+                ..Default::default()
+            },
+            virtualcluster_crds::v1alpha1::Patch {
+                path: "data[\"b\"]".into(),
+                expression: Some("value.(".into()),
+                ..Default::default()
+            },
+        ];
+        let err = validate(&vc, None, &Settings::default()).unwrap_err();
+        assert_eq!(err.reason, INVALID_PATCH);
+        assert!(
+            err.message
+                .starts_with("spec.sync.toHost.configMaps.patches[1]: does not compile"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
+use std::sync::{Arc, OnceLock};
+use virtualcluster_crds::patches::Patches;
 
 use crate::translate::pod as translate;
 
@@ -25,9 +27,44 @@ pub struct CachedPod {
     status: Option<Box<str>>,
 }
 
+/// The patches the syncer runs with, set once at start: what reference patches name in a pod
+/// is used by it, like the objects its spec names. (The cache decodes pods where no context
+/// reaches, and a syncer's configuration never changes while it runs.)
+static PATCHES: OnceLock<Arc<Patches>> = OnceLock::new();
+
+/// Sets the patches pods are read with (the first call wins).
+pub fn use_patches(patches: &Arc<Patches>) {
+    let _ = PATCHES.set(Arc::clone(patches));
+}
+
+/// What the reference patches of pods name in `pod`: ConfigMaps and Secrets by name.
+fn referenced(pod: &Pod, config_maps: &mut Vec<String>, secrets: &mut Vec<String>) {
+    let Some(patches) = PATCHES.get().filter(|p| p.has_references(POD_PATCHES)) else {
+        return;
+    };
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let Ok(object) = serde_json::to_value(pod) else {
+        return;
+    };
+    for r in patches.references(POD_PATCHES, namespace, &object) {
+        match r.kind.as_str() {
+            "ConfigMap" if r.namespace == namespace => config_maps.push(r.name),
+            "Secret" if r.namespace == namespace => secrets.push(r.name),
+            _ => {}
+        }
+    }
+    for names in [config_maps, secrets] {
+        names.sort();
+        names.dedup();
+    }
+}
+
+const POD_PATCHES: &str = "toHost.pods";
+
 impl From<Pod> for CachedPod {
     fn from(pod: Pod) -> Self {
-        let (config_maps, secrets) = translate::used(&pod);
+        let (mut config_maps, mut secrets) = translate::used(&pod);
+        referenced(&pod, &mut config_maps, &mut secrets);
         Self {
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             config_maps: config_maps.into(),

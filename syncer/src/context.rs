@@ -217,6 +217,10 @@ pub struct Ctx {
     pub host_watches: prometheus_client::metrics::gauge::Gauge,
     /// Where the virtual nodes advertise their kubelet API (the syncer's), if it is served.
     pub kubelet: Option<std::net::SocketAddr>,
+    /// The instance's patches, compiled once.
+    pub patches: Arc<virtualcluster_crds::patches::Patches>,
+    /// What patch expressions see as `context.vcluster`.
+    pub vcluster: serde_json::Value,
 }
 
 impl Ctx {

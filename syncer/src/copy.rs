@@ -16,6 +16,7 @@ use virtualcluster_crds::keys::SYNCER_FIELD_MANAGER;
 use virtualcluster_crds::marks;
 
 use crate::context::Ctx;
+use crate::patching;
 use crate::queue::Next;
 
 /// How often a name clash with a foreign host object is looked at again.
@@ -230,11 +231,13 @@ where
     }
 }
 
-/// The level-based sync of one plain kind: the copy exists, and holds the translation, exactly
-/// when the virtual object exists and is `wanted`. A virtual object standing for a host one
+/// The level-based sync of one plain kind: the copy exists, and holds the translation (patched
+/// by the patches of `section` under `spec.sync`), exactly when the virtual object exists and
+/// is `wanted`. A virtual object standing for a host one
 /// (imported) has no copy.
 pub async fn sync<K>(
     ctx: &Ctx,
+    section: &str,
     api: &Api<K>,
     virtual_object: Option<&K>,
     copy: Option<&K>,
@@ -255,9 +258,16 @@ where
             delete(api, copy, None).await?;
             Ok(Next::Done)
         }
-        (Some(object), None) => create(ctx, api, &translate(object), object).await,
+        (Some(object), None) => {
+            let (desired, errors) = patching::apply(ctx, section, object, None, translate(object));
+            patching::report(ctx, object, &errors).await;
+            create(ctx, api, &desired, object).await
+        }
         (Some(object), Some(copy)) => {
-            update(api, translate(object), copy).await?;
+            let (desired, errors) =
+                patching::apply(ctx, section, object, Some(copy), translate(object));
+            patching::report(ctx, object, &errors).await;
+            update(api, desired, copy).await?;
             Ok(Next::Done)
         }
     }

@@ -8,6 +8,7 @@ pub mod copy;
 pub mod dns;
 pub mod kubelet;
 pub mod metrics;
+pub mod patching;
 pub mod queue;
 pub mod run;
 pub mod sync;

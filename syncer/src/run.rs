@@ -111,6 +111,13 @@ pub async fn run(
     let all = watcher::Config::default;
     let namespace_sync = config.sync.to_host.namespaces.enabled;
     let target = Target::of(&config)?;
+    // The operator compiled the same patches before it started this syncer.
+    let patches = Arc::new(
+        virtualcluster_crds::patches::Patches::compile(&config.sync)
+            .map_err(|e| anyhow::anyhow!("compiling the instance's patches: {e}"))?,
+    );
+    crate::cached::use_patches(&patches);
+    let vcluster = crate::patching::vcluster_context(&config);
     // Copies live in the instance's namespace, and with namespace syncing in the host
     // namespaces it holds too: one watch each, as `followers` says (see `follow_held`).
     let mut followers = Followers::default();
@@ -278,6 +285,8 @@ pub async fn run(
         followers,
         host_watches: metrics.host_watches.clone(),
         kubelet,
+        patches,
+        vcluster,
     });
 
     // Feed the queues from the watches.

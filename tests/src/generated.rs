@@ -236,6 +236,10 @@ fn walk(path: &str, schema: &Value, root_rules: &[(String, String)], rows: &mut 
     for (name, sub) in properties.into_iter().flatten() {
         walk(&format!("{path}.{name}"), sub, root_rules, rows);
     }
+    // A list of objects: a row for its elements (their rules), then one per field of them.
+    if let Some(items) = schema.get("items").filter(|i| i.get("properties").is_some()) {
+        walk(&format!("{path}[*]"), items, root_rules, rows);
+    }
 }
 
 /// The name of a Kubernetes type the field holds, recognised by its shape.

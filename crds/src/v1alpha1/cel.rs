@@ -199,3 +199,27 @@ pub fn tolerations() -> CelRule {
     .message("each toleration is written key=value:Effect, key:Effect, key=value or key, where Effect is NoSchedule, PreferNoSchedule or NoExecute")
     .reason(Reason::FieldValueInvalid)
 }
+
+// --- Rules on patches -------------------------------------------------------------------------
+
+pub fn patch_has_an_action() -> CelRule {
+    CelRule::new("has(self.expression) || has(self.reverseExpression) || has(self.reference)")
+        .message("a patch needs an expression, a reverseExpression or a reference")
+        .reason(Reason::FieldValueRequired)
+}
+
+pub fn patch_is_expression_or_reference() -> CelRule {
+    CelRule::new("!has(self.reference) || !(has(self.expression) || has(self.reverseExpression))")
+        .message("a patch has either expressions or a reference, not both")
+        .reason(Reason::FieldValueInvalid)
+}
+
+pub fn reference_kind() -> CelRule {
+    let kinds = list(crate::patches::REFERENCE_KINDS);
+    CelRule::new(format!("self.apiVersion == 'v1' && self.kind in {kinds}"))
+        .message(kube::core::Message::Message(format!(
+            "a reference names a v1 object of kind {}",
+            crate::patches::REFERENCE_KINDS.join(", ")
+        )))
+        .reason(Reason::FieldValueInvalid)
+}

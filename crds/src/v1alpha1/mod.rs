@@ -19,8 +19,8 @@ pub use policies::{
 };
 pub use status::{Phase, VirtualClusterStatus};
 pub use sync::{
-    EnabledSync, FromHost, NamespaceMappings, NamespaceSync, OptInSync, PodSync, ReferencedSync,
-    Sync, ToHost,
+    EnabledSync, FromHost, MAX_PATCHES, NamespaceMappings, NamespaceSync, OptInPatchedSync,
+    OptInSync, Patch, PatchReference, PatchedSync, PodSync, ReferencedSync, Sync, ToHost,
 };
 
 /// A virtual Kubernetes cluster: its own control plane on the host, and a syncer that runs its

@@ -44,6 +44,96 @@ pub struct OptInSync {
     pub enabled: bool,
 }
 
+/// A kind that is synced unless turned off, changed on the way by `patches`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchedSync {
+    /// Whether this kind is synced. On by default.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Changes made to each object as it is synced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PATCHES))]
+    pub patches: Vec<Patch>,
+}
+
+impl Default for PatchedSync {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            patches: Vec::new(),
+        }
+    }
+}
+
+/// A kind that is synced only when turned on, changed on the way by `patches`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OptInPatchedSync {
+    /// Whether this kind is synced. Off by default.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Changes made to each object as it is synced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PATCHES))]
+    pub patches: Vec<Patch>,
+}
+
+/// How many patches one kind may have.
+pub const MAX_PATCHES: usize = 32;
+
+/// A change made to each object of a kind as it is synced (vcluster.yaml `patches`): the field
+/// at `path` is set to what `expression` gives on the way to the host (and `reverseExpression`
+/// on the way back), or, with `reference`, its value is taken for the name of another object
+/// and rewritten to that object's host name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = cel::patch_has_an_action(),
+    validation = cel::patch_is_expression_or_reference()
+)]
+pub struct Patch {
+    /// The fields changed: dotted names, `[N]` for an array element, `["key"]` for a map key
+    /// (`metadata.labels["example.com/team"]`), `[*]` for every element of an array or entry of
+    /// a map (`spec.containers[*].name`). Where the parent of the field does not exist, the
+    /// object is synced without this patch and the syncer logs why.
+    #[schemars(length(min = 1, max = 1024))]
+    pub path: String,
+    /// A JavaScript expression whose value the field takes on the host: it sees `value` (the
+    /// field's, `null` when unset), `valueExists`, and `context` (`vcluster.name`,
+    /// `vcluster.namespace`, `vcluster.config`, `virtualObject`, `hostObject`, `path`), and may
+    /// call `btoa` and `atob`. `null` leaves a map key unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub expression: Option<String>,
+    /// The same for what comes back from the host copy to the virtual object (its status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub reverse_expression: Option<String>,
+    /// The field names another object: its value becomes that object's host name, and that
+    /// object is synced as one a pod uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<PatchReference>,
+}
+
+/// The kind of object a patched field names.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = cel::reference_kind())]
+pub struct PatchReference {
+    /// `v1`.
+    #[schemars(length(max = 64))]
+    pub api_version: String,
+    /// ConfigMap, Secret, Service, PersistentVolumeClaim or ServiceAccount.
+    #[schemars(length(max = 64))]
+    pub kind: String,
+    /// Where the object names the referenced object's namespace, if it can be another than its
+    /// own; that field is rewritten to the namespace's host namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub namespace_path: Option<String>,
+}
+
 /// ConfigMaps or Secrets: synced when a synced pod (or, for Secrets, an ingress) uses them, or
 /// all of them.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -55,6 +145,10 @@ pub struct ReferencedSync {
     /// Sync every object of this kind, not only those a synced pod or ingress uses.
     #[serde(default)]
     pub all: bool,
+    /// Changes made to each object as it is synced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PATCHES))]
+    pub patches: Vec<Patch>,
 }
 
 impl Default for ReferencedSync {
@@ -62,6 +156,7 @@ impl Default for ReferencedSync {
         Self {
             enabled: true,
             all: false,
+            patches: Vec::new(),
         }
     }
 }
@@ -107,6 +202,12 @@ pub struct PodSync {
     /// which everyone who may read pods in the host namespace can read.
     #[serde(rename = "useSecretsForSATokens", default)]
     pub use_secrets_for_sa_tokens: bool,
+    /// Changes made to each pod as it is synced. A patched pod is held to the same rules as
+    /// any: it may name no other object than the unpatched one does, and must meet the
+    /// instance's Pod Security Standard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PATCHES))]
+    pub patches: Vec<Patch>,
 }
 
 impl Default for PodSync {
@@ -119,6 +220,7 @@ impl Default for PodSync {
             priority_class_name: None,
             runtime_class_name: None,
             use_secrets_for_sa_tokens: false,
+            patches: Vec::new(),
         }
     }
 }
@@ -132,7 +234,7 @@ pub struct ToHost {
     pub pods: PodSync,
     /// Services are copied to the host, where they select the synced pods. On by default.
     #[serde(default)]
-    pub services: EnabledSync,
+    pub services: PatchedSync,
     /// Endpoints and EndpointSlices of services without selectors. On by default.
     #[serde(default)]
     pub endpoints: EnabledSync,
@@ -144,22 +246,22 @@ pub struct ToHost {
     pub secrets: ReferencedSync,
     /// PersistentVolumeClaims, so synced pods get storage on the host. On by default.
     #[serde(default)]
-    pub persistent_volume_claims: EnabledSync,
+    pub persistent_volume_claims: PatchedSync,
     /// ServiceAccounts, e.g. for cloud IAM bindings to service accounts. Off by default.
     #[serde(default)]
-    pub service_accounts: OptInSync,
+    pub service_accounts: OptInPatchedSync,
     /// Ingresses. Off by default.
     #[serde(default)]
-    pub ingresses: OptInSync,
+    pub ingresses: OptInPatchedSync,
     /// NetworkPolicies. Off by default.
     #[serde(default)]
-    pub network_policies: OptInSync,
+    pub network_policies: OptInPatchedSync,
     /// PodDisruptionBudgets. Off by default.
     #[serde(default)]
-    pub pod_disruption_budgets: OptInSync,
+    pub pod_disruption_budgets: OptInPatchedSync,
     /// PriorityClasses. Off by default.
     #[serde(default)]
-    pub priority_classes: OptInSync,
+    pub priority_classes: OptInPatchedSync,
     /// Namespace syncing: each mapped virtual namespace gets a host namespace of its own, and
     /// objects keep their names there. Immutable after creation.
     #[serde(default)]
@@ -179,10 +281,10 @@ pub struct FromHost {
     pub nodes: OptInSync,
     /// The host's StorageClasses. Off by default.
     #[serde(default)]
-    pub storage_classes: OptInSync,
+    pub storage_classes: OptInPatchedSync,
     /// The host's IngressClasses. Off by default.
     #[serde(default)]
-    pub ingress_classes: OptInSync,
+    pub ingress_classes: OptInPatchedSync,
 }
 
 /// Namespace syncing. Cannot be changed after the VirtualCluster is created: it cannot be turned

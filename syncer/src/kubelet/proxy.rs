@@ -62,6 +62,8 @@ enum Lookup {
     Found {
         namespace: String,
         name: String,
+        /// The container's name on the host.
+        container: Option<String>,
     },
     /// No virtual pod of that name (and UID), or no host copy of it that is this instance's.
     NoPod,
@@ -120,8 +122,12 @@ impl Proxy {
             );
         }
         let lookup = tokio::time::timeout(limits::LOOKUP, self.host_pod(&call)).await;
-        let (namespace, pod) = match lookup {
-            Ok(Ok(Lookup::Found { namespace, name })) => (namespace, name),
+        let (namespace, pod, container) = match lookup {
+            Ok(Ok(Lookup::Found {
+                namespace,
+                name,
+                container,
+            })) => (namespace, name, container),
             Ok(Ok(Lookup::NoPod)) => {
                 return text(
                     StatusCode::NOT_FOUND,
@@ -179,7 +185,7 @@ impl Proxy {
         let uri = format!(
             "{}?{}",
             route::host_path(call.kind, &namespace, &pod),
-            route::host_query(call.kind, request.uri().query(), call.container.as_deref())
+            route::host_query(call.kind, request.uri().query(), container.as_deref())
         );
         let mut upstream = Request::builder().method(request.method()).uri(uri);
         if call.kind.upgrades() {
@@ -307,15 +313,23 @@ impl Proxy {
         // The container must be the virtual pod's and stand in the same list of the host
         // copy: an ephemeral container the tenant named like a container a host webhook added
         // (which the host refused to add) is not that container.
+        // Patches may have renamed it on the host.
+        let mut host_container = None;
         if let Some(container) = &call.container {
+            let on_host = crate::translate::pod::container_names(copy.annotations())
+                .into_iter()
+                .find(|(_, virtual_)| virtual_ == container)
+                .map_or_else(|| container.clone(), |(host, _)| host);
             let virtual_list = container_list(&pod, container);
-            if virtual_list.is_none() || virtual_list != container_list(&copy, container) {
+            if virtual_list.is_none() || virtual_list != container_list(&copy, &on_host) {
                 return Ok(Lookup::NoContainer(container.clone()));
             }
+            host_container = Some(on_host);
         }
         Ok(Lookup::Found {
             namespace: place.namespace,
             name,
+            container: host_container,
         })
     }
 }

@@ -36,6 +36,7 @@ pub async fn reconcile_config_map(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Nex
     let copy = ctx.host_copy(&ctx.stores.host_config_maps, &key);
     copy::sync(
         &ctx,
+        "toHost.configMaps",
         &ctx.host_api(&key.namespace),
         object.as_deref(),
         copy.as_deref(),
@@ -65,6 +66,7 @@ pub async fn reconcile_secret(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     let copy = ctx.host_copy(&ctx.stores.host_secrets, &key);
     copy::sync(
         &ctx,
+        "toHost.secrets",
         &ctx.host_api(&key.namespace),
         object.as_deref(),
         copy.as_deref(),

@@ -19,6 +19,7 @@ use virtualcluster_crds::compare::holds;
 
 use crate::context::{Ctx, Key, Pair};
 use crate::copy;
+use crate::patching;
 use crate::queue::Next;
 use crate::translate::extra;
 
@@ -28,6 +29,7 @@ pub const FROM_HOST: &str = "virtualcluster.dev/from-host";
 /// The plain sync of a namespaced opt-in kind.
 async fn namespaced<K>(
     ctx: &Ctx,
+    section: &str,
     pair: &Pair<K>,
     key: &Key,
     translate: impl Fn(&K) -> K,
@@ -46,6 +48,7 @@ where
     let copy = ctx.host_copy(&pair.host, key);
     copy::sync(
         ctx,
+        section,
         &ctx.host_api(&key.namespace),
         object.as_deref(),
         copy.as_deref(),
@@ -73,7 +76,7 @@ pub async fn reconcile_ingress(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> 
             copy::warn(&ctx, ingress.as_ref(), reason, note).await;
         }
     }
-    let next = namespaced(&ctx, pair, &key, |i| {
+    let next = namespaced(&ctx, "toHost.ingresses", pair, &key, |i| {
         let mut host = extra::host_ingress(i, &ctx.target);
         extra::restrict_ingress(&mut host, snippets, &taken);
         host
@@ -99,7 +102,7 @@ pub async fn reconcile_service_account(ctx: Arc<Ctx>, key: Key) -> anyhow::Resul
     let Some(pair) = &ctx.opt_in.service_accounts else {
         return Ok(Next::Done);
     };
-    namespaced(&ctx, pair, &key, |a| {
+    namespaced(&ctx, "toHost.serviceAccounts", pair, &key, |a| {
         extra::host_service_account(a, &ctx.target)
     })
     .await
@@ -120,7 +123,7 @@ pub async fn reconcile_network_policy(ctx: Arc<Ctx>, key: Key) -> anyhow::Result
         names.sort();
         names
     };
-    namespaced(&ctx, pair, &key, |p: &NetworkPolicy| {
+    namespaced(&ctx, "toHost.networkPolicies", pair, &key, |p: &NetworkPolicy| {
         extra::host_network_policy(p, &ctx.target, &matching)
     })
     .await
@@ -130,7 +133,7 @@ pub async fn reconcile_disruption_budget(ctx: Arc<Ctx>, key: Key) -> anyhow::Res
     let Some(pair) = &ctx.opt_in.disruption_budgets else {
         return Ok(Next::Done);
     };
-    namespaced(&ctx, pair, &key, |p| {
+    namespaced(&ctx, "toHost.podDisruptionBudgets", pair, &key, |p| {
         extra::host_disruption_budget(p, &ctx.target)
     })
     .await
@@ -150,6 +153,7 @@ pub async fn reconcile_priority_class(ctx: Arc<Ctx>, name: String) -> anyhow::Re
         .filter(|c| c.annotations().get(virtualcluster_crds::keys::VIRTUAL_NAME) == Some(&name));
     copy::sync(
         &ctx,
+        "toHost.priorityClasses",
         &Api::all(ctx.host.clone()),
         class
             .as_deref()
@@ -181,7 +185,12 @@ where
     copy
 }
 
-async fn reconcile_from_host<K>(ctx: &Ctx, pair: &Pair<K>, name: &str) -> anyhow::Result<Next>
+async fn reconcile_from_host<K>(
+    ctx: &Ctx,
+    section: &str,
+    pair: &Pair<K>,
+    name: &str,
+) -> anyhow::Result<Next>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
         + Clone
@@ -196,7 +205,16 @@ where
         // The virtual cluster's own object of that name stays as it is.
         (_, Some(current)) if !current.labels().contains_key(FROM_HOST) => {}
         (Some(host), current) => {
-            let desired = from_host(host.as_ref());
+            let (desired, errors) = patching::apply_from_host(
+                ctx,
+                section,
+                host.as_ref(),
+                current.as_deref(),
+                from_host(host.as_ref()),
+            );
+            for err in errors {
+                tracing::warn!(%err, object = name, "patch not applied");
+            }
             let up_to_date = current
                 .as_ref()
                 .is_some_and(|c| holds(c.as_ref(), &desired));
@@ -214,14 +232,14 @@ where
 
 pub async fn reconcile_storage_class(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
     match &ctx.opt_in.storage_classes {
-        Some(pair) => reconcile_from_host::<StorageClass>(&ctx, pair, &name).await,
+        Some(pair) => reconcile_from_host::<StorageClass>(&ctx, "fromHost.storageClasses", pair, &name).await,
         None => Ok(Next::Done),
     }
 }
 
 pub async fn reconcile_ingress_class(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
     match &ctx.opt_in.ingress_classes {
-        Some(pair) => reconcile_from_host::<IngressClass>(&ctx, pair, &name).await,
+        Some(pair) => reconcile_from_host::<IngressClass>(&ctx, "fromHost.ingressClasses", pair, &name).await,
         None => Ok(Next::Done),
     }
 }

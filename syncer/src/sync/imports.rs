@@ -165,7 +165,7 @@ async fn reconcile_pod(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
                 return Ok(Next::Done);
             }
             if let Some(status) =
-                translate::virtual_status(host.status.clone(), pod.status().as_ref())
+                translate::virtual_status(host.status.clone(), pod.status().as_ref(), &Default::default())
             {
                 copy::write_virtual_status(&virt, &key.name, &status).await?;
             }

@@ -22,6 +22,7 @@ use virtualcluster_crds::{keys, marks, pod_security};
 use crate::cached::HostPod;
 use crate::context::{Ctx, Key};
 use crate::copy;
+use crate::patching;
 use crate::queue::Next;
 use crate::sync::references::{self, Resolved};
 use crate::translate::extra;
@@ -166,6 +167,9 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
     // A pod is made without ephemeral containers (the API refuses them on create); any the
     // virtual pod has by now are added next, as in `update`.
     desired.spec.as_mut().map(|s| s.ephemeral_containers.take());
+    let Some(desired) = patched(ctx, pod, None, desired).await? else {
+        return Ok(Next::Done);
+    };
     // The final object is held to the instance's level: a pod the virtual API server let
     // through (a namespace labelled less strictly, or admitted before) never runs.
     if let Some(violations) = security_violations(ctx, &desired) {
@@ -179,6 +183,49 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
     }
     copy::create(ctx, &ctx.host_api::<Pod>(&key.namespace), &desired, pod).await
 }
+
+/// Host pod `desired` with the instance's pod patches applied, held to what the syncer decides
+/// for a host pod (see [`translate::hold_patched`]), and marked with the containers they
+/// renamed; `None` when the patched pod must not run (its owner is told why).
+async fn patched(
+    ctx: &Ctx,
+    pod: &Pod,
+    live: Option<&Pod>,
+    desired: Pod,
+) -> anyhow::Result<Option<Pod>> {
+    if !ctx.patches.has(PATCHES) {
+        return Ok(Some(desired));
+    }
+    let (mut patched, errors) = patching::apply(ctx, PATCHES, pod, live, desired.clone());
+    patching::report(ctx, pod, &errors).await;
+    match translate::hold_patched(&desired, &mut patched, &ctx.config.policy) {
+        Ok(refused) => {
+            if !refused.is_empty() {
+                let note = format!("left out of the host pod: {}", refused.join("; "));
+                copy::warn(ctx, pod, PATCH_REFUSED, note).await;
+            }
+        }
+        Err(note) => {
+            refuse(ctx, pod, REFERENCE_REFUSED, note).await?;
+            return Ok(None);
+        }
+    }
+    let renamed = translate::renamed_containers(&desired, &patched);
+    if !renamed.is_empty() {
+        patched
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(keys::CONTAINER_NAMES.into(), serde_json::to_string(&renamed)?);
+    }
+    Ok(Some(patched))
+}
+
+/// Where pod patches sit under `spec.sync`.
+const PATCHES: &str = "toHost.pods";
+
+/// Reason of the Warning Event on a pod whose patches changed what the syncer decides.
+pub const PATCH_REFUSED: &str = "PatchRefused";
 
 /// What `desired` (a host pod) breaks of the instance's Pod Security Standard, in words, if
 /// anything.
@@ -601,6 +648,14 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
         policy: &ctx.config.policy,
     };
     let desired = translate::host_pod(pod, &env);
+    let live = Pod {
+        metadata: copy.metadata.clone(),
+        spec: None,
+        status: copy.status(),
+    };
+    let Some(desired) = patched(ctx, pod, Some(&live), desired).await? else {
+        return Ok(Next::Done);
+    };
     if translate::metadata_differs(&desired, copy) {
         let patch = serde_json::json!({
             "apiVersion": "v1",
@@ -627,7 +682,14 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
         // Not scheduled on the host yet.
         (None, None) => {}
         (Some(_), _) => {
-            if let Some(status) = translate::virtual_status(copy.status(), pod.status.as_ref()) {
+            let renamed = translate::container_names(copy.annotations());
+            let host_status = match patching::reverse(ctx, PATCHES, pod, &live) {
+                Some(reversed) => reversed.status,
+                None => copy.status(),
+            };
+            if let Some(status) =
+                translate::virtual_status(host_status, pod.status.as_ref(), &renamed)
+            {
                 copy::write_virtual_status(&virt, &pod.name_any(), &status).await?;
             }
         }

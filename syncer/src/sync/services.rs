@@ -103,6 +103,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     let wanted = service.as_deref().filter(|_| refused.is_none());
     let next = copy::sync(
         &ctx,
+        "toHost.services",
         &ctx.host_api(&key.namespace),
         wanted,
         copy.as_deref(),
@@ -220,6 +221,7 @@ pub async fn reconcile_endpoints(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next
     }
     copy::sync(
         &ctx,
+        "toHost.endpoints",
         &ctx.host_api(&key.namespace),
         endpoints.as_deref(),
         copy.as_deref(),

@@ -36,6 +36,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     }
     let next = copy::sync(
         &ctx,
+        "toHost.persistentVolumeClaims",
         &ctx.host_api(&key.namespace),
         claim.as_deref(),
         copy.as_deref(),

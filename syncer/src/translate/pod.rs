@@ -783,9 +783,118 @@ fn translate_container(container: ContainerEnv<'_>, env: &PodEnv<'_>) {
     }
 }
 
+/// Holds host pod `patched` (`unpatched` after the instance's patches) to what the syncer
+/// decided for it: what gives it an identity, a node and a place in the host's scheduling comes
+/// back from `unpatched`, a toleration the platform does not offer goes, and it may name no
+/// object that `unpatched` does not (the Pod Security check follows, on the patched pod).
+/// Returns what it refused, to tell the pod's owner, or `Err` when the pod must not run.
+pub fn hold_patched(
+    unpatched: &Pod,
+    patched: &mut Pod,
+    policy: &HostPolicy,
+) -> Result<Vec<String>, String> {
+    let mut refused = Vec::new();
+    let (Some(wanted), Some(spec)) = (unpatched.spec.as_ref(), patched.spec.as_mut()) else {
+        return Err("a patch removed the pod's spec".into());
+    };
+    macro_rules! keep {
+        ($($field:ident),*) => {$(
+            if spec.$field != wanted.$field {
+                refused.push(format!("spec.{} (set by the syncer)", stringify!($field)));
+                spec.$field = wanted.$field.clone();
+            }
+        )*};
+    }
+    keep!(
+        service_account_name,
+        service_account,
+        automount_service_account_token,
+        node_name,
+        node_selector,
+        priority_class_name,
+        priority,
+        runtime_class_name,
+        scheduler_name,
+        dns_policy,
+        dns_config
+    );
+    if let Some(tolerations) = spec.tolerations.as_mut() {
+        let before = wanted.tolerations.clone().unwrap_or_default();
+        tolerations.retain(|t| {
+            let keep = before.contains(t) || allowed_toleration(t, policy);
+            if !keep {
+                refused.push(format!(
+                    "toleration {} (not offered by the platform)",
+                    t.key.as_deref().unwrap_or("*")
+                ));
+            }
+            keep
+        });
+    }
+    let named = |pod: &Pod| -> std::collections::BTreeSet<(Referenced, String)> {
+        references(pod).into_iter().map(|r| (r.kind, r.name)).collect()
+    };
+    let allowed = named(unpatched);
+    if let Some(r) = references(patched)
+        .into_iter()
+        .find(|r| !allowed.contains(&(r.kind, r.name.clone())))
+    {
+        return Err(format!(
+            "a patch makes {} name {} {}, which the pod does not use; the pod does not run on \
+             the host",
+            r.field,
+            r.kind.kind(),
+            r.name
+        ));
+    }
+    Ok(refused)
+}
+
+/// The containers (and init containers) patches renamed: host name to virtual name, by their
+/// place in the spec.
+pub fn renamed_containers(unpatched: &Pod, patched: &Pod) -> BTreeMap<String, String> {
+    let names = |pod: &Pod| -> Vec<String> {
+        pod.spec
+            .iter()
+            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    names(patched)
+        .into_iter()
+        .zip(names(unpatched))
+        .filter(|(host, virtual_)| host != virtual_)
+        .collect()
+}
+
+/// What [`keys::CONTAINER_NAMES`] on a host pod says: host container name to virtual name.
+pub fn container_names(
+    annotations: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    annotations
+        .get(keys::CONTAINER_NAMES)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default()
+}
+
 /// The status the virtual pod should show for host pod `host`: `None` when it already shows it.
-pub fn virtual_status(host: Option<PodStatus>, current: Option<&PodStatus>) -> Option<PodStatus> {
-    let host = host.unwrap_or_default();
+/// Containers patches renamed show their virtual names (`renamed`: host name to virtual).
+pub fn virtual_status(
+    host: Option<PodStatus>,
+    current: Option<&PodStatus>,
+    renamed: &BTreeMap<String, String>,
+) -> Option<PodStatus> {
+    let mut host = host.unwrap_or_default();
+    for status in host
+        .container_statuses
+        .iter_mut()
+        .chain(host.init_container_statuses.iter_mut())
+        .flatten()
+    {
+        if let Some(name) = renamed.get(&status.name) {
+            status.name = name.clone();
+        }
+    }
     let current = current.cloned().unwrap_or_default();
     let wanted = PodStatus {
         phase: host.phase,

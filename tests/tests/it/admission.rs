@@ -399,6 +399,47 @@ async fn admission_table() {
             mapped(&too_many),
             Refused(field::BY_NAME, "must have at most 24 items"),
         ),
+        // Patches
+        (
+            "documented pod patches",
+            "vc",
+            json!({"sync": {"toHost": {"pods": {"patches": [
+                {"path": "spec.containers[*].name", "expression": "\"my-prefix-\"+value",
+                 "reverseExpression": "value.slice(\"my-prefix-\".length)"},
+                {"path": "metadata.annotations[\"my-secret-ref\"]",
+                 "reference": {"apiVersion": "v1", "kind": "Secret"}},
+            ]}}}}),
+            Accepted,
+        ),
+        (
+            "patch without an expression or reference",
+            "vc",
+            json!({"sync": {"toHost": {"configMaps": {"patches": [{"path": "data.x"}]}}}}),
+            Refused(
+                "spec.sync.toHost.configMaps.patches[0]",
+                "a patch needs an expression, a reverseExpression or a reference",
+            ),
+        ),
+        (
+            "patch with both an expression and a reference",
+            "vc",
+            json!({"sync": {"toHost": {"pods": {"patches": [{"path": "spec.x", "expression": "1",
+                "reference": {"apiVersion": "v1", "kind": "Secret"}}]}}}}),
+            Refused(
+                "spec.sync.toHost.pods.patches[0]",
+                "a patch has either expressions or a reference, not both",
+            ),
+        ),
+        (
+            "reference to a kind that is not renamed",
+            "vc",
+            json!({"sync": {"toHost": {"pods": {"patches": [{"path": "spec.x",
+                "reference": {"apiVersion": "apps/v1", "kind": "Deployment"}}]}}}}),
+            Refused(
+                "spec.sync.toHost.pods.patches[0].reference",
+                "a reference names a v1 object of kind ConfigMap, Secret",
+            ),
+        ),
         // Refused: the rest of the spec
         (
             "name starts with a digit",
@@ -558,10 +599,18 @@ async fn unsupported_sync_keys_are_refused_not_dropped() {
     let (api, _) = setup("sync-keys").await;
     let cases = [
         (
-            json!({"sync": {"toHost": {"pods": {"enabled": true, "patches": [
+            json!({"sync": {"toHost": {"endpoints": {"enabled": true, "patches": [
                 {"path": "metadata.labels[\"team\"]", "expression": "'a'"},
             ]}}}}),
-            "spec.sync.toHost.pods: patches not supported",
+            "spec.sync.toHost.endpoints: patches not supported",
+        ),
+        (
+            json!({"sync": {"toHost": {"pods": {"patches": [
+                {"path": "spec.x", "expression": "1"},
+                {"path": "metadata.annotations[\"r\"]", "reference": {
+                    "apiVersion": "v1", "kind": "Secret", "labels": {}}},
+            ]}}}}),
+            "spec.sync.toHost.pods.patches[*].reference: labels not supported",
         ),
         (
             json!({"sync": {"toHost": {"customResources": {
@@ -574,8 +623,10 @@ async fn unsupported_sync_keys_are_refused_not_dropped() {
             "spec.sync.fromHost: csiDrivers not supported",
         ),
         (
-            json!({"sync": {"toHost": {"services": {"enabled": true, "patches": []}}}}),
-            "spec.sync.toHost.services: patches not supported",
+            json!({"sync": {"toHost": {"services": {"enabled": true, "patches": [
+                {"path": "spec.x", "expression": "1", "apiVersionPath": "x"},
+            ]}}}}),
+            "spec.sync.toHost.services.patches[*]: apiVersionPath not supported",
         ),
         (
             json!({"sync": {"generic": {"export": []}}}),

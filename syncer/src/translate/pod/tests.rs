@@ -562,11 +562,11 @@ fn status_flows_back_and_is_written_only_when_it_changed() {
         qos_class: Some("BestEffort".into()),
         ..Default::default()
     };
-    let wanted = virtual_status(host.status.clone(), Some(&current)).unwrap();
+    let wanted = virtual_status(host.status.clone(), Some(&current), &BTreeMap::new()).unwrap();
     assert_eq!(wanted.phase.as_deref(), Some("Running"));
     assert_eq!(wanted.pod_ip.as_deref(), Some("10.0.0.5"));
     assert_eq!(wanted.qos_class.as_deref(), Some("BestEffort"));
-    assert_eq!(virtual_status(host.status.clone(), Some(&wanted)), None);
+    assert_eq!(virtual_status(host.status.clone(), Some(&wanted), &BTreeMap::new()), None);
 }
 
 #[test]
@@ -652,7 +652,7 @@ fn ephemeral_container_statuses_flow_back() {
             "ready": false, "restartCount": 0, "state": {"running": {}}}]
     }))
     .unwrap();
-    let wanted = virtual_status(Some(host), None).unwrap();
+    let wanted = virtual_status(Some(host), None, &BTreeMap::new()).unwrap();
     let statuses = wanted.ephemeral_container_statuses.unwrap();
     assert_eq!(statuses[0].name, "debugger");
 }

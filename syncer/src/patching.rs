@@ -1,0 +1,186 @@
+//! The instance's patches (see `virtualcluster_crds::patches`) applied to typed objects: to a
+//! translated host object on its way to the host, and to a host object before what comes back
+//! of it reaches the virtual cluster. The syncer's own fields come through unchanged whatever a
+//! patch did: the copy's name and namespace, and every label and annotation under the
+//! project's prefix, so a patch can neither hide a copy from its instance nor dress an object
+//! up as another instance's.
+
+use std::collections::BTreeMap;
+
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use virtualcluster_crds::keys::RESERVED_PREFIX;
+use virtualcluster_crds::patches::{PatchError, Reference, Scope};
+
+use crate::context::Ctx;
+use crate::copy;
+
+/// Reason of the Warning Event on a virtual object a patch did not apply to.
+pub const PATCH_FAILED: &str = "PatchFailed";
+
+/// `desired`, the translation of `virtual_object` (with `live` its current copy, if any),
+/// patched by `section`'s patches, and what did not apply.
+pub fn apply<K, V>(
+    ctx: &Ctx,
+    section: &str,
+    virtual_object: &V,
+    live: Option<&K>,
+    desired: K,
+) -> (K, Vec<PatchError>)
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+    V: Serialize,
+{
+    if !ctx.patches.has(section) {
+        return (desired, Vec::new());
+    }
+    let virtual_value = serde_json::to_value(virtual_object).ok();
+    let live = live.and_then(|l| serde_json::to_value(l).ok());
+    patch(ctx, section, virtual_value.as_ref(), live.as_ref(), desired)
+}
+
+/// `desired`, host object `host` as the virtual cluster is to show it (with `current` the
+/// virtual object there, if any), patched by the patches of fromHost `section`.
+pub fn apply_from_host<K>(
+    ctx: &Ctx,
+    section: &str,
+    host: &K,
+    current: Option<&K>,
+    desired: K,
+) -> (K, Vec<PatchError>)
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+{
+    if !ctx.patches.has(section) {
+        return (desired, Vec::new());
+    }
+    let host = serde_json::to_value(host).ok();
+    let current = current.and_then(|c| serde_json::to_value(c).ok());
+    patch(ctx, section, current.as_ref(), host.as_ref(), desired)
+}
+
+fn patch<K>(
+    ctx: &Ctx,
+    section: &str,
+    virtual_object: Option<&Value>,
+    host_object: Option<&Value>,
+    desired: K,
+) -> (K, Vec<PatchError>)
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+{
+    let Ok(mut object) = serde_json::to_value(&desired) else {
+        return (desired, Vec::new());
+    };
+    let scope = Scope {
+        vcluster: &ctx.vcluster,
+        virtual_object,
+        host_object,
+    };
+    let rename = |r: &Reference| {
+        ctx.synced(&r.namespace).then(|| {
+            (
+                ctx.target.host_namespace(&r.namespace),
+                ctx.target.host_name(&r.namespace, &r.name),
+            )
+        })
+    };
+    let mut errors = ctx.patches.apply(section, &mut object, &scope, &rename);
+    match serde_json::from_value::<K>(object) {
+        Ok(mut patched) => {
+            keep_own_fields(&desired, &mut patched);
+            (patched, errors)
+        }
+        Err(err) => {
+            errors.push(PatchError {
+                section: section.into(),
+                index: None,
+                message: format!(
+                    "the patched object is not a valid {}: {err}; it is synced unpatched",
+                    K::kind(&())
+                ),
+            });
+            (desired, errors)
+        }
+    }
+}
+
+/// Host object `host` with `section`'s reverse expressions applied, as what flows back from it
+/// to `virtual_object` must read; unchanged without any.
+pub fn reverse<K, V>(ctx: &Ctx, section: &str, virtual_object: &V, host: &K) -> Option<K>
+where
+    K: Serialize + DeserializeOwned,
+    V: Serialize,
+{
+    if !ctx.patches.has_reverse(section) {
+        return None;
+    }
+    let mut object = serde_json::to_value(host).ok()?;
+    let virtual_value = serde_json::to_value(virtual_object).ok()?;
+    let original = object.clone();
+    let scope = Scope {
+        vcluster: &ctx.vcluster,
+        virtual_object: Some(&virtual_value),
+        host_object: Some(&original),
+    };
+    for err in ctx.patches.reverse(section, &mut object, &scope) {
+        tracing::warn!(%err, "reverse patch not applied");
+    }
+    serde_json::from_value(object).ok()
+}
+
+/// Puts back in `patched` the name, namespace and the project's labels and annotations of
+/// `desired`, and takes out any such key a patch added.
+fn keep_own_fields<K: Resource>(desired: &K, patched: &mut K) {
+    let own = |map: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        map.iter()
+            .filter(|(k, _)| k.starts_with(RESERVED_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let wanted = desired.meta();
+    let meta = patched.meta_mut();
+    meta.name = wanted.name.clone();
+    meta.namespace = wanted.namespace.clone();
+    meta.generate_name = wanted.generate_name.clone();
+    meta.owner_references = wanted.owner_references.clone();
+    meta.finalizers = wanted.finalizers.clone();
+    for (field, wanted) in [
+        (&mut meta.labels, wanted.labels.as_ref()),
+        (&mut meta.annotations, wanted.annotations.as_ref()),
+    ] {
+        let wanted_own = wanted.map(own).unwrap_or_default();
+        let map = field.get_or_insert_with(BTreeMap::new);
+        map.retain(|k, _| !k.starts_with(RESERVED_PREFIX));
+        map.extend(wanted_own);
+    }
+}
+
+/// Tells the owner of `virtual_object` which patches did not apply to its copy.
+pub async fn report<V: Resource<DynamicType = ()>>(
+    ctx: &Ctx,
+    virtual_object: &V,
+    errors: &[PatchError],
+) {
+    if errors.is_empty() {
+        return;
+    }
+    let note = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    tracing::warn!(object = %virtual_object.name_any(), "patches not applied: {note}");
+    copy::warn(ctx, virtual_object, PATCH_FAILED, format!("not applied: {note}")).await;
+}
+
+/// `{name, namespace, config}` of the instance, as expressions see it in `context.vcluster`.
+pub fn vcluster_context(config: &virtualcluster_crds::instance::SyncerConfig) -> Value {
+    serde_json::json!({
+        "name": config.instance.name,
+        "namespace": config.instance.namespace,
+        "config": { "sync": config.sync },
+    })
+}
