@@ -294,7 +294,9 @@ mod tests {
     #[test]
     fn array_elements_are_judged_each() {
         let rule = validation(&Node {
-            path: ["spec", "sync", "p", ITEMS, "reference"].map(String::from).to_vec(),
+            path: ["spec", "sync", "p", ITEMS, "reference"]
+                .map(String::from)
+                .to_vec(),
             keys: vec!["kind".into()],
         });
         assert_eq!(
@@ -304,11 +306,25 @@ mod tests {
              || e0.reference.all(k, k in ['kind']))))))"
         );
         let message = rule["messageExpression"].as_str().unwrap();
-        assert!(message.starts_with("'spec.sync.p[*].reference: '"), "{message}");
-        assert!(message.contains(".map(e0, (has(e0.reference) ? e0.reference.filter("), "{message}");
+        assert!(
+            message.starts_with("'spec.sync.p[*].reference: '"),
+            "{message}"
+        );
+        assert!(
+            message.contains(".map(e0, (has(e0.reference) ? e0.reference.filter("),
+            "{message}"
+        );
         let nodes = nodes(&schema());
-        assert!(nodes.iter().any(|n| n.path.join(".") == "spec.sync.toHost.pods.patches.[*]"
-            && n.keys == ["expression", "path", "reference", "reverseExpression"]));
-        assert!(nodes.iter().any(|n| n.path.join(".") == "spec.sync.toHost.pods.patches.[*].reference"));
+        assert!(
+            nodes
+                .iter()
+                .any(|n| n.path.join(".") == "spec.sync.toHost.pods.patches.[*]"
+                    && n.keys == ["expression", "path", "reference", "reverseExpression"])
+        );
+        assert!(
+            nodes
+                .iter()
+                .any(|n| n.path.join(".") == "spec.sync.toHost.pods.patches.[*].reference")
+        );
     }
 }

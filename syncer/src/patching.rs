@@ -173,7 +173,13 @@ pub async fn report<V: Resource<DynamicType = ()>>(
         .collect::<Vec<_>>()
         .join("; ");
     tracing::warn!(object = %virtual_object.name_any(), "patches not applied: {note}");
-    copy::warn(ctx, virtual_object, PATCH_FAILED, format!("not applied: {note}")).await;
+    copy::warn(
+        ctx,
+        virtual_object,
+        PATCH_FAILED,
+        format!("not applied: {note}"),
+    )
+    .await;
 }
 
 /// `{name, namespace, config}` of the instance, as expressions see it in `context.vcluster`.

@@ -237,7 +237,10 @@ fn walk(path: &str, schema: &Value, root_rules: &[(String, String)], rows: &mut 
         walk(&format!("{path}.{name}"), sub, root_rules, rows);
     }
     // A list of objects: a row for its elements (their rules), then one per field of them.
-    if let Some(items) = schema.get("items").filter(|i| i.get("properties").is_some()) {
+    if let Some(items) = schema
+        .get("items")
+        .filter(|i| i.get("properties").is_some())
+    {
         walk(&format!("{path}[*]"), items, root_rules, rows);
     }
 }

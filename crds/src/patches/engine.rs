@@ -163,11 +163,7 @@ impl Live {
         Ok(live)
     }
 
-    fn compile<'js>(
-        &self,
-        ctx: &Ctx<'js>,
-        source: &str,
-    ) -> Result<Function<'js>, ExpressionError> {
+    fn compile<'js>(&self, ctx: &Ctx<'js>, source: &str) -> Result<Function<'js>, ExpressionError> {
         if source.len() > MAX_EXPRESSION_LEN {
             return Err(ExpressionError::Compile(format!(
                 "longer than {MAX_EXPRESSION_LEN} characters"
@@ -345,7 +341,11 @@ mod tests {
 
     use super::*;
 
-    fn one(engine: &mut Engine, id: ExpressionId, value: Option<Value>) -> Result<Option<Value>, ExpressionError> {
+    fn one(
+        engine: &mut Engine,
+        id: ExpressionId,
+        value: Option<Value>,
+    ) -> Result<Option<Value>, ExpressionError> {
         let context = json!({"virtualObject": {"metadata": {"labels": {"my-label": "x"}}}});
         engine
             .evaluate(id, &context, &[(value.as_ref(), "spec.x".into())])
@@ -363,9 +363,18 @@ mod tests {
         ])
         .unwrap();
         let ids: Vec<_> = (0..5).map(ExpressionId).collect();
-        assert_eq!(one(&mut engine, ids[0], Some(json!("a"))), Ok(Some(json!("my-prefix-a"))));
-        assert_eq!(one(&mut engine, ids[1], None), Ok(Some(json!("new-label-value"))));
-        assert_eq!(one(&mut engine, ids[1], Some(json!("v"))), Ok(Some(json!("v-changed"))));
+        assert_eq!(
+            one(&mut engine, ids[0], Some(json!("a"))),
+            Ok(Some(json!("my-prefix-a")))
+        );
+        assert_eq!(
+            one(&mut engine, ids[1], None),
+            Ok(Some(json!("new-label-value")))
+        );
+        assert_eq!(
+            one(&mut engine, ids[1], Some(json!("v"))),
+            Ok(Some(json!("v-changed")))
+        );
         assert_eq!(one(&mut engine, ids[2], None), Ok(Some(json!("my-value"))));
         assert_eq!(one(&mut engine, ids[3], None), Ok(Some(json!("spec.x"))));
         assert_eq!(one(&mut engine, ids[4], None), Ok(Some(json!("héllo"))));
@@ -373,10 +382,19 @@ mod tests {
 
     #[test]
     fn what_is_not_one_expression_does_not_compile() {
-        for bad in ["1); globalThis.x = (2", "1], x = [2", "let x = 1", "value +"] {
+        for bad in [
+            "1); globalThis.x = (2",
+            "1], x = [2",
+            "let x = 1",
+            "value +",
+        ] {
             let err = Engine::new(vec!["value".into(), bad.into()]).unwrap_err();
             assert_eq!(err.0, 1, "{bad}");
-            assert!(matches!(err.1, ExpressionError::Compile(_)), "{bad}: {:?}", err.1);
+            assert!(
+                matches!(err.1, ExpressionError::Compile(_)),
+                "{bad}: {:?}",
+                err.1
+            );
         }
     }
 
@@ -390,17 +408,29 @@ mod tests {
         ])
         .unwrap();
         let started = Instant::now();
-        assert_eq!(one(&mut engine, ExpressionId(0), None), Err(ExpressionError::Timeout));
+        assert_eq!(
+            one(&mut engine, ExpressionId(0), None),
+            Err(ExpressionError::Timeout)
+        );
         assert!(started.elapsed() < TIME_LIMIT * 20);
-        assert_eq!(one(&mut engine, ExpressionId(1), None), Err(ExpressionError::OutOfMemory));
+        assert_eq!(
+            one(&mut engine, ExpressionId(1), None),
+            Err(ExpressionError::OutOfMemory)
+        );
         assert!(one(&mut engine, ExpressionId(2), None).is_err());
-        assert_eq!(one(&mut engine, ExpressionId(3), Some(json!(1))), Ok(Some(json!(2))));
+        assert_eq!(
+            one(&mut engine, ExpressionId(3), Some(json!(1))),
+            Ok(Some(json!(2)))
+        );
     }
 
     #[test]
     fn a_thrown_error_is_reported_with_its_message() {
         let mut engine = Engine::new(vec!["atob(value)".into()]).unwrap();
         let err = one(&mut engine, ExpressionId(0), Some(json!("%%%"))).unwrap_err();
-        assert!(matches!(&err, ExpressionError::Failed(m) if m.contains("not base64")), "{err}");
+        assert!(
+            matches!(&err, ExpressionError::Failed(m) if m.contains("not base64")),
+            "{err}"
+        );
     }
 }

@@ -293,7 +293,8 @@ impl Patches {
                 message,
             };
             if let Some(reference) = &patch.reference {
-                if let Err(message) = rewrite_reference(object, patch, reference, &namespace, rename)
+                if let Err(message) =
+                    rewrite_reference(object, patch, reference, &namespace, rename)
                 {
                     errors.push(err(message));
                 }
@@ -427,7 +428,8 @@ fn rewrite_reference(
         };
         match rename(&wanted) {
             Some((ns, host_name)) => {
-                path::set(object, &place, Some(Value::String(host_name))).map_err(|e| e.to_string())?;
+                path::set(object, &place, Some(Value::String(host_name)))
+                    .map_err(|e| e.to_string())?;
                 host_namespace = Some(ns);
             }
             None => {
@@ -470,7 +472,8 @@ mod tests {
     }
 
     fn rename(r: &Reference) -> Option<(String, String)> {
-        (r.namespace != "unsynced").then(|| ("host-ns".into(), format!("{}-x-{}", r.name, r.namespace)))
+        (r.namespace != "unsynced")
+            .then(|| ("host-ns".into(), format!("{}-x-{}", r.name, r.namespace)))
     }
 
     #[test]
@@ -480,7 +483,10 @@ mod tests {
                 reverse_expression: Some("value.slice('my-prefix-'.length)".into()),
                 ..patch("spec.containers[*].name", "'my-prefix-' + value")
             },
-            patch("metadata.labels[\"my-new-label\"]", "valueExists ? value + '-changed' : 'new-label-value'"),
+            patch(
+                "metadata.labels[\"my-new-label\"]",
+                "valueExists ? value + '-changed' : 'new-label-value'",
+            ),
             patch(
                 "metadata.labels[\"conditional-label\"]",
                 "context.virtualObject.metadata?.labels?.['my-label'] ? 'my-value' : null",
@@ -512,13 +518,27 @@ mod tests {
         assert_eq!(errors, vec![]);
         assert_eq!(host["spec"]["containers"][0]["name"], "my-prefix-a");
         assert_eq!(host["spec"]["containers"][1]["name"], "my-prefix-b");
-        assert_eq!(host["metadata"]["labels"]["my-new-label"], "new-label-value");
-        assert!(host["metadata"]["labels"].get("conditional-label").is_none());
+        assert_eq!(
+            host["metadata"]["labels"]["my-new-label"],
+            "new-label-value"
+        );
+        assert!(
+            host["metadata"]["labels"]
+                .get("conditional-label")
+                .is_none()
+        );
         assert_eq!(host["metadata"]["annotations"]["encoded"], "cGxhaW4=");
-        assert_eq!(host["metadata"]["annotations"]["my-secret-ref"], "db-x-team");
+        assert_eq!(
+            host["metadata"]["annotations"]["my-secret-ref"],
+            "db-x-team"
+        );
         assert_eq!(
             patches.references("toHost.pods", "team", &virtual_pod),
-            vec![Reference { kind: "Secret".into(), namespace: "team".into(), name: "db".into() }]
+            vec![Reference {
+                kind: "Secret".into(),
+                namespace: "team".into(),
+                name: "db".into()
+            }]
         );
         let mut back = host.clone();
         assert_eq!(patches.reverse("toHost.pods", &mut back, &scope), vec![]);
@@ -534,26 +554,54 @@ mod tests {
         .unwrap();
         let mut host = json!({"metadata": {"labels": {}}, "spec": {}});
         let vcluster = json!({});
-        let scope = Scope { vcluster: &vcluster, virtual_object: None, host_object: None };
+        let scope = Scope {
+            vcluster: &vcluster,
+            virtual_object: None,
+            host_object: None,
+        };
         let errors = patches.apply("toHost.pods", &mut host, &scope, &rename);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].index, Some(0));
-        assert!(errors[0].to_string().starts_with("spec.sync.toHost.pods.patches[0]: spec.template"), "{}", errors[0]);
-        assert_eq!(host, json!({"metadata": {"labels": {"ok": "yes"}}, "spec": {}}));
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("spec.sync.toHost.pods.patches[0]: spec.template"),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(
+            host,
+            json!({"metadata": {"labels": {"ok": "yes"}}, "spec": {}})
+        );
     }
 
     #[test]
     fn bad_patches_are_refused_with_their_section_and_index() {
         for (patches, wanted) in [
-            (vec![patch("metadata.labels[\"x\"]", "'a'"), patch("spec..x", "1")], "patches[1]: path"),
+            (
+                vec![
+                    patch("metadata.labels[\"x\"]", "'a'"),
+                    patch("spec..x", "1"),
+                ],
+                "patches[1]: path",
+            ),
             (vec![patch("metadata.name", "'other'")], "cannot be patched"),
-            (vec![patch("metadata.namespace", "'kube-system'")], "cannot be patched"),
+            (
+                vec![patch("metadata.namespace", "'kube-system'")],
+                "cannot be patched",
+            ),
             (vec![patch("metadata", "({})")], "cannot be patched"),
-            (vec![patch("spec.x", "value +")], "patches[0]: does not compile"),
+            (
+                vec![patch("spec.x", "value +")],
+                "patches[0]: does not compile",
+            ),
         ] {
             let err = Patches::compile(&pods(patches)).unwrap_err();
             assert!(err.to_string().contains(wanted), "{err} / {wanted}");
-            assert!(err.to_string().starts_with("spec.sync.toHost.pods."), "{err}");
+            assert!(
+                err.to_string().starts_with("spec.sync.toHost.pods."),
+                "{err}"
+            );
         }
     }
 
@@ -571,12 +619,27 @@ mod tests {
         .unwrap();
         let vcluster = json!({});
         let virtual_object = json!({"metadata": {"namespace": "team"}});
-        let scope = Scope { vcluster: &vcluster, virtual_object: Some(&virtual_object), host_object: None };
+        let scope = Scope {
+            vcluster: &vcluster,
+            virtual_object: Some(&virtual_object),
+            host_object: None,
+        };
         let mut ok = json!({"spec": {"ref": {"name": "c", "namespace": "other"}}});
-        assert_eq!(patches.apply("toHost.pods", &mut ok, &scope, &rename), vec![]);
-        assert_eq!(ok, json!({"spec": {"ref": {"name": "c-x-other", "namespace": "host-ns"}}}));
+        assert_eq!(
+            patches.apply("toHost.pods", &mut ok, &scope, &rename),
+            vec![]
+        );
+        assert_eq!(
+            ok,
+            json!({"spec": {"ref": {"name": "c-x-other", "namespace": "host-ns"}}})
+        );
         let mut refused = json!({"spec": {"ref": {"name": "c", "namespace": "unsynced"}}});
-        assert_eq!(patches.apply("toHost.pods", &mut refused, &scope, &rename).len(), 1);
+        assert_eq!(
+            patches
+                .apply("toHost.pods", &mut refused, &scope, &rename)
+                .len(),
+            1
+        );
         assert!(refused["spec"]["ref"].get("name").is_none());
     }
 }

@@ -123,9 +123,13 @@ pub async fn reconcile_network_policy(ctx: Arc<Ctx>, key: Key) -> anyhow::Result
         names.sort();
         names
     };
-    namespaced(&ctx, "toHost.networkPolicies", pair, &key, |p: &NetworkPolicy| {
-        extra::host_network_policy(p, &ctx.target, &matching)
-    })
+    namespaced(
+        &ctx,
+        "toHost.networkPolicies",
+        pair,
+        &key,
+        |p: &NetworkPolicy| extra::host_network_policy(p, &ctx.target, &matching),
+    )
     .await
 }
 
@@ -232,14 +236,18 @@ where
 
 pub async fn reconcile_storage_class(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
     match &ctx.opt_in.storage_classes {
-        Some(pair) => reconcile_from_host::<StorageClass>(&ctx, "fromHost.storageClasses", pair, &name).await,
+        Some(pair) => {
+            reconcile_from_host::<StorageClass>(&ctx, "fromHost.storageClasses", pair, &name).await
+        }
         None => Ok(Next::Done),
     }
 }
 
 pub async fn reconcile_ingress_class(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
     match &ctx.opt_in.ingress_classes {
-        Some(pair) => reconcile_from_host::<IngressClass>(&ctx, "fromHost.ingressClasses", pair, &name).await,
+        Some(pair) => {
+            reconcile_from_host::<IngressClass>(&ctx, "fromHost.ingressClasses", pair, &name).await
+        }
         None => Ok(Next::Done),
     }
 }

@@ -164,9 +164,11 @@ async fn reconcile_pod(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
                 crate::sync::pods::bind(&ctx, &virt, &key.name, node).await?;
                 return Ok(Next::Done);
             }
-            if let Some(status) =
-                translate::virtual_status(host.status.clone(), pod.status().as_ref(), &Default::default())
-            {
+            if let Some(status) = translate::virtual_status(
+                host.status.clone(),
+                pod.status().as_ref(),
+                &Default::default(),
+            ) {
                 copy::write_virtual_status(&virt, &key.name, &status).await?;
             }
             Ok(Next::Done)

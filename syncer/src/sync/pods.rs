@@ -212,11 +212,10 @@ async fn patched(
     }
     let renamed = translate::renamed_containers(&desired, &patched);
     if !renamed.is_empty() {
-        patched
-            .metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(keys::CONTAINER_NAMES.into(), serde_json::to_string(&renamed)?);
+        patched.metadata.annotations.get_or_insert_default().insert(
+            keys::CONTAINER_NAMES.into(),
+            serde_json::to_string(&renamed)?,
+        );
     }
     Ok(Some(patched))
 }

@@ -800,7 +800,7 @@ pub fn hold_patched(
     macro_rules! keep {
         ($($field:ident),*) => {$(
             if spec.$field != wanted.$field {
-                refused.push(format!("spec.{} (set by the syncer)", stringify!($field)));
+                refused.push(format!("spec.{} (set by the syncer)", camel(stringify!($field))));
                 spec.$field = wanted.$field.clone();
             }
         )*};
@@ -832,7 +832,10 @@ pub fn hold_patched(
         });
     }
     let named = |pod: &Pod| -> std::collections::BTreeSet<(Referenced, String)> {
-        references(pod).into_iter().map(|r| (r.kind, r.name)).collect()
+        references(pod)
+            .into_iter()
+            .map(|r| (r.kind, r.name))
+            .collect()
     };
     let allowed = named(unpatched);
     if let Some(r) = references(patched)
@@ -850,13 +853,34 @@ pub fn hold_patched(
     Ok(refused)
 }
 
+/// `snake_case` as the API spells it, `camelCase`.
+fn camel(snake: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in snake.chars() {
+        match (c, upper) {
+            ('_', _) => upper = true,
+            (c, true) => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
 /// The containers (and init containers) patches renamed: host name to virtual name, by their
 /// place in the spec.
 pub fn renamed_containers(unpatched: &Pod, patched: &Pod) -> BTreeMap<String, String> {
     let names = |pod: &Pod| -> Vec<String> {
         pod.spec
             .iter()
-            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
             .map(|c| c.name.clone())
             .collect()
     };
@@ -868,9 +892,7 @@ pub fn renamed_containers(unpatched: &Pod, patched: &Pod) -> BTreeMap<String, St
 }
 
 /// What [`keys::CONTAINER_NAMES`] on a host pod says: host container name to virtual name.
-pub fn container_names(
-    annotations: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
+pub fn container_names(annotations: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     annotations
         .get(keys::CONTAINER_NAMES)
         .and_then(|text| serde_json::from_str(text).ok())

@@ -25,7 +25,7 @@ use crate::syncer::{LONG, Running, create, create_namespace, object};
 
 /// The note of the Warning Event of `reason` the syncer published about virtual object
 /// `namespace/name`, once there is one.
-async fn warned(virt: &Client, namespace: &str, name: &str, reason: &str) -> String {
+pub(crate) async fn warned(virt: &Client, namespace: &str, name: &str, reason: &str) -> String {
     let events: Api<Event> = Api::namespaced(virt.clone(), namespace);
     eventually_within(
         &format!("a {reason} Event about {namespace}/{name}"),
@@ -72,7 +72,12 @@ fn container(extra: serde_json::Value) -> serde_json::Value {
 
 /// Waits until the syncer has said why virtual pod `namespace/name` has no host pod, and
 /// checks it has none and shows the reason in its status.
-async fn refused(running: &Running, namespace: &str, name: &str, reason: &str) -> String {
+pub(crate) async fn refused(
+    running: &Running,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+) -> String {
     let note = warned(&running.virt, namespace, name, reason).await;
     let host_name = running.host_name(namespace, name);
     assert!(
@@ -368,7 +373,7 @@ async fn plain_other_ip(running: &Running) -> String {
 
 /// The message of VirtualCluster `name`'s `ConfigValid=False` condition of `reason`, once it
 /// has one.
-async fn invalid(vcs: &Api<VirtualCluster>, name: &str, reason: &str) -> String {
+pub(crate) async fn invalid(vcs: &Api<VirtualCluster>, name: &str, reason: &str) -> String {
     eventually(
         &format!("VirtualCluster {name} to be refused with {reason}"),
         || async {

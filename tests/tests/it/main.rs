@@ -8,5 +8,6 @@ mod kubelet;
 mod local_cluster;
 mod namespace_cleanup;
 mod operator;
+mod patches;
 mod syncer;
 mod syncer_rights;

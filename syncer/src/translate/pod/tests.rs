@@ -566,7 +566,10 @@ fn status_flows_back_and_is_written_only_when_it_changed() {
     assert_eq!(wanted.phase.as_deref(), Some("Running"));
     assert_eq!(wanted.pod_ip.as_deref(), Some("10.0.0.5"));
     assert_eq!(wanted.qos_class.as_deref(), Some("BestEffort"));
-    assert_eq!(virtual_status(host.status.clone(), Some(&wanted), &BTreeMap::new()), None);
+    assert_eq!(
+        virtual_status(host.status.clone(), Some(&wanted), &BTreeMap::new()),
+        None
+    );
 }
 
 #[test]
