@@ -16,6 +16,7 @@ use virtualcluster_crds::keys::SYNCER_FIELD_MANAGER;
 use virtualcluster_crds::marks;
 
 use crate::context::Ctx;
+use crate::held::Held;
 use crate::patching;
 use crate::queue::Next;
 
@@ -244,7 +245,7 @@ pub async fn sync<K>(
     translate: impl Fn(&K) -> K,
 ) -> anyhow::Result<Next>
 where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Held,
 {
     let virtual_object = virtual_object.filter(|o| !marks::is_imported(o.annotations()));
     match (virtual_object, copy) {
@@ -258,17 +259,24 @@ where
             delete(api, copy, None).await?;
             Ok(Next::Done)
         }
-        (Some(object), None) => {
-            let (desired, errors) = patching::apply(ctx, section, object, None, translate(object));
-            patching::report(ctx, object, &errors).await;
-            create(ctx, api, &desired, object).await
-        }
-        (Some(object), Some(copy)) => {
-            let (desired, errors) =
-                patching::apply(ctx, section, object, Some(copy), translate(object));
-            patching::report(ctx, object, &errors).await;
-            update(api, desired, copy).await?;
-            Ok(Next::Done)
+        (Some(object), copy) => {
+            let patched = patching::apply(ctx, section, object, copy, translate(object));
+            patched.report(ctx, object).await;
+            let desired = match patched.object {
+                Ok(desired) => desired,
+                Err(why) => {
+                    // A copy made before stays as it was.
+                    warn(ctx, object, patching::PATCH_REFUSED, why).await;
+                    return Ok(Next::Done);
+                }
+            };
+            match copy {
+                None => create(ctx, api, &desired, object).await,
+                Some(copy) => {
+                    update(api, desired, copy).await?;
+                    Ok(Next::Done)
+                }
+            }
         }
     }
 }

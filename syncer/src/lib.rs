@@ -6,6 +6,7 @@ pub mod cached;
 pub mod context;
 pub mod copy;
 pub mod dns;
+pub mod held;
 pub mod kubelet;
 pub mod metrics;
 pub mod patching;

@@ -16,29 +16,74 @@ use virtualcluster_crds::patches::{PatchError, Reference, Scope};
 
 use crate::context::Ctx;
 use crate::copy;
+use crate::held::Held;
 
 /// Reason of the Warning Event on a virtual object a patch did not apply to.
 pub const PATCH_FAILED: &str = "PatchFailed";
 
+/// What the patches of a section made of one object's translation.
+pub struct Patched<K> {
+    /// The object to write; `Err` (why) when the patched object must not reach the host.
+    pub object: Result<K, String>,
+    /// Patches that did not apply.
+    pub errors: Vec<PatchError>,
+    /// What the syncer put back of what patches changed.
+    pub put_back: Vec<String>,
+}
+
+impl<K> Patched<K> {
+    /// Tells the owner of `virtual_object` what did not apply and what was put back.
+    pub async fn report<V: Resource<DynamicType = ()>>(&self, ctx: &Ctx, virtual_object: &V) {
+        report(ctx, virtual_object, &self.errors).await;
+        if !self.put_back.is_empty() {
+            let note = format!("left out of the host copy: {}", self.put_back.join("; "));
+            copy::warn(ctx, virtual_object, PATCH_REFUSED, note).await;
+        }
+    }
+}
+
+/// Reason of the Warning Event on a virtual object whose patches changed what the syncer
+/// decides, or made a copy it does not write.
+pub const PATCH_REFUSED: &str = "PatchRefused";
+
 /// `desired`, the translation of `virtual_object` (with `live` its current copy, if any),
-/// patched by `section`'s patches, and what did not apply.
+/// patched by `section`'s patches and held to the kind's rules ([`Held`]).
 pub fn apply<K, V>(
     ctx: &Ctx,
     section: &str,
     virtual_object: &V,
     live: Option<&K>,
     desired: K,
-) -> (K, Vec<PatchError>)
+) -> Patched<K>
 where
-    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Held,
     V: Serialize,
 {
     if !ctx.patches.has(section) {
-        return (desired, Vec::new());
+        return Patched {
+            object: Ok(desired),
+            errors: Vec::new(),
+            put_back: Vec::new(),
+        };
     }
     let virtual_value = serde_json::to_value(virtual_object).ok();
     let live = live.and_then(|l| serde_json::to_value(l).ok());
-    patch(ctx, section, virtual_value.as_ref(), live.as_ref(), desired)
+    let (mut patched, errors) = patch(
+        ctx,
+        section,
+        virtual_value.as_ref(),
+        live.as_ref(),
+        desired.clone(),
+    );
+    let (object, put_back) = match K::hold(ctx, &desired, &mut patched) {
+        Ok(put_back) => (Ok(patched), put_back),
+        Err(why) => (Err(why), Vec::new()),
+    };
+    Patched {
+        object,
+        errors,
+        put_back,
+    }
 }
 
 /// `desired`, host object `host` as the virtual cluster is to show it (with `current` the

@@ -39,7 +39,8 @@ where
         + Clone
         + Serialize
         + DeserializeOwned
-        + Debug,
+        + Debug
+        + crate::held::Held,
 {
     if !ctx.synced(&key.namespace) {
         return Ok(Next::Done);

@@ -185,7 +185,7 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
 }
 
 /// Host pod `desired` with the instance's pod patches applied, held to what the syncer decides
-/// for a host pod (see [`translate::hold_patched`]), and marked with the containers they
+/// for a host pod (see [`crate::held`]), and marked with the containers they
 /// renamed; `None` when the patched pod must not run (its owner is told why).
 async fn patched(
     ctx: &Ctx,
@@ -196,20 +196,15 @@ async fn patched(
     if !ctx.patches.has(PATCHES) {
         return Ok(Some(desired));
     }
-    let (mut patched, errors) = patching::apply(ctx, PATCHES, pod, live, desired.clone());
-    patching::report(ctx, pod, &errors).await;
-    match translate::hold_patched(&desired, &mut patched, &ctx.config.policy) {
-        Ok(refused) => {
-            if !refused.is_empty() {
-                let note = format!("left out of the host pod: {}", refused.join("; "));
-                copy::warn(ctx, pod, PATCH_REFUSED, note).await;
-            }
-        }
+    let outcome = patching::apply(ctx, PATCHES, pod, live, desired.clone());
+    outcome.report(ctx, pod).await;
+    let mut patched = match outcome.object {
+        Ok(patched) => patched,
         Err(note) => {
             refuse(ctx, pod, REFERENCE_REFUSED, note).await?;
             return Ok(None);
         }
-    }
+    };
     let renamed = translate::renamed_containers(&desired, &patched);
     if !renamed.is_empty() {
         patched.metadata.annotations.get_or_insert_default().insert(
@@ -222,9 +217,6 @@ async fn patched(
 
 /// Where pod patches sit under `spec.sync`.
 const PATCHES: &str = "toHost.pods";
-
-/// Reason of the Warning Event on a pod whose patches changed what the syncer decides.
-pub const PATCH_REFUSED: &str = "PatchRefused";
 
 /// What `desired` (a host pod) breaks of the instance's Pod Security Standard, in words, if
 /// anything.

@@ -99,6 +99,20 @@ pub fn ingress_hosts(ingress: &Ingress) -> impl Iterator<Item = &str> {
         .filter(|h| !h.is_empty())
 }
 
+/// The Services an Ingress sends traffic to (its backends), by name.
+pub fn ingress_services(ingress: &Ingress) -> Vec<String> {
+    let spec = ingress.spec.iter();
+    let default = spec.clone().filter_map(|s| s.default_backend.as_ref());
+    let rules = spec
+        .flat_map(|s| s.rules.iter().flatten())
+        .flat_map(|r| r.http.iter().flat_map(|h| h.paths.iter()))
+        .map(|p| &p.backend);
+    default
+        .chain(rules)
+        .filter_map(|b| b.service.as_ref().map(|s| s.name.clone()))
+        .collect()
+}
+
 /// The Secrets an Ingress uses (its TLS certificates), by virtual name.
 pub fn ingress_secrets(ingress: &Ingress) -> Vec<String> {
     ingress

@@ -854,7 +854,7 @@ pub fn hold_patched(
 }
 
 /// `snake_case` as the API spells it, `camelCase`.
-fn camel(snake: &str) -> String {
+pub fn camel(snake: &str) -> String {
     let mut out = String::new();
     let mut upper = false;
     for c in snake.chars() {

@@ -7,7 +7,7 @@
 //!
 //!   cargo run --release -p virtualcluster-tests --bin bench-syncer -- [--pods N] [--rate R]
 //!       [--concurrency C] [--nodes N] [--pod-workers W] [--syncer-env NAME=VALUE]
-//!       [--syncer-binary PATH] [--keep]
+//!       [--syncer-binary PATH] [--patches] [--keep]
 //!
 //! With `--mapped-namespaces N` it runs a namespace-syncing instance instead of the pod
 //! phases: N virtual namespaces, each mapped to a host namespace of its own with a ConfigMap
@@ -69,9 +69,28 @@ struct Args {
     /// print the syncer's RSS and host watches with none and with them.
     #[arg(long, default_value_t = 0)]
     mapped_namespaces: usize,
+    /// Give the instance a pod patch of each type (see [`pod_patches`]), applied to every pod.
+    #[arg(long)]
+    patches: bool,
     /// Leave the cluster running afterwards.
     #[arg(long)]
     keep: bool,
+}
+
+/// With `--patches`: a pod patch of each type, each of which changes every benchmark pod (they
+/// carry the annotations and label these read).
+fn pod_patches() -> serde_json::Value {
+    json!([
+        {"path": "spec.containers[*].name", "expression": "'p-' + value",
+         "reverseExpression": "value.slice(2)"},
+        {"path": "metadata.labels[\"app\"]",
+         "expression": "valueExists ? value + '-patched' : 'new'"},
+        {"path": "metadata.labels[\"tier\"]",
+         "expression": "context.virtualObject.metadata?.labels?.['app'] ? 'bench' : null"},
+        {"path": "metadata.annotations[\"encoded\"]", "expression": "btoa(value)"},
+        {"path": "metadata.annotations[\"config-ref\"]",
+         "reference": {"apiVersion": "v1", "kind": "ConfigMap"}},
+    ])
 }
 
 /// Name of the VirtualCluster.
@@ -182,6 +201,9 @@ impl Bench<'_> {
         if self.args.mapped_namespaces > 0 {
             spec["sync"] = json!({"toHost": {"namespaces": {"enabled": true,
                 "mappings": {"byName": {"m-*": format!("{namespace}-m-*")}}}}});
+        }
+        if self.args.patches {
+            spec["sync"]["toHost"]["pods"]["patches"] = pod_patches();
         }
         let id = bench::create_instance(&admin, &namespace, INSTANCE, spec).await?;
         eprintln!("bench: running {namespace}/{INSTANCE} locally");
@@ -442,6 +464,11 @@ impl Bench<'_> {
         );
         for (name, value) in &self.args.syncer_env {
             println!("  syncer environment: {name}={value}");
+        }
+        if self.args.patches {
+            println!(
+                "  pod patches: one of each type (expression with reverse, map key, condition, btoa, reference)"
+            );
         }
         println!();
         println!(
@@ -823,8 +850,11 @@ async fn create_pods(
                     tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate))
                         .await;
                 }
+                // The annotations are what `--patches` reads; without it they are copied as
+                // they are.
                 let pod: Pod = serde_json::from_value(json!({
-                    "metadata": {"name": name, "labels": {"app": "bench"}},
+                    "metadata": {"name": name, "labels": {"app": "bench"},
+                                 "annotations": {"encoded": "value", "config-ref": "settings"}},
                     "spec": {"containers": [{"name": "app", "image": "pause"}]},
                 }))?;
                 let sent = Instant::now();

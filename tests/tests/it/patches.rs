@@ -3,11 +3,13 @@
 //! engine's limits or held to the instance's rules, and the syncer goes on syncing; a patch
 //! that does not compile is refused by the operator.
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use virtualcluster_crds::VirtualCluster;
+use virtualcluster_crds::keys;
 use virtualcluster_tests::harness::{eventually_within, unique_name};
 use virtualcluster_tests::kubectl::Kubectl;
 use virtualcluster_tests::nodes::{self, cri_log_line};
@@ -43,7 +45,22 @@ async fn the_documented_pod_patches_change_the_host_copy_and_names_come_back() {
         cluster,
         "patches",
         "vc",
-        json!({"sync": {"toHost": {"pods": {"patches": patches}}}}),
+        json!({"sync": {
+            "toHost": {
+                "pods": {"patches": patches},
+                "configMaps": {"all": true, "patches": [
+                    {"path": "data[\"greeting\"]", "expression": "value.toUpperCase()"},
+                ]},
+                // Neither may widen the Service beyond the instance or change its type.
+                "services": {"patches": [
+                    {"path": "spec.selector", "expression": "({app: 'anything'})"},
+                    {"path": "spec.type", "expression": "'LoadBalancer'"},
+                ]},
+            },
+            "fromHost": {"storageClasses": {"enabled": true, "patches": [
+                {"path": "metadata.labels[\"shown-by\"]", "expression": "context.vcluster.name"},
+            ]}},
+        }}),
     )
     .await;
     create_namespace(&running.virt, "shop").await;
@@ -100,6 +117,47 @@ async fn the_documented_pod_patches_change_the_host_copy_and_names_come_back() {
     })
     .await;
     assert_eq!(status[0].name, "nginx");
+
+    // Other kinds take patches too, within the same rules.
+    create(
+        &running.virtual_api::<ConfigMap>("shop"),
+        json!({"metadata": {"name": "greet"}, "data": {"greeting": "hello"}}),
+    )
+    .await;
+    let greet: ConfigMap = running.host_copy("shop", "greet").await;
+    assert_eq!(greet.data.unwrap()["greeting"], "HELLO");
+    create(
+        &running.virtual_api::<Service>("shop"),
+        json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"},
+               "ports": [{"port": 80}]}}),
+    )
+    .await;
+    let service: Service = running.host_copy("shop", "web").await;
+    let spec = service.spec.unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    let selector = spec.selector.unwrap();
+    assert_eq!(selector["app"], "anything");
+    assert_eq!(selector[keys::SYNCED_BY_UID], running.id.uid);
+    let note = warned(&running.virt, "shop", "web", "PatchRefused").await;
+    assert!(note.contains("type"), "{note}");
+    let class_name = unique_name("patched-class");
+    create(
+        &Api::<StorageClass>::all(running.host.clone()),
+        json!({"metadata": {"name": class_name}, "provisioner": "example.com/none"}),
+    )
+    .await;
+    let classes = Api::<StorageClass>::all(running.virt.clone());
+    let shown = eventually_within(
+        "the host StorageClass in the virtual cluster",
+        LONG,
+        || async { classes.get_opt(&class_name).await.unwrap() },
+    )
+    .await;
+    assert_eq!(shown.labels()["shown-by"], "vc");
+    Api::<StorageClass>::all(running.host.clone())
+        .delete(&class_name, &Default::default())
+        .await
+        .unwrap();
 
     // And the tenant reaches it by that name: kubectl logs goes to the renamed host container.
     let files = cluster.dir().join("kwok").join(unique_name("patches"));
