@@ -5,8 +5,8 @@
 //! Each expression is compiled once, when a configuration is read, into a function of those
 //! three arguments. Every evaluation has a deadline ([`TIME_LIMIT`]) that the engine's interrupt
 //! handler enforces, and the engine's heap a ceiling ([`MEMORY_LIMIT`]): an endless loop or a
-//! huge allocation ends that evaluation with an error, and the engine is built anew for the next
-//! one (an engine stopped mid-way may hold half-made state).
+//! huge allocation ends that evaluation with an error (the other expressions still run), and the
+//! engine is built anew for the next object (one stopped mid-way may have left state behind).
 //!
 //! QuickJS was chosen over the pure-Rust `boa_engine` (0.22) by measurement (README,
 //! "Patch expressions: the engine"): the documented expressions took 230–340 ns per call
@@ -59,9 +59,9 @@ pub struct Engine {
 }
 
 struct Live {
-    // Field order: the context goes before the runtime it lives in.
+    // Field order: the context goes before the runtime it lives in, which is only held.
     context: Context,
-    runtime: Runtime,
+    _runtime: Runtime,
     /// Nanoseconds since `epoch` after which the running evaluation is interrupted; 0: none.
     deadline: Arc<AtomicU64>,
     epoch: Instant,
@@ -93,31 +93,148 @@ impl Engine {
         Ok(self.live.as_mut().expect("built above"))
     }
 
+    /// Runs `f` with a [`Session`] in which expressions see `context` (converted once, for
+    /// every evaluation `f` makes). An evaluation stopped by a limit discards the engine; the
+    /// next session builds it again.
+    pub fn session<R>(&mut self, context: &Value, f: impl FnOnce(&mut Session<'_, '_>) -> R) -> R {
+        let (result, broken) = match self.live() {
+            Err(err) => {
+                let mut session = Session {
+                    inner: Err(err),
+                    broken: false,
+                };
+                (f(&mut session), false)
+            }
+            Ok(live) => {
+                let live: &Live = live;
+                live.context.with(|ctx| {
+                    live.arm();
+                    let shared = parse(&ctx, context).map_err(|e| classify(&ctx, e));
+                    live.disarm();
+                    let functions = ctx
+                        .globals()
+                        .get::<_, Array>(FUNCTIONS)
+                        .map_err(|e| ExpressionError::Failed(e.to_string()));
+                    let inner = match (shared, functions) {
+                        (Ok(shared), Ok(functions)) => Ok(Inner {
+                            live,
+                            ctx: ctx.clone(),
+                            shared,
+                            functions,
+                        }),
+                        (Err(e), _) | (_, Err(e)) => Err(e),
+                    };
+                    let mut session = Session {
+                        inner,
+                        broken: false,
+                    };
+                    let result = f(&mut session);
+                    (result, session.broken)
+                })
+            }
+        };
+        if broken {
+            self.live = None;
+        }
+        result
+    }
+}
+
+/// Evaluations that share one `context` (see [`Engine::session`]).
+pub struct Session<'a, 'js> {
+    inner: Result<Inner<'a, 'js>, ExpressionError>,
+    /// An evaluation hit a limit: the engine is built anew after the session.
+    broken: bool,
+}
+
+struct Inner<'a, 'js> {
+    live: &'a Live,
+    ctx: Ctx<'js>,
+    shared: rquickjs::Value<'js>,
+    functions: Array<'js>,
+}
+
+impl Session<'_, '_> {
     /// Evaluates expression `id` once per input of `inputs` (the value at a place, or `None`
-    /// where the place holds nothing, and the place's path), all with the same `context`.
-    /// `null` and `undefined` come back as `None`. An evaluation stopped by a limit discards
-    /// the engine; the next call builds it again.
+    /// where the place holds nothing, and the place's path). `null` and `undefined` come back
+    /// as `None`.
     pub fn evaluate(
         &mut self,
         id: ExpressionId,
-        context: &Value,
         inputs: &[(Option<&Value>, String)],
     ) -> Vec<Result<Option<Value>, ExpressionError>> {
-        let live = match self.live() {
-            Ok(live) => live,
+        let inner = match &self.inner {
+            Ok(inner) => inner,
             Err(err) => return inputs.iter().map(|_| Err(err.clone())).collect(),
         };
-        let results = live.evaluate(id, context, inputs);
-        let broken = results.iter().any(|r| {
+        // QuickJS unwinds an interrupted or out-of-memory evaluation cleanly, so the session
+        // goes on; the engine is still built anew after it, in case the expression left state.
+        let results = inner.evaluate(id, inputs);
+        self.broken |= results.iter().any(|r| {
             matches!(
                 r,
                 Err(ExpressionError::Timeout | ExpressionError::OutOfMemory)
             )
         });
-        if broken {
-            self.live = None;
-        } else if let Some(live) = &self.live {
-            live.runtime.run_gc();
+        results
+    }
+}
+
+impl Inner<'_, '_> {
+    fn evaluate(
+        &self,
+        id: ExpressionId,
+        inputs: &[(Option<&Value>, String)],
+    ) -> Vec<Result<Option<Value>, ExpressionError>> {
+        let (ctx, live) = (&self.ctx, self.live);
+        let function = match self.functions.get::<Function>(id.0) {
+            Ok(f) => f,
+            Err(err) => {
+                let err = ExpressionError::Failed(err.to_string());
+                return inputs.iter().map(|_| Err(err.clone())).collect();
+            }
+        };
+        let mut results = Vec::with_capacity(inputs.len());
+        for (value, path) in inputs {
+            live.arm();
+            let result = (|| {
+                let context = self.shared.clone();
+                if let Some(object) = context.as_object() {
+                    object.set("path", path.as_str())?;
+                }
+                let value_js = match value {
+                    Some(v) => parse(ctx, v)?,
+                    None => rquickjs::Value::new_null(ctx.clone()),
+                };
+                let out: rquickjs::Value = function.call((value_js, value.is_some(), context))?;
+                if out.is_null() || out.is_undefined() {
+                    return Ok(None);
+                }
+                let text = ctx.json_stringify(out)?;
+                text.map(|t| t.to_string()).transpose()
+            })();
+            live.disarm();
+            results.push(match result {
+                Ok(None) => Ok(None),
+                Ok(Some(text)) => serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| ExpressionError::Failed(e.to_string())),
+                Err(err) => Err(classify(ctx, err)),
+            });
+            if results.last().is_some_and(|r| {
+                matches!(
+                    r,
+                    Err(ExpressionError::Timeout | ExpressionError::OutOfMemory)
+                )
+            }) {
+                // The engine is discarded; the rest would fail the same way.
+                while results.len() < inputs.len() {
+                    results.push(Err(ExpressionError::Failed(
+                        "not evaluated: an earlier evaluation hit a limit".into(),
+                    )));
+                }
+                break;
+            }
         }
         results
     }
@@ -141,7 +258,7 @@ impl Live {
             Context::full(&runtime).map_err(|e| (0, ExpressionError::Failed(e.to_string())))?;
         let live = Live {
             context,
-            runtime,
+            _runtime: runtime,
             deadline,
             epoch,
         };
@@ -194,81 +311,6 @@ impl Live {
 
     fn disarm(&self) {
         self.deadline.store(0, Ordering::Relaxed);
-    }
-
-    fn evaluate(
-        &self,
-        id: ExpressionId,
-        context: &Value,
-        inputs: &[(Option<&Value>, String)],
-    ) -> Vec<Result<Option<Value>, ExpressionError>> {
-        self.context.with(|ctx| {
-            let function = match ctx
-                .globals()
-                .get::<_, Array>(FUNCTIONS)
-                .and_then(|functions| functions.get::<Function>(id.0))
-            {
-                Ok(f) => f,
-                Err(err) => {
-                    let err = ExpressionError::Failed(err.to_string());
-                    return inputs.iter().map(|_| Err(err.clone())).collect();
-                }
-            };
-            self.arm();
-            let shared = parse(&ctx, context);
-            self.disarm();
-            let shared = match shared {
-                Ok(v) => v,
-                Err(err) => {
-                    let err = classify(&ctx, err);
-                    return inputs.iter().map(|_| Err(err.clone())).collect();
-                }
-            };
-            let mut results = Vec::with_capacity(inputs.len());
-            for (value, path) in inputs {
-                self.arm();
-                let result = (|| {
-                    let context = shared.clone();
-                    if let Some(object) = context.as_object() {
-                        object.set("path", path.as_str())?;
-                    }
-                    let value_js = match value {
-                        Some(v) => parse(&ctx, v)?,
-                        None => rquickjs::Value::new_null(ctx.clone()),
-                    };
-                    let out: rquickjs::Value =
-                        function.call((value_js, value.is_some(), context))?;
-                    if out.is_null() || out.is_undefined() {
-                        return Ok(None);
-                    }
-                    let text = ctx.json_stringify(out)?;
-                    text.map(|t| t.to_string()).transpose()
-                })();
-                self.disarm();
-                results.push(match result {
-                    Ok(None) => Ok(None),
-                    Ok(Some(text)) => serde_json::from_str(&text)
-                        .map(Some)
-                        .map_err(|e| ExpressionError::Failed(e.to_string())),
-                    Err(err) => Err(classify(&ctx, err)),
-                });
-                if results.last().is_some_and(|r| {
-                    matches!(
-                        r,
-                        Err(ExpressionError::Timeout | ExpressionError::OutOfMemory)
-                    )
-                }) {
-                    // The engine is discarded; the rest would fail the same way.
-                    while results.len() < inputs.len() {
-                        results.push(Err(ExpressionError::Failed(
-                            "not evaluated: an earlier evaluation hit a limit".into(),
-                        )));
-                    }
-                    break;
-                }
-            }
-            results
-        })
     }
 }
 
@@ -349,7 +391,9 @@ mod tests {
     ) -> Result<Option<Value>, ExpressionError> {
         let context = json!({"virtualObject": {"metadata": {"labels": {"my-label": "x"}}}});
         engine
-            .evaluate(id, &context, &[(value.as_ref(), "spec.x".into())])
+            .session(&context, |s| {
+                s.evaluate(id, &[(value.as_ref(), "spec.x".into())])
+            })
             .remove(0)
     }
 
@@ -423,6 +467,22 @@ mod tests {
             one(&mut engine, ExpressionId(3), Some(json!(1))),
             Ok(Some(json!(2)))
         );
+    }
+
+    #[test]
+    fn other_expressions_of_a_session_run_after_one_hits_a_limit() {
+        let mut engine = Engine::new(vec![
+            "(() => { while (true) {} })()".into(),
+            "value * 2".into(),
+        ])
+        .unwrap();
+        let (slow, doubled) = engine.session(&json!({}), |s| {
+            let slow = s.evaluate(ExpressionId(0), &[(None, "a".into())]);
+            let doubled = s.evaluate(ExpressionId(1), &[(Some(&json!(21)), "b".into())]);
+            (slow, doubled)
+        });
+        assert_eq!(slow, vec![Err(ExpressionError::Timeout)]);
+        assert_eq!(doubled, vec![Ok(Some(json!(42)))]);
     }
 
     #[test]

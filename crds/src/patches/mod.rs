@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use self::engine::{Engine, ExpressionId};
+use self::engine::{Engine, ExpressionId, Session};
 use self::path::{Path, Segment};
 use crate::v1alpha1::{Patch, Sync};
 
@@ -280,83 +280,106 @@ impl Patches {
         scope: &Scope<'_>,
         rename: Rename<'_>,
     ) -> Vec<PatchError> {
-        let mut errors = Vec::new();
+        let Some(patches) = self.by_section.get(section) else {
+            return Vec::new();
+        };
         let namespace = scope
             .virtual_object
             .and_then(|v| v["metadata"]["namespace"].as_str())
             .unwrap_or_default()
             .to_owned();
-        for patch in self.by_section.get(section).into_iter().flatten() {
-            let err = |message: String| PatchError {
-                section: section.into(),
-                index: Some(patch.index),
-                message,
-            };
-            if let Some(reference) = &patch.reference {
-                if let Err(message) =
-                    rewrite_reference(object, patch, reference, &namespace, rename)
-                {
-                    errors.push(err(message));
+        self.in_session(patches, scope, |mut session| {
+            let mut errors = Vec::new();
+            for patch in patches {
+                let result = match (&patch.reference, patch.expression, session.as_deref_mut()) {
+                    (Some(reference), _, _) => {
+                        rewrite_reference(object, patch, reference, &namespace, rename)
+                    }
+                    (None, Some(id), Some(session)) => evaluate(session, id, &patch.path, object),
+                    _ => Ok(()),
+                };
+                if let Err(message) = result {
+                    errors.push(error(section, patch, message));
                 }
-            } else if let Some(id) = patch.expression
-                && let Err(message) = self.evaluate(id, &patch.path, object, scope)
-            {
-                errors.push(err(message));
             }
-        }
-        errors
+            errors
+        })
     }
 
     /// Applies the `reverseExpression`s of `section` to host object `object`, on its way back
     /// to the virtual object.
     pub fn reverse(&self, section: &str, object: &mut Value, scope: &Scope<'_>) -> Vec<PatchError> {
-        let mut errors = Vec::new();
-        for patch in self.by_section.get(section).into_iter().flatten() {
-            if let Some(id) = patch.reverse
-                && let Err(message) = self.evaluate(id, &patch.path, object, scope)
-            {
-                errors.push(PatchError {
-                    section: section.into(),
-                    index: Some(patch.index),
-                    message,
-                });
+        let Some(patches) = self.by_section.get(section) else {
+            return Vec::new();
+        };
+        self.in_session(patches, scope, |mut session| {
+            let mut errors = Vec::new();
+            for patch in patches {
+                if let (Some(id), Some(session)) = (patch.reverse, session.as_deref_mut())
+                    && let Err(message) = evaluate(session, id, &patch.path, object)
+                {
+                    errors.push(error(section, patch, message));
+                }
             }
-        }
-        errors
+            errors
+        })
     }
 
-    /// Sets every place `path` names in `object` to what expression `id` gives for it.
-    fn evaluate(
+    /// Runs `f` in one engine session for all of `patches` (the context converted once), or
+    /// without one when none of them has an expression.
+    fn in_session<R>(
         &self,
-        id: ExpressionId,
-        path: &Path,
-        object: &mut Value,
+        patches: &[Compiled],
         scope: &Scope<'_>,
-    ) -> Result<(), String> {
-        let places = path.expand(object).map_err(|e| e.to_string())?;
-        if places.is_empty() {
-            return Ok(());
-        }
-        let inputs: Vec<(Option<&Value>, String)> = places
+        f: impl FnOnce(Option<&mut Session<'_, '_>>) -> R,
+    ) -> R {
+        let expressions = patches
             .iter()
-            .map(|p| (path::get(object, p), p.to_string()))
-            .collect();
-        let results = {
-            let engine = self.engine.as_ref().expect("expressions compiled");
-            let mut engine = engine.lock().unwrap_or_else(|e| e.into_inner());
-            engine.evaluate(id, &scope.context(), &inputs)
-        };
-        // Nothing is written unless every place evaluated: a patch applies whole or not at all.
-        let values = results
-            .into_iter()
-            .zip(&places)
-            .map(|(r, p)| r.map_err(|e| format!("{path}: at {p}: expression {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        for (place, value) in places.iter().zip(values) {
-            path::set(object, place, value).map_err(|e| e.to_string())?;
+            .any(|p| p.expression.is_some() || p.reverse.is_some());
+        match &self.engine {
+            Some(engine) if expressions => {
+                let mut engine = engine.lock().unwrap_or_else(|e| e.into_inner());
+                engine.session(&scope.context(), |session| f(Some(session)))
+            }
+            _ => f(None),
         }
-        Ok(())
     }
+}
+
+fn error(section: &str, patch: &Compiled, message: String) -> PatchError {
+    PatchError {
+        section: section.into(),
+        index: Some(patch.index),
+        message,
+    }
+}
+
+/// Sets every place `path` names in `object` to what expression `id` gives for it. Nothing is
+/// written unless every place evaluated: a patch applies whole or not at all.
+fn evaluate(
+    session: &mut Session<'_, '_>,
+    id: ExpressionId,
+    path: &Path,
+    object: &mut Value,
+) -> Result<(), String> {
+    let places = path.expand(object).map_err(|e| e.to_string())?;
+    if places.is_empty() {
+        return Ok(());
+    }
+    let inputs: Vec<(Option<&Value>, String)> = places
+        .iter()
+        .map(|p| (path::get(object, p), p.to_string()))
+        .collect();
+    let values = session
+        .evaluate(id, &inputs)
+        .into_iter()
+        .zip(&places)
+        .map(|(r, p)| r.map_err(|e| format!("{path}: at {p}: expression {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (place, value) in places.iter().zip(values) {
+        path::set(object, place, value).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Parses a patch path and refuses one that names what the syncer owns.

@@ -214,6 +214,7 @@ async fn hostile_patches_are_stopped_or_refused_and_the_syncer_goes_on() {
          "expression": "context.virtualObject.metadata.labels?.steal ? 'vc-' + context.vcluster.name : value"},
         {"path": "spec.serviceAccountName", "expression": "context.vcluster.name + '-syncer'"},
         {"path": "metadata.labels[\"virtualcluster.dev/instance\"]", "expression": "'other'"},
+        {"path": "metadata.labels[\"still\"]", "expression": "'applied'"},
     ]);
     let running = Running::start(
         cluster,
@@ -230,6 +231,8 @@ async fn hostile_patches_are_stopped_or_refused_and_the_syncer_goes_on() {
     let ok: Pod = running.host_copy("shop", "ok").await;
     assert!(!ok.annotations().contains_key("slow"));
     assert!(!ok.annotations().contains_key("big"));
+    // The patches after them still apply.
+    assert_eq!(ok.labels()["still"], "applied");
     let note = warned(&running.virt, "shop", "ok", "PatchFailed").await;
     assert!(
         note.contains("spec.sync.toHost.pods.patches[0]") && note.contains("stopped after 50 ms"),
