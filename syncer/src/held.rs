@@ -11,6 +11,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use virtualcluster_crds::keys::RESERVED_PREFIX;
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::context::Ctx;
@@ -26,19 +28,76 @@ pub trait Held: Sized {
     }
 }
 
-/// Puts back each named field of `$spec` from `$wanted`, noting it in `$notes`.
+/// Puts back each named field of `$object` from `$wanted`, noting it (after `$at`, where the
+/// fields are: `"spec."`) in `$notes`.
 macro_rules! keep {
-    ($notes:expr, $spec:expr, $wanted:expr, $($field:ident),*) => {$(
-        if $spec.$field != $wanted.$field {
-            $notes.push(format!("{} (set by the syncer)", camel(stringify!($field))));
-            $spec.$field = $wanted.$field.clone();
+    ($notes:expr, $at:expr, $object:expr, $wanted:expr, $($field:ident),*) => {$(
+        if $object.$field != $wanted.$field {
+            $notes.push(format!("{}{} (set by the syncer)", $at, camel(stringify!($field))));
+            $object.$field = $wanted.$field.clone();
         }
     )*};
 }
 
+/// What gives a pod an identity, a node and a place in the host's scheduling comes back; a
+/// toleration the platform does not offer goes; it may name no object the unpatched pod does
+/// not. (The Pod Security check follows, on the patched pod.)
 impl Held for Pod {
     fn hold(ctx: &Ctx, unpatched: &Self, patched: &mut Self) -> Result<Vec<String>, String> {
-        pod::hold_patched(unpatched, patched, &ctx.config.policy)
+        let mut notes = Vec::new();
+        let (Some(wanted), Some(spec)) = (unpatched.spec.as_ref(), patched.spec.as_mut()) else {
+            return Err("a patch removed the pod's spec".into());
+        };
+        keep!(
+            notes,
+            "spec.",
+            spec,
+            wanted,
+            service_account_name,
+            service_account,
+            automount_service_account_token,
+            node_name,
+            node_selector,
+            priority_class_name,
+            priority,
+            runtime_class_name,
+            scheduler_name,
+            dns_policy,
+            dns_config
+        );
+        if let Some(tolerations) = spec.tolerations.as_mut() {
+            let before = wanted.tolerations.clone().unwrap_or_default();
+            tolerations.retain(|t| {
+                let keep = before.contains(t) || pod::allowed_toleration(t, &ctx.config.policy);
+                if !keep {
+                    notes.push(format!(
+                        "toleration {} (not offered by the platform)",
+                        t.key.as_deref().unwrap_or("*")
+                    ));
+                }
+                keep
+            });
+        }
+        let named = |pod: &Pod| -> BTreeSet<(pod::Referenced, String)> {
+            pod::references(pod)
+                .into_iter()
+                .map(|r| (r.kind, r.name))
+                .collect()
+        };
+        let allowed = named(unpatched);
+        if let Some(r) = pod::references(patched)
+            .into_iter()
+            .find(|r| !allowed.contains(&(r.kind, r.name.clone())))
+        {
+            return Err(format!(
+                "a patch makes {} name {} {}, which the pod does not use; the pod does not run \
+                 on the host",
+                r.field,
+                r.kind.kind(),
+                r.name
+            ));
+        }
+        Ok(notes)
     }
 }
 
@@ -55,6 +114,7 @@ impl Held for Service {
         // The type is the platform's to allow; addresses are the host's to give.
         keep!(
             notes,
+            "spec.",
             spec,
             wanted,
             type_,
@@ -89,6 +149,7 @@ impl Held for PersistentVolumeClaim {
         // What it binds to or copies from: another's volume or claim otherwise.
         keep!(
             notes,
+            "spec.",
             spec,
             wanted,
             volume_name,
@@ -105,6 +166,7 @@ impl Held for ServiceAccount {
         let mut notes = Vec::new();
         keep!(
             notes,
+            "",
             patched,
             unpatched,
             secrets,
@@ -146,7 +208,7 @@ impl Held for NetworkPolicy {
             return Err("a patch removed the NetworkPolicy's spec".into());
         };
         // Which pods it applies to: this instance's only.
-        keep!(notes, spec, wanted, pod_selector);
+        keep!(notes, "spec.", spec, wanted, pod_selector);
         Ok(notes)
     }
 }
@@ -157,7 +219,7 @@ impl Held for PodDisruptionBudget {
         let (Some(wanted), Some(spec)) = (&unpatched.spec, patched.spec.as_mut()) else {
             return Err("a patch removed the PodDisruptionBudget's spec".into());
         };
-        keep!(notes, spec, wanted, selector);
+        keep!(notes, "spec.", spec, wanted, selector);
         Ok(notes)
     }
 }
@@ -166,7 +228,7 @@ impl Held for PriorityClass {
     fn hold(_: &Ctx, unpatched: &Self, patched: &mut Self) -> Result<Vec<String>, String> {
         let mut notes = Vec::new();
         // The platform caps the value; no tenant's class is the host's default.
-        keep!(notes, patched, unpatched, value, global_default);
+        keep!(notes, "", patched, unpatched, value, global_default);
         Ok(notes)
     }
 }

@@ -47,10 +47,12 @@ impl<K> Patched<K> {
 pub const PATCH_REFUSED: &str = "PatchRefused";
 
 /// `desired`, the translation of `virtual_object` (with `live` its current copy, if any),
-/// patched by `section`'s patches and held to the kind's rules ([`Held`]).
+/// patched by `section`'s patches (with `only_under`, those of that top-level field) and held
+/// to the kind's rules ([`Held`]).
 pub fn apply<K, V>(
     ctx: &Ctx,
     section: &str,
+    only_under: Option<&str>,
     virtual_object: &V,
     live: Option<&K>,
     desired: K,
@@ -71,6 +73,7 @@ where
     let (mut patched, errors) = patch(
         ctx,
         section,
+        only_under,
         virtual_value.as_ref(),
         live.as_ref(),
         desired.clone(),
@@ -103,12 +106,13 @@ where
     }
     let host = serde_json::to_value(host).ok();
     let current = current.and_then(|c| serde_json::to_value(c).ok());
-    patch(ctx, section, current.as_ref(), host.as_ref(), desired)
+    patch(ctx, section, None, current.as_ref(), host.as_ref(), desired)
 }
 
 fn patch<K>(
     ctx: &Ctx,
     section: &str,
+    only_under: Option<&str>,
     virtual_object: Option<&Value>,
     host_object: Option<&Value>,
     desired: K,
@@ -132,7 +136,9 @@ where
             )
         })
     };
-    let mut errors = ctx.patches.apply(section, &mut object, &scope, &rename);
+    let mut errors = ctx
+        .patches
+        .apply(section, only_under, &mut object, &scope, &rename);
     match serde_json::from_value::<K>(object) {
         Ok(mut patched) => {
             keep_own_fields(&desired, &mut patched);
@@ -170,8 +176,10 @@ where
         virtual_object: Some(&virtual_value),
         host_object: Some(&original),
     };
+    // What comes back is often a part of the object (a pod's status without its spec), so a
+    // path missing from it is no news.
     for err in ctx.patches.reverse(section, &mut object, &scope) {
-        tracing::warn!(%err, "reverse patch not applied");
+        tracing::debug!(%err, "reverse patch not applied");
     }
     serde_json::from_value(object).ok()
 }

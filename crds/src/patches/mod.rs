@@ -244,6 +244,22 @@ impl Patches {
             .is_some_and(|p| p.iter().any(|c| c.reverse.is_some()))
     }
 
+    /// Whether a patch of `section` (with `reverse`, a reverse expression) changes a field
+    /// under top-level field `root` (`metadata`, `status`): the rest need not run where only
+    /// that part of an object is written or read back.
+    pub fn touches(&self, section: &str, root: &str, reverse: bool) -> bool {
+        self.by_section.get(section).is_some_and(|patches| {
+            patches.iter().any(|p| {
+                let acts = if reverse {
+                    p.reverse.is_some()
+                } else {
+                    p.expression.is_some() || p.reference.is_some()
+                };
+                acts && matches!(p.path.0.first(), Some(Segment::Key(k)) if k == root)
+            })
+        })
+    }
+
     /// Whether `section` has reference patches.
     pub fn has_references(&self, section: &str) -> bool {
         self.by_section
@@ -271,11 +287,13 @@ impl Patches {
         out
     }
 
-    /// Applies the patches of `section` to host object `object`, on its way to the host. A
-    /// patch that does not apply is left out and reported; the others still apply.
+    /// Applies the patches of `section` to host object `object`, on its way to the host (with
+    /// `only_under`, those of that top-level field only). A patch that does not apply is left
+    /// out and reported; the others still apply.
     pub fn apply(
         &self,
         section: &str,
+        only_under: Option<&str>,
         object: &mut Value,
         scope: &Scope<'_>,
         rename: Rename<'_>,
@@ -283,14 +301,22 @@ impl Patches {
         let Some(patches) = self.by_section.get(section) else {
             return Vec::new();
         };
+        let patches: Vec<&Compiled> = patches
+            .iter()
+            .filter(|p| {
+                only_under.is_none_or(
+                    |root| matches!(p.path.0.first(), Some(Segment::Key(k)) if k == root),
+                )
+            })
+            .collect();
         let namespace = scope
             .virtual_object
             .and_then(|v| v["metadata"]["namespace"].as_str())
             .unwrap_or_default()
             .to_owned();
-        self.in_session(patches, scope, |mut session| {
+        self.in_session(patches.iter().copied(), scope, |mut session| {
             let mut errors = Vec::new();
-            for patch in patches {
+            for patch in &patches {
                 let result = match (&patch.reference, patch.expression, session.as_deref_mut()) {
                     (Some(reference), _, _) => {
                         rewrite_reference(object, patch, reference, &namespace, rename)
@@ -312,7 +338,7 @@ impl Patches {
         let Some(patches) = self.by_section.get(section) else {
             return Vec::new();
         };
-        self.in_session(patches, scope, |mut session| {
+        self.in_session(patches.iter(), scope, |mut session| {
             let mut errors = Vec::new();
             for patch in patches {
                 if let (Some(id), Some(session)) = (patch.reverse, session.as_deref_mut())
@@ -327,15 +353,13 @@ impl Patches {
 
     /// Runs `f` in one engine session for all of `patches` (the context converted once), or
     /// without one when none of them has an expression.
-    fn in_session<R>(
+    fn in_session<'p, R>(
         &self,
-        patches: &[Compiled],
+        mut patches: impl Iterator<Item = &'p Compiled>,
         scope: &Scope<'_>,
         f: impl FnOnce(Option<&mut Session<'_, '_>>) -> R,
     ) -> R {
-        let expressions = patches
-            .iter()
-            .any(|p| p.expression.is_some() || p.reverse.is_some());
+        let expressions = patches.any(|p| p.expression.is_some() || p.reverse.is_some());
         match &self.engine {
             Some(engine) if expressions => {
                 let mut engine = engine.lock().unwrap_or_else(|e| e.into_inner());
@@ -537,7 +561,7 @@ mod tests {
             virtual_object: Some(&virtual_pod),
             host_object: None,
         };
-        let errors = patches.apply("toHost.pods", &mut host, &scope, &rename);
+        let errors = patches.apply("toHost.pods", None, &mut host, &scope, &rename);
         assert_eq!(errors, vec![]);
         assert_eq!(host["spec"]["containers"][0]["name"], "my-prefix-a");
         assert_eq!(host["spec"]["containers"][1]["name"], "my-prefix-b");
@@ -582,7 +606,7 @@ mod tests {
             virtual_object: None,
             host_object: None,
         };
-        let errors = patches.apply("toHost.pods", &mut host, &scope, &rename);
+        let errors = patches.apply("toHost.pods", None, &mut host, &scope, &rename);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].index, Some(0));
         assert!(
@@ -595,6 +619,42 @@ mod tests {
         assert_eq!(
             host,
             json!({"metadata": {"labels": {"ok": "yes"}}, "spec": {}})
+        );
+    }
+
+    #[test]
+    fn patches_can_be_limited_to_one_part_of_the_object() {
+        let patches = Patches::compile(&pods(vec![
+            patch("spec.x", "'changed'"),
+            patch("metadata.labels[\"a\"]", "'b'"),
+            Patch {
+                reverse_expression: Some("'back'".into()),
+                ..patch("status.y", "'z'")
+            },
+        ]))
+        .unwrap();
+        assert!(patches.touches("toHost.pods", "metadata", false));
+        assert!(patches.touches("toHost.pods", "status", true));
+        assert!(!patches.touches("toHost.pods", "spec", true));
+        assert!(!patches.touches("toHost.services", "metadata", false));
+        let vcluster = json!({});
+        let scope = Scope {
+            vcluster: &vcluster,
+            virtual_object: None,
+            host_object: None,
+        };
+        let mut object = json!({"metadata": {"labels": {}}, "spec": {"x": "v"}, "status": {}});
+        let errors = patches.apply(
+            "toHost.pods",
+            Some("metadata"),
+            &mut object,
+            &scope,
+            &rename,
+        );
+        assert_eq!(errors, vec![]);
+        assert_eq!(
+            object,
+            json!({"metadata": {"labels": {"a": "b"}}, "spec": {"x": "v"}, "status": {}})
         );
     }
 
@@ -649,7 +709,7 @@ mod tests {
         };
         let mut ok = json!({"spec": {"ref": {"name": "c", "namespace": "other"}}});
         assert_eq!(
-            patches.apply("toHost.pods", &mut ok, &scope, &rename),
+            patches.apply("toHost.pods", None, &mut ok, &scope, &rename),
             vec![]
         );
         assert_eq!(
@@ -659,7 +719,7 @@ mod tests {
         let mut refused = json!({"spec": {"ref": {"name": "c", "namespace": "unsynced"}}});
         assert_eq!(
             patches
-                .apply("toHost.pods", &mut refused, &scope, &rename)
+                .apply("toHost.pods", None, &mut refused, &scope, &rename)
                 .len(),
             1
         );

@@ -196,7 +196,9 @@ async fn patched(
     if !ctx.patches.has(PATCHES) {
         return Ok(Some(desired));
     }
-    let outcome = patching::apply(ctx, PATCHES, pod, live, desired.clone());
+    // A running pod's spec cannot change: only what its metadata patches make is written.
+    let only_under = live.map(|_| "metadata");
+    let outcome = patching::apply(ctx, PATCHES, only_under, pod, live, desired.clone());
     outcome.report(ctx, pod).await;
     let mut patched = match outcome.object {
         Ok(patched) => patched,
@@ -644,8 +646,13 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
         spec: None,
         status: copy.status(),
     };
-    let Some(desired) = patched(ctx, pod, Some(&live), desired).await? else {
-        return Ok(Next::Done);
+    // A pod's spec cannot change after it is made: only patches of its metadata matter here.
+    let desired = match ctx.patches.touches(PATCHES, "metadata", false) {
+        true => match patched(ctx, pod, Some(&live), desired).await? {
+            Some(desired) => desired,
+            None => return Ok(Next::Done),
+        },
+        false => desired,
     };
     if translate::metadata_differs(&desired, copy) {
         let patch = serde_json::json!({
@@ -674,7 +681,13 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
         (None, None) => {}
         (Some(_), _) => {
             let renamed = translate::container_names(copy.annotations());
-            let host_status = match patching::reverse(ctx, PATCHES, pod, &live) {
+            // Only the status comes back, so only reverse patches of the status run.
+            let reversed = ctx
+                .patches
+                .touches(PATCHES, "status", true)
+                .then(|| patching::reverse(ctx, PATCHES, pod, &live))
+                .flatten();
+            let host_status = match reversed {
                 Some(reversed) => reversed.status,
                 None => copy.status(),
             };
