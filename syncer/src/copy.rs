@@ -260,7 +260,7 @@ where
             Ok(Next::Done)
         }
         (Some(object), copy) => {
-            let patched = patching::apply(ctx, section, None, object, copy, translate(object));
+            let patched = patching::apply(ctx, section, object, copy, translate(object));
             patched.report(ctx, object).await;
             let desired = match patched.object {
                 Ok(desired) => desired,

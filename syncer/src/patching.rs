@@ -47,12 +47,10 @@ impl<K> Patched<K> {
 pub const PATCH_REFUSED: &str = "PatchRefused";
 
 /// `desired`, the translation of `virtual_object` (with `live` its current copy, if any),
-/// patched by `section`'s patches (with `only_under`, those of that top-level field) and held
-/// to the kind's rules ([`Held`]).
+/// patched by `section`'s patches and held to the kind's rules ([`Held`]).
 pub fn apply<K, V>(
     ctx: &Ctx,
     section: &str,
-    only_under: Option<&str>,
     virtual_object: &V,
     live: Option<&K>,
     desired: K,
@@ -73,7 +71,7 @@ where
     let (mut patched, errors) = patch(
         ctx,
         section,
-        only_under,
+        None,
         virtual_value.as_ref(),
         live.as_ref(),
         desired.clone(),
@@ -87,6 +85,35 @@ where
         errors,
         put_back,
     }
+}
+
+/// The metadata of `desired` (the translation of `virtual_object`, with `live` its copy)
+/// patched by `section`'s metadata patches alone: what is written to an object whose spec
+/// cannot change. The project's labels and annotations come back as for any patch.
+pub fn apply_to_metadata<K, V>(
+    ctx: &Ctx,
+    section: &str,
+    virtual_object: &V,
+    live: &K,
+    desired: &K,
+) -> (kube::api::ObjectMeta, Vec<PatchError>)
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Default,
+    V: Serialize,
+{
+    let mut only = K::default();
+    *only.meta_mut() = desired.meta().clone();
+    let virtual_value = serde_json::to_value(virtual_object).ok();
+    let live = serde_json::to_value(live).ok();
+    let (patched, errors) = patch(
+        ctx,
+        section,
+        Some("metadata"),
+        virtual_value.as_ref(),
+        live.as_ref(),
+        only,
+    );
+    (patched.meta().clone(), errors)
 }
 
 /// `desired`, host object `host` as the virtual cluster is to show it (with `current` the

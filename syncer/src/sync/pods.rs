@@ -167,7 +167,7 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
     // A pod is made without ephemeral containers (the API refuses them on create); any the
     // virtual pod has by now are added next, as in `update`.
     desired.spec.as_mut().map(|s| s.ephemeral_containers.take());
-    let Some(desired) = patched(ctx, pod, None, desired).await? else {
+    let Some(desired) = patched(ctx, pod, desired).await? else {
         return Ok(Next::Done);
     };
     // The final object is held to the instance's level: a pod the virtual API server let
@@ -187,18 +187,11 @@ async fn create(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Next> {
 /// Host pod `desired` with the instance's pod patches applied, held to what the syncer decides
 /// for a host pod (see [`crate::held`]), and marked with the containers they
 /// renamed; `None` when the patched pod must not run (its owner is told why).
-async fn patched(
-    ctx: &Ctx,
-    pod: &Pod,
-    live: Option<&Pod>,
-    desired: Pod,
-) -> anyhow::Result<Option<Pod>> {
+async fn patched(ctx: &Ctx, pod: &Pod, desired: Pod) -> anyhow::Result<Option<Pod>> {
     if !ctx.patches.has(PATCHES) {
         return Ok(Some(desired));
     }
-    // A running pod's spec cannot change: only what its metadata patches make is written.
-    let only_under = live.map(|_| "metadata");
-    let outcome = patching::apply(ctx, PATCHES, only_under, pod, live, desired.clone());
+    let outcome = patching::apply(ctx, PATCHES, pod, None, desired.clone());
     outcome.report(ctx, pod).await;
     let mut patched = match outcome.object {
         Ok(patched) => patched,
@@ -647,13 +640,12 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
         status: copy.status(),
     };
     // A pod's spec cannot change after it is made: only patches of its metadata matter here.
-    let desired = match ctx.patches.touches(PATCHES, "metadata", false) {
-        true => match patched(ctx, pod, Some(&live), desired).await? {
-            Some(desired) => desired,
-            None => return Ok(Next::Done),
-        },
-        false => desired,
-    };
+    let mut desired = desired;
+    if ctx.patches.touches(PATCHES, "metadata", false) {
+        let (metadata, errors) = patching::apply_to_metadata(ctx, PATCHES, pod, &live, &desired);
+        patching::report(ctx, pod, &errors).await;
+        desired.metadata = metadata;
+    }
     if translate::metadata_differs(&desired, copy) {
         let patch = serde_json::json!({
             "apiVersion": "v1",
