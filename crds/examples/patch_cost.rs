@@ -32,6 +32,7 @@ fn main() {
             let mut host = pod.clone();
             let scope = Scope {
                 vcluster: &vcluster,
+                namespace: "bench",
                 virtual_object: Some(&pod),
                 host_object: None,
             };

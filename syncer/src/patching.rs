@@ -57,7 +57,7 @@ pub fn apply<K, V>(
 ) -> Patched<K>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Held,
-    V: Serialize,
+    V: Resource + Serialize,
 {
     if !ctx.patches.has(section) {
         return Patched {
@@ -66,12 +66,16 @@ where
             put_back: Vec::new(),
         };
     }
-    let virtual_value = serde_json::to_value(virtual_object).ok();
-    let live = live.and_then(|l| serde_json::to_value(l).ok());
+    let (virtual_value, live) = context_objects(ctx, Some(virtual_object), live);
     let (mut patched, errors) = patch(
         ctx,
         section,
         None,
+        virtual_object
+            .meta()
+            .namespace
+            .as_deref()
+            .unwrap_or_default(),
         virtual_value.as_ref(),
         live.as_ref(),
         desired.clone(),
@@ -99,16 +103,20 @@ pub fn apply_to_metadata<K, V>(
 ) -> (kube::api::ObjectMeta, Vec<PatchError>)
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Default,
-    V: Serialize,
+    V: Resource + Serialize,
 {
     let mut only = K::default();
     *only.meta_mut() = desired.meta().clone();
-    let virtual_value = serde_json::to_value(virtual_object).ok();
-    let live = serde_json::to_value(live).ok();
+    let (virtual_value, live) = context_objects(ctx, Some(virtual_object), Some(live));
     let (patched, errors) = patch(
         ctx,
         section,
         Some("metadata"),
+        virtual_object
+            .meta()
+            .namespace
+            .as_deref()
+            .unwrap_or_default(),
         virtual_value.as_ref(),
         live.as_ref(),
         only,
@@ -131,15 +139,39 @@ where
     if !ctx.patches.has(section) {
         return (desired, Vec::new());
     }
-    let host = serde_json::to_value(host).ok();
-    let current = current.and_then(|c| serde_json::to_value(c).ok());
-    patch(ctx, section, None, current.as_ref(), host.as_ref(), desired)
+    let (current, host) = context_objects(ctx, current, Some(host));
+    patch(
+        ctx,
+        section,
+        None,
+        "",
+        current.as_ref(),
+        host.as_ref(),
+        desired,
+    )
+}
+
+/// `context.virtualObject` and `context.hostObject` as JSON, each only if an expression names
+/// it.
+fn context_objects<V: Serialize, H: Serialize>(
+    ctx: &Ctx,
+    virtual_object: Option<&V>,
+    host_object: Option<&H>,
+) -> (Option<Value>, Option<Value>) {
+    let virtual_value = virtual_object
+        .filter(|_| ctx.patches.reads_virtual_object())
+        .and_then(|v| serde_json::to_value(v).ok());
+    let host_value = host_object
+        .filter(|_| ctx.patches.reads_host_object())
+        .and_then(|h| serde_json::to_value(h).ok());
+    (virtual_value, host_value)
 }
 
 fn patch<K>(
     ctx: &Ctx,
     section: &str,
     only_under: Option<&str>,
+    namespace: &str,
     virtual_object: Option<&Value>,
     host_object: Option<&Value>,
     desired: K,
@@ -152,6 +184,7 @@ where
     };
     let scope = Scope {
         vcluster: &ctx.vcluster,
+        namespace,
         virtual_object,
         host_object,
     };
@@ -190,7 +223,7 @@ where
 pub fn reverse<K, V>(ctx: &Ctx, section: &str, virtual_object: &V, host: &K) -> Option<K>
 where
     K: Serialize + DeserializeOwned,
-    V: Serialize,
+    V: Resource + Serialize,
 {
     if !ctx.patches.has_reverse(section) {
         return None;
@@ -200,6 +233,11 @@ where
     let original = object.clone();
     let scope = Scope {
         vcluster: &ctx.vcluster,
+        namespace: virtual_object
+            .meta()
+            .namespace
+            .as_deref()
+            .unwrap_or_default(),
         virtual_object: Some(&virtual_value),
         host_object: Some(&original),
     };

@@ -138,6 +138,9 @@ struct CompiledReference {
 pub struct Scope<'a> {
     /// `{name, namespace, config}` of the instance.
     pub vcluster: &'a Value,
+    /// The virtual object's namespace (empty for a cluster-scoped kind): where a reference
+    /// without `namespacePath` points.
+    pub namespace: &'a str,
     pub virtual_object: Option<&'a Value>,
     pub host_object: Option<&'a Value>,
 }
@@ -157,6 +160,10 @@ impl Scope<'_> {
 pub struct Patches {
     engine: Option<Mutex<Engine>>,
     by_section: BTreeMap<&'static str, Vec<Compiled>>,
+    /// Whether any expression names `virtualObject` / `hostObject`: converting whole objects
+    /// for expressions that never read them is most of what patches cost.
+    reads_virtual_object: bool,
+    reads_host_object: bool,
 }
 
 /// How the syncer renames what a reference patch names: `(host namespace, host name)`, or
@@ -229,7 +236,23 @@ impl Patches {
                 Some(Mutex::new(engine))
             }
         };
-        Ok(Self { engine, by_section })
+        let names = |field: &str| sources.iter().any(|(_, _, s)| s.contains(field));
+        Ok(Self {
+            reads_virtual_object: names("virtualObject"),
+            reads_host_object: names("hostObject"),
+            engine,
+            by_section,
+        })
+    }
+
+    /// Whether an expression names `context.virtualObject` (else it is `null`).
+    pub fn reads_virtual_object(&self) -> bool {
+        self.reads_virtual_object
+    }
+
+    /// Whether an expression names `context.hostObject` (else it is `null`).
+    pub fn reads_host_object(&self) -> bool {
+        self.reads_host_object
     }
 
     /// Whether `section` has patches.
@@ -309,17 +332,13 @@ impl Patches {
                 )
             })
             .collect();
-        let namespace = scope
-            .virtual_object
-            .and_then(|v| v["metadata"]["namespace"].as_str())
-            .unwrap_or_default()
-            .to_owned();
+        let namespace = scope.namespace;
         self.in_session(patches.iter().copied(), scope, |mut session| {
             let mut errors = Vec::new();
             for patch in &patches {
                 let result = match (&patch.reference, patch.expression, session.as_deref_mut()) {
                     (Some(reference), _, _) => {
-                        rewrite_reference(object, patch, reference, &namespace, rename)
+                        rewrite_reference(object, patch, reference, namespace, rename)
                     }
                     (None, Some(id), Some(session)) => evaluate(session, id, &patch.path, object),
                     _ => Ok(()),
@@ -558,6 +577,7 @@ mod tests {
         let vcluster = json!({"name": "vc", "namespace": "ns"});
         let scope = Scope {
             vcluster: &vcluster,
+            namespace: "team",
             virtual_object: Some(&virtual_pod),
             host_object: None,
         };
@@ -603,6 +623,7 @@ mod tests {
         let vcluster = json!({});
         let scope = Scope {
             vcluster: &vcluster,
+            namespace: "team",
             virtual_object: None,
             host_object: None,
         };
@@ -640,6 +661,7 @@ mod tests {
         let vcluster = json!({});
         let scope = Scope {
             vcluster: &vcluster,
+            namespace: "team",
             virtual_object: None,
             host_object: None,
         };
@@ -704,6 +726,7 @@ mod tests {
         let virtual_object = json!({"metadata": {"namespace": "team"}});
         let scope = Scope {
             vcluster: &vcluster,
+            namespace: "team",
             virtual_object: Some(&virtual_object),
             host_object: None,
         };
