@@ -357,23 +357,33 @@ async fn kubectl_logs_exec_attach_port_forward_and_cp_reach_the_host_copy() {
         tty(&sides.virt, sides.pod),
         tty(&sides.host, &sides.host_pod),
     ] {
-        let mut script = tokio::process::Command::new("script")
-            .args(["-qec", &line, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("running script (util-linux)");
-        // Its input stays open while the command runs: at its end, script would end the
-        // session.
-        let _input = script.stdin.take();
-        let out = tokio::time::timeout(Duration::from_secs(60), script.wait_with_output())
-            .await
-            .expect("kubectl exec -it ended within a minute")
-            .unwrap();
-        assert!(out.status.success(), "{line}: {out:?}");
-        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        // Under load `script` at times ends before it has copied the terminal's last output
+        // (seen on the host side as often as on the virtual one), so each side gets three
+        // tries to show it.
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let mut script = tokio::process::Command::new("script")
+                .args(["-qec", &line, "/dev/null"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("running script (util-linux)");
+            // Its input stays open while the command runs: at its end, script would end the
+            // session.
+            let _input = script.stdin.take();
+            let out = tokio::time::timeout(Duration::from_secs(60), script.wait_with_output())
+                .await
+                .expect("kubectl exec -it ended within a minute")
+                .unwrap();
+            assert!(out.status.success(), "{line}: {out:?}");
+            seen.push(String::from_utf8_lossy(&out.stdout).into_owned());
+            if !seen.last().unwrap().is_empty() {
+                break;
+            }
+        }
+        outputs.push(seen.pop().unwrap_or_default());
     }
     assert_eq!(outputs[0], "tty\r\n");
     assert_eq!(outputs[0], outputs[1]);
