@@ -78,6 +78,14 @@ impl Held for Pod {
                 keep
             });
         }
+        // A service-account token projected into the host pod would be a host credential.
+        if pod::token_requests(patched).len() > pod::token_requests(unpatched).len() {
+            return Err(
+                "a patch adds a projected service-account token, which would be a host \
+                 credential; the pod does not run on the host"
+                    .into(),
+            );
+        }
         let named = |pod: &Pod| -> BTreeSet<(pod::Referenced, String)> {
             pod::references(pod)
                 .into_iter()

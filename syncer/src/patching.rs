@@ -66,18 +66,12 @@ where
             put_back: Vec::new(),
         };
     }
-    let (virtual_value, live) = context_objects(ctx, Some(virtual_object), live);
     let (mut patched, errors) = patch(
         ctx,
         section,
         None,
-        virtual_object
-            .meta()
-            .namespace
-            .as_deref()
-            .unwrap_or_default(),
-        virtual_value.as_ref(),
-        live.as_ref(),
+        Some(virtual_object),
+        live,
         desired.clone(),
     );
     let (object, put_back) = match K::hold(ctx, &desired, &mut patched) {
@@ -107,18 +101,12 @@ where
 {
     let mut only = K::default();
     *only.meta_mut() = desired.meta().clone();
-    let (virtual_value, live) = context_objects(ctx, Some(virtual_object), Some(live));
     let (patched, errors) = patch(
         ctx,
         section,
         Some("metadata"),
-        virtual_object
-            .meta()
-            .namespace
-            .as_deref()
-            .unwrap_or_default(),
-        virtual_value.as_ref(),
-        live.as_ref(),
+        Some(virtual_object),
+        Some(live),
         only,
     );
     (patched.meta().clone(), errors)
@@ -139,16 +127,7 @@ where
     if !ctx.patches.has(section) {
         return (desired, Vec::new());
     }
-    let (current, host) = context_objects(ctx, current, Some(host));
-    patch(
-        ctx,
-        section,
-        None,
-        "",
-        current.as_ref(),
-        host.as_ref(),
-        desired,
-    )
+    patch(ctx, section, None, current, Some(host), desired)
 }
 
 /// `context.virtualObject` and `context.hostObject` as JSON, each only if an expression names
@@ -167,26 +146,33 @@ fn context_objects<V: Serialize, H: Serialize>(
     (virtual_value, host_value)
 }
 
-fn patch<K>(
+/// `desired` patched by `section`'s patches (with `only_under`, those of that top-level field)
+/// with `virtual_object` and `host_object` in their context, the syncer's own fields put back.
+fn patch<K, V, H>(
     ctx: &Ctx,
     section: &str,
     only_under: Option<&str>,
-    namespace: &str,
-    virtual_object: Option<&Value>,
-    host_object: Option<&Value>,
+    virtual_object: Option<&V>,
+    host_object: Option<&H>,
     desired: K,
 ) -> (K, Vec<PatchError>)
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+    V: Resource + Serialize,
+    H: Serialize,
 {
     let Ok(mut object) = serde_json::to_value(&desired) else {
         return (desired, Vec::new());
     };
+    let namespace = virtual_object
+        .and_then(|v| v.meta().namespace.as_deref())
+        .unwrap_or_default();
+    let (virtual_value, host_value) = context_objects(ctx, virtual_object, host_object);
     let scope = Scope {
         vcluster: &ctx.vcluster,
         namespace,
-        virtual_object,
-        host_object,
+        virtual_object: virtual_value.as_ref(),
+        host_object: host_value.as_ref(),
     };
     let rename = |r: &Reference| {
         ctx.synced(&r.namespace).then(|| {

@@ -298,7 +298,7 @@ impl Patches {
             let Some(reference) = &patch.reference else {
                 continue;
             };
-            for (_, name) in names_at(&patch.path, object) {
+            for name in names_at(&patch.path, object) {
                 let namespace = namespace_of(reference, object, namespace);
                 out.push(Reference {
                     kind: reference.kind.clone(),
@@ -448,12 +448,12 @@ fn parse(text: &str) -> Result<Path, String> {
 }
 
 /// The string values at the places `path` names in `object`.
-fn names_at(path: &Path, object: &Value) -> Vec<(path::Place, String)> {
+fn names_at(path: &Path, object: &Value) -> Vec<String> {
     path.expand(object)
         .unwrap_or_default()
-        .into_iter()
-        .filter_map(|p| Some((p.clone(), path::get(object, &p)?.as_str()?.to_owned())))
-        .filter(|(_, name)| !name.is_empty())
+        .iter()
+        .filter_map(|p| Some(path::get(object, p)?.as_str()?.to_owned()))
+        .filter(|name| !name.is_empty())
         .collect()
 }
 
@@ -462,7 +462,6 @@ fn namespace_of(reference: &CompiledReference, object: &Value, own: &str) -> Str
         .namespace_path
         .as_ref()
         .and_then(|p| names_at(p, object).into_iter().next())
-        .map(|(_, ns)| ns)
         .unwrap_or_else(|| own.to_owned())
 }
 
@@ -537,6 +536,16 @@ mod tests {
         sync
     }
 
+    /// What expressions see of an object of virtual namespace `team`.
+    fn scope<'a>(vcluster: &'a Value, virtual_object: Option<&'a Value>) -> Scope<'a> {
+        Scope {
+            vcluster,
+            namespace: "team",
+            virtual_object,
+            host_object: None,
+        }
+    }
+
     fn rename(r: &Reference) -> Option<(String, String)> {
         (r.namespace != "unsynced")
             .then(|| ("host-ns".into(), format!("{}-x-{}", r.name, r.namespace)))
@@ -575,12 +584,7 @@ mod tests {
         });
         let mut host = virtual_pod.clone();
         let vcluster = json!({"name": "vc", "namespace": "ns"});
-        let scope = Scope {
-            vcluster: &vcluster,
-            namespace: "team",
-            virtual_object: Some(&virtual_pod),
-            host_object: None,
-        };
+        let scope = scope(&vcluster, Some(&virtual_pod));
         let errors = patches.apply("toHost.pods", None, &mut host, &scope, &rename);
         assert_eq!(errors, vec![]);
         assert_eq!(host["spec"]["containers"][0]["name"], "my-prefix-a");
@@ -621,12 +625,7 @@ mod tests {
         .unwrap();
         let mut host = json!({"metadata": {"labels": {}}, "spec": {}});
         let vcluster = json!({});
-        let scope = Scope {
-            vcluster: &vcluster,
-            namespace: "team",
-            virtual_object: None,
-            host_object: None,
-        };
+        let scope = scope(&vcluster, None);
         let errors = patches.apply("toHost.pods", None, &mut host, &scope, &rename);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].index, Some(0));
@@ -659,12 +658,7 @@ mod tests {
         assert!(!patches.touches("toHost.pods", "spec", true));
         assert!(!patches.touches("toHost.services", "metadata", false));
         let vcluster = json!({});
-        let scope = Scope {
-            vcluster: &vcluster,
-            namespace: "team",
-            virtual_object: None,
-            host_object: None,
-        };
+        let scope = scope(&vcluster, None);
         let mut object = json!({"metadata": {"labels": {}}, "spec": {"x": "v"}, "status": {}});
         let errors = patches.apply(
             "toHost.pods",
@@ -724,12 +718,7 @@ mod tests {
         .unwrap();
         let vcluster = json!({});
         let virtual_object = json!({"metadata": {"namespace": "team"}});
-        let scope = Scope {
-            vcluster: &vcluster,
-            namespace: "team",
-            virtual_object: Some(&virtual_object),
-            host_object: None,
-        };
+        let scope = scope(&vcluster, Some(&virtual_object));
         let mut ok = json!({"spec": {"ref": {"name": "c", "namespace": "other"}}});
         assert_eq!(
             patches.apply("toHost.pods", None, &mut ok, &scope, &rename),

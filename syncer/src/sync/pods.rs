@@ -633,15 +633,16 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
         priority_class: None,
         policy: &ctx.config.policy,
     };
-    let desired = translate::host_pod(pod, &env);
-    let live = Pod {
+    let mut desired = translate::host_pod(pod, &env);
+    // What patches see of the host copy; built only for them (it decodes the status).
+    let live = || Pod {
         metadata: copy.metadata.clone(),
         spec: None,
         status: copy.status(),
     };
     // A pod's spec cannot change after it is made: only patches of its metadata matter here.
-    let mut desired = desired;
     if ctx.patches.touches(PATCHES, "metadata", false) {
+        let live = live();
         let (metadata, errors) = patching::apply_to_metadata(ctx, PATCHES, pod, &live, &desired);
         patching::report(ctx, pod, &errors).await;
         desired.metadata = metadata;
@@ -677,7 +678,7 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
             let reversed = ctx
                 .patches
                 .touches(PATCHES, "status", true)
-                .then(|| patching::reverse(ctx, PATCHES, pod, &live))
+                .then(|| patching::reverse(ctx, PATCHES, pod, &live()))
                 .flatten();
             let host_status = match reversed {
                 Some(reversed) => reversed.status,

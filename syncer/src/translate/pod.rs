@@ -814,9 +814,13 @@ pub fn renamed_containers(unpatched: &Pod, patched: &Pod) -> BTreeMap<String, St
             .map(|c| c.name.clone())
             .collect()
     };
-    names(patched)
-        .into_iter()
-        .zip(names(unpatched))
+    let (host, virtual_) = (names(patched), names(unpatched));
+    // Renamed in place only: a patch that added or removed containers pairs none.
+    if host.len() != virtual_.len() {
+        return BTreeMap::new();
+    }
+    host.into_iter()
+        .zip(virtual_)
         .filter(|(host, virtual_)| host != virtual_)
         .collect()
 }

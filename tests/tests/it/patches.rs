@@ -215,6 +215,9 @@ async fn hostile_patches_are_stopped_or_refused_and_the_syncer_goes_on() {
         {"path": "spec.serviceAccountName", "expression": "context.vcluster.name + '-syncer'"},
         {"path": "metadata.labels[\"virtualcluster.dev/instance\"]", "expression": "'other'"},
         {"path": "metadata.labels[\"still\"]", "expression": "'applied'"},
+        {"path": "spec.volumes", "expression": "context.virtualObject.metadata.labels?.token \
+            ? [...(value ?? []), {name: 't', projected: {sources: [{serviceAccountToken: {path: 't'}}]}}] \
+            : value"},
     ]);
     let running = Running::start(
         cluster,
@@ -269,6 +272,11 @@ async fn hostile_patches_are_stopped_or_refused_and_the_syncer_goes_on() {
         note.contains(&format!("Secret vc-{}", running.id.name)),
         "{note}"
     );
+
+    // Nor may a patch give the host pod a host service-account token.
+    create(&pods, pod("token", json!({"token": "yes"}), json!({}))).await;
+    let note = refused(&running, "shop", "token", "ReferenceNotAllowed").await;
+    assert!(note.contains("projected service-account token"), "{note}");
 
     // And the syncer goes on syncing.
     create(&pods, pod("later", json!({}), json!({}))).await;
