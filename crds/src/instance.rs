@@ -201,6 +201,10 @@ pub struct SyncerConfig {
     /// instance creates.
     #[serde(default)]
     pub policies: crate::v1alpha1::Policies,
+    /// The custom resources it syncs, resolved by the operator against the host's CRDs (those
+    /// whose CRD is missing are not here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_resources: Vec<crate::kinds::Kind>,
 }
 
 #[cfg(test)]

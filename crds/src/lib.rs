@@ -8,6 +8,7 @@ pub mod dns;
 pub mod instance;
 pub mod isolation;
 pub mod keys;
+pub mod kinds;
 pub mod kubelet;
 pub mod mapping;
 pub mod marks;

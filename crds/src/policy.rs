@@ -47,6 +47,12 @@ pub struct HostPolicy {
     /// Services may point there only at the instance's own pods.
     #[serde(rename = "hostCIDRs")]
     pub host_cidrs: Vec<String>,
+    /// Custom resources (`plural.group`) instances may sync to the host: the operator grants
+    /// their syncers write on them in the instance's namespace, so it must hold that itself.
+    pub custom_resources_to_host: Vec<String>,
+    /// Custom resources instances may show from the host: all objects of a cluster-scoped kind,
+    /// those of the instance's own namespace for a namespaced one.
+    pub custom_resources_from_host: Vec<String>,
 }
 
 /// The most host namespaces one instance creates unless the platform says otherwise.
@@ -63,6 +69,8 @@ impl Default for HostPolicy {
             ingress_snippets: false,
             max_host_namespaces: DEFAULT_MAX_HOST_NAMESPACES,
             host_cidrs: default_host_cidrs(),
+            custom_resources_to_host: Vec::new(),
+            custom_resources_from_host: Vec::new(),
         }
     }
 }
@@ -79,6 +87,19 @@ pub fn default_host_cidrs() -> Vec<String> {
 }
 
 impl HostPolicy {
+    /// Whether the platform lets instances sync custom resource `resource` in `direction`.
+    pub fn allows_custom_resource(
+        &self,
+        resource: &str,
+        direction: crate::kinds::Direction,
+    ) -> bool {
+        let allowed = match direction {
+            crate::kinds::Direction::ToHost => &self.custom_resources_to_host,
+            crate::kinds::Direction::FromHost => &self.custom_resources_from_host,
+        };
+        allowed.iter().any(|r| r == resource)
+    }
+
     /// Whether Services of type `type_` may be copied.
     pub fn allows_service_type(&self, type_: &str) -> bool {
         type_ == "ClusterIP" || self.service_types.iter().any(|t| t == type_)

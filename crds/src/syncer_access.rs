@@ -85,38 +85,34 @@ pub fn is_syncer_only(resource: &str) -> bool {
 /// What a syncer does in a host namespace it syncs into: the kinds it copies there (and reads
 /// back from a namespace it imported), their status, and the host's Events about them.
 pub fn held_rules() -> Vec<PolicyRule> {
-    vec![
-        rule(
-            &[""],
-            &[
-                "pods",
-                "services",
-                "endpoints",
-                "configmaps",
-                "secrets",
-                "persistentvolumeclaims",
-                "serviceaccounts",
-            ],
-            WRITE,
-        ),
-        rule(&[""], &["pods/status", "services/status"], READ),
-        // The kubelet API of the virtual nodes answers on the host copies of pods (see the
-        // syncer's `kubelet` module); streams are opened with `create` (and `get`, which
-        // older API servers authorize upgraded GETs with).
-        rule(&[""], &[POD_LOG], &["get"]),
-        rule(&[""], STREAMING, &["get", "create"]),
-        // `kubectl debug`: ephemeral containers of virtual pods are added to their copies.
-        rule(&[""], &[EPHEMERAL_CONTAINERS], &["patch"]),
-        rule(&[""], &["events"], READ),
-        rule(&["events.k8s.io"], &["events"], READ),
-        rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
-        rule(
-            &["networking.k8s.io"],
-            &["ingresses", "networkpolicies"],
-            WRITE,
-        ),
-        rule(&["policy"], &["poddisruptionbudgets"], WRITE),
-    ]
+    // The copies, one rule per API group, in the table's order.
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for kind in crate::kinds::namespaced_to_host() {
+        match groups.iter_mut().find(|(g, _)| *g == kind.group) {
+            Some((_, plurals)) => plurals.push(kind.plural.to_string()),
+            None => groups.push((kind.group.to_string(), vec![kind.plural.to_string()])),
+        }
+    }
+    let copies = groups.iter().map(|(group, plurals)| {
+        let plurals: Vec<&str> = plurals.iter().map(String::as_str).collect();
+        rule(&[group], &plurals, WRITE)
+    });
+    copies
+        .chain([
+            rule(&[""], &["pods/status", "services/status"], READ),
+            // The kubelet API of the virtual nodes answers on the host copies of pods (see the
+            // syncer's `kubelet` module); streams are opened with `create` (and `get`, which
+            // older API servers authorize upgraded GETs with).
+            rule(&[""], &[POD_LOG], &["get"]),
+            rule(&[""], STREAMING, &["get", "create"]),
+            // `kubectl debug`: ephemeral containers of virtual pods are added to their copies.
+            rule(&[""], &[EPHEMERAL_CONTAINERS], &["patch"]),
+            rule(&[""], &["events"], READ),
+            rule(&["events.k8s.io"], &["events"], READ),
+            // The EndpointSlices of Services whose Endpoints it copies.
+            rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
+        ])
+        .collect()
 }
 
 /// [`held_rules`], and in the instance's own namespace the Lease its replicas elect a leader

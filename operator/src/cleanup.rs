@@ -7,11 +7,9 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret,
-    Service, ServiceAccount,
+    ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Secret, Service,
 };
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -27,6 +25,7 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::{Component, InstanceRef};
+use virtualcluster_crds::kinds::{self, Kind};
 use virtualcluster_crds::{keys, marks, syncer_access};
 
 use crate::controller::{Context, publish, publish_about, write_status};
@@ -58,7 +57,9 @@ pub async fn run(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
     // 2. What is left: the copies the syncer made wherever they are (the instance's namespace,
     //    the host namespaces it created or imported), the host namespaces it marked, the host's
     //    objects it imported.
-    let copies = each_kind(copied_kinds(), |kind| {
+    // Custom resources whose CRD is gone have no objects left to delete.
+    let custom = crate::custom::resolve(&ctx.client, &vc.spec.sync).await?;
+    let copies = each_kind(copied_kinds(&custom.kinds), |kind| {
         let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &kind);
         let id = &id;
         async move { marked(api, id, &kind.kind).await }
@@ -203,22 +204,29 @@ const NAMESPACE_MARKS: &[&str] = &[
     keys::NAMESPACE_ORIGIN,
 ];
 
-/// The namespaced kinds a syncer copies to the host.
-fn copied_kinds() -> Vec<ApiResource> {
-    vec![
-        ApiResource::erase::<Pod>(&()),
-        ApiResource::erase::<Service>(&()),
-        ApiResource::erase::<Endpoints>(&()),
-        ApiResource::erase::<ConfigMap>(&()),
-        ApiResource::erase::<Secret>(&()),
-        ApiResource::erase::<PersistentVolumeClaim>(&()),
-        ApiResource::erase::<ServiceAccount>(&()),
-        ApiResource::erase::<Ingress>(&()),
-        ApiResource::erase::<NetworkPolicy>(&()),
-        ApiResource::erase::<PodDisruptionBudget>(&()),
-        ApiResource::erase::<ResourceQuota>(&()),
-        ApiResource::erase::<LimitRange>(&()),
-    ]
+/// The namespaced kinds a syncer copies to the host (every built-in one whether or not the instance turns it on now, and its custom resources),
+/// and the quota and limits older syncers made in the namespaces they created.
+fn copied_kinds(custom: &[Kind]) -> Vec<ApiResource> {
+    kinds::namespaced_to_host()
+        .iter()
+        .chain(custom.iter().filter(|k| k.has_namespaced_copies()))
+        .map(api_resource)
+        .chain([
+            ApiResource::erase::<ResourceQuota>(&()),
+            ApiResource::erase::<LimitRange>(&()),
+        ])
+        .collect()
+}
+
+/// The API resource of a synced kind.
+pub fn api_resource(kind: &Kind) -> ApiResource {
+    ApiResource {
+        group: kind.group.to_string(),
+        version: kind.version.to_string(),
+        api_version: kind.api_version(),
+        kind: kind.kind.to_string(),
+        plural: kind.plural.to_string(),
+    }
 }
 
 /// The kinds whose host-made objects a syncer imports (and marks).

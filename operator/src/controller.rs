@@ -9,6 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
 use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PostParams};
@@ -21,6 +22,7 @@ use kube::{Client, Resource, ResourceExt};
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::keys::CLEANUP_FINALIZER;
+use virtualcluster_crds::kinds;
 use virtualcluster_crds::v1alpha1::VirtualClusterStatus;
 
 use crate::access;
@@ -124,6 +126,13 @@ pub async fn run(
         instances: vc_store.clone(),
         everyone,
     });
+    // A CRD an instance waits for may appear (or go): its metadata is enough to tell.
+    let crd_stream = watcher(
+        Api::<caches::Meta<CustomResourceDefinition>>::all(context.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
     Controller::for_stream(vc_stream, vc_store)
         .with_config(
             Config::default()
@@ -165,6 +174,10 @@ pub async fn run(
                 )
             }
         })
+        .watches_stream(crd_stream, {
+            let instances = context.instances.clone();
+            move |crd| naming_crd(&instances, &crd.name_any())
+        })
         .watches_stream(streams.cluster_roles, |o| caches::owner_by_labels(&o))
         .watches_stream(streams.cluster_role_bindings, |o| {
             caches::owner_by_labels(&o)
@@ -204,6 +217,23 @@ async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Action,
         result.as_ref().err().map(Error::category),
     );
     result
+}
+
+/// The instances that sync the custom resource CRD `name` defines.
+fn naming_crd(
+    instances: &reflector::Store<VirtualCluster>,
+    name: &str,
+) -> Vec<reflector::ObjectRef<VirtualCluster>> {
+    instances
+        .state()
+        .iter()
+        .filter(|vc| {
+            kinds::custom_resources(&vc.spec.sync)
+                .iter()
+                .any(|(resource, _, _)| resource == name)
+        })
+        .map(|vc| reflector::ObjectRef::from_obj(vc.as_ref()))
+        .collect()
 }
 
 /// The instances whose namespace mappings claim host namespace `namespace`.
@@ -255,14 +285,15 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     // Its owner tells whether it is this instance's (a recreated one of the same name is not).
     .filter(|cm| cm.owner_references().iter().any(|o| o.uid == names.uid))
     .and_then(|cm| build::recorded_namespace_sync(cm.annotations()));
-    let valid = match validate::validate(vc, running.as_ref(), &ctx.settings) {
+    let mut valid = match validate::validate(vc, running.as_ref(), &ctx.settings) {
         Ok(valid) => valid,
         Err(invalid) => {
-            report(vc, ctx, Err(&invalid), None, None, 0, None).await?;
+            report(vc, ctx, Err(&invalid), None, None, 0, Default::default()).await?;
             // Nothing changes until the user edits the VirtualCluster.
             return Ok(Action::await_change());
         }
     };
+    valid.custom_resources = crate::custom::resolve(client, &vc.spec.sync).await?;
     let instances: Vec<Arc<VirtualCluster>> = ctx
         .everyone
         .iter()
@@ -270,7 +301,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         .collect();
     let others: Vec<&VirtualCluster> = instances.iter().map(AsRef::as_ref).collect();
     if let Err(invalid) = validate::conflict(vc, &valid, &others) {
-        report(vc, ctx, Err(&invalid), None, None, 0, None).await?;
+        report(vc, ctx, Err(&invalid), None, None, 0, Default::default()).await?;
         return Ok(Action::requeue(CONFLICT_RECHECK));
     }
     let instance = Instance {
@@ -351,7 +382,11 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         sts.as_ref(),
         deployment.as_ref(),
         vc.spec.syncer.replicas,
-        held.as_deref(),
+        status::Notes {
+            held_namespaces: held.as_deref(),
+            missing_custom_resources: (!kinds::custom_resources(&vc.spec.sync).is_empty())
+                .then_some(valid.custom_resources.missing.as_slice()),
+        },
     )
     .await?;
     Ok(Action::requeue(ctx.resync))
@@ -485,6 +520,16 @@ async fn apply_all(
         &caches.service_accounts,
     )
     .await?;
+    // A Role before the binding that names it (the API server checks the binder holds it).
+    let wanted_roles: Vec<String> = desired.roles.iter().map(|r| r.name_any()).collect();
+    apply_each(
+        ctx,
+        Api::namespaced(c.clone(), namespace),
+        desired.roles,
+        &caches.roles,
+    )
+    .await?;
+    let wanted_bindings: Vec<String> = desired.role_bindings.iter().map(|b| b.name_any()).collect();
     apply_each(
         ctx,
         Api::namespaced(c.clone(), namespace),
@@ -492,11 +537,24 @@ async fn apply_all(
         &caches.role_bindings,
     )
     .await?;
-    // A Role of its own it needs no more (its binding is now to a fixed ClusterRole).
+    // A Role or binding of its own it needs no more (custom resources turned off).
     let roles: Api<caches::Meta<Role>> = Api::namespaced(c.clone(), namespace);
     for role in caches.roles.state() {
-        if role.namespace().as_deref() == Some(namespace) && id.owns(role.labels()) {
+        if role.namespace().as_deref() == Some(namespace)
+            && id.owns(role.labels())
+            && !wanted_roles.contains(&role.name_any())
+        {
             crate::cleanup::delete_precisely(&roles, role.as_ref(), "Role").await?;
+        }
+    }
+    let bindings: Api<caches::Meta<k8s_openapi::api::rbac::v1::RoleBinding>> =
+        Api::namespaced(c.clone(), namespace);
+    for binding in caches.role_bindings.state() {
+        if binding.namespace().as_deref() == Some(namespace)
+            && id.owns(binding.labels())
+            && !wanted_bindings.contains(&binding.name_any())
+        {
+            crate::cleanup::delete_precisely(&bindings, binding.as_ref(), "RoleBinding").await?;
         }
     }
     apply_each(
@@ -648,7 +706,7 @@ async fn report(
     stateful_set: Option<&Lite<StatefulSetStatus>>,
     deployment: Option<&Lite<DeploymentStatus>>,
     syncer_replicas: i32,
-    held_namespaces: Option<&[String]>,
+    notes: status::Notes<'_>,
 ) -> Result<(), Error> {
     let kube_config_secret = config
         .is_ok()
@@ -661,7 +719,7 @@ async fn report(
             deployment,
             syncer_replicas,
             kube_config_secret: kube_config_secret.as_deref(),
-            held_namespaces,
+            notes,
         },
         Time(Timestamp::now()),
     );

@@ -7,6 +7,7 @@ pub mod build;
 pub mod caches;
 pub mod cleanup;
 pub mod controller;
+pub mod custom;
 pub mod error;
 pub mod isolation;
 pub mod kubeconfig;

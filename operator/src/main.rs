@@ -117,6 +117,15 @@ struct Args {
         default_value = "virtualcluster-operator-syncer"
     )]
     syncer_role: String,
+    /// Custom resources (comma-separated `plural.group`) VirtualClusters may sync to the host.
+    /// The operator must hold write on each (the chart's `platform.customResources.toHost`
+    /// grants it), since it grants that to syncers in their instance's namespace.
+    #[arg(long, env = "VC_CUSTOM_RESOURCES_TO_HOST", value_delimiter = ',')]
+    custom_resources_to_host: Vec<String>,
+    /// Custom resources VirtualClusters may show from the host (comma-separated
+    /// `plural.group`; read, granted the same way).
+    #[arg(long, env = "VC_CUSTOM_RESOURCES_FROM_HOST", value_delimiter = ',')]
+    custom_resources_from_host: Vec<String>,
 }
 
 /// Where a pod finds the namespace it runs in.
@@ -125,6 +134,19 @@ const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/servicea
 fn parse_level(text: &str) -> Result<PodSecurityStandard, String> {
     PodSecurityStandard::parse(text)
         .ok_or_else(|| format!("{text:?} is not one of privileged, baseline, restricted"))
+}
+
+/// A list of `plural.group` names, checked.
+fn custom_resources(flag: &str, names: &[String]) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = names.iter().filter(|n| !n.is_empty()).cloned().collect();
+    for name in &names {
+        anyhow::ensure!(
+            name.split_once('.')
+                .is_some_and(|(p, g)| !p.is_empty() && !g.is_empty()),
+            "{flag}: {name:?} is not plural.group (certificates.cert-manager.io)"
+        );
+    }
+    Ok(names)
 }
 
 impl Args {
@@ -178,6 +200,14 @@ impl Args {
             } else {
                 host_cidrs
             },
+            custom_resources_to_host: custom_resources(
+                "--custom-resources-to-host",
+                &self.custom_resources_to_host,
+            )?,
+            custom_resources_from_host: custom_resources(
+                "--custom-resources-from-host",
+                &self.custom_resources_from_host,
+            )?,
         })
     }
 }

@@ -22,7 +22,12 @@ pub mod condition {
     /// With namespace syncing: no host namespace the mappings claim is held by another
     /// instance (those that are stay untouched).
     pub const NAMESPACES_AVAILABLE: &str = "NamespacesAvailable";
+    /// With custom resources: each one's CRD is on the host, with the scope the spec says.
+    pub const CUSTOM_RESOURCES_AVAILABLE: &str = "CustomResourcesAvailable";
 }
+
+/// Reason of a false [`condition::CUSTOM_RESOURCES_AVAILABLE`].
+pub const CUSTOM_RESOURCE_DEFINITION_MISSING: &str = "CustomResourceDefinitionMissing";
 
 /// Reason of a false [`condition::NAMESPACES_AVAILABLE`], and of its Event.
 pub const HOST_NAMESPACE_CONFLICT: &str = "HostNamespaceConflict";
@@ -38,9 +43,17 @@ pub struct Observed<'a> {
     pub syncer_replicas: i32,
     /// Name of the admin kubeconfig Secret, once it was written.
     pub kube_config_secret: Option<&'a str>,
+    pub notes: Notes<'a>,
+}
+
+/// What the status reports beyond the parts' readiness, each only where it applies.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Notes<'a> {
     /// With namespace syncing: the host namespaces its mappings claim that another instance
     /// holds (see [`crate::validate::held_by_others`]).
     pub held_namespaces: Option<&'a [String]>,
+    /// With custom resources: those left out, and why (see [`crate::custom::resolve`]).
+    pub missing_custom_resources: Option<&'a [String]>,
 }
 
 /// One condition's verdict.
@@ -197,7 +210,21 @@ pub fn compute(vc: &VirtualCluster, observed: Observed<'_>, now: Time) -> Virtua
         (STALLED, stalled),
     ]
     .into_iter()
-    .chain(observed.held_namespaces.map(|held| {
+    .chain(observed.notes.missing_custom_resources.map(|missing| {
+        let verdict = if missing.is_empty() {
+            Verdict::yes(
+                "Found",
+                "every custom resource it syncs is defined on the host",
+            )
+        } else {
+            Verdict::no(
+                CUSTOM_RESOURCE_DEFINITION_MISSING,
+                format!("not synced: {}", missing.join("; ")),
+            )
+        };
+        (CUSTOM_RESOURCES_AVAILABLE, verdict)
+    }))
+    .chain(observed.notes.held_namespaces.map(|held| {
         let verdict = if held.is_empty() {
             Verdict::yes(
                 "NoConflict",
@@ -349,7 +376,7 @@ mod tests {
                 deployment: Some(&d),
                 syncer_replicas: 1,
                 kube_config_secret: Some("vc-demo"),
-                held_namespaces: None,
+                notes: Notes::default(),
             },
             at(100),
         );
@@ -378,7 +405,7 @@ mod tests {
                 deployment: Some(&d),
                 syncer_replicas: 1,
                 kube_config_secret: None,
-                held_namespaces: None,
+                notes: Notes::default(),
             },
             at(100),
         );
@@ -403,7 +430,7 @@ mod tests {
                 deployment: None,
                 syncer_replicas: 1,
                 kube_config_secret: None,
-                held_namespaces: None,
+                notes: Notes::default(),
             },
             at(100),
         );
@@ -424,7 +451,7 @@ mod tests {
                 deployment: None,
                 syncer_replicas: 1,
                 kube_config_secret: None,
-                held_namespaces: None,
+                notes: Notes::default(),
             },
             at(100),
         );
@@ -448,7 +475,7 @@ mod tests {
             deployment: Some(&d),
             syncer_replicas: 1,
             kube_config_secret: None,
-            held_namespaces: None,
+            notes: Notes::default(),
         };
         let mut v = vc(1);
         v.status = Some(compute(&v, observed(&s), at(100)));

@@ -33,6 +33,9 @@ pub struct Valid {
     /// What the instance's workloads may do on the host: the platform's policy at the level
     /// the spec asks for.
     pub policy: HostPolicy,
+    /// The custom resources it syncs, as the host's CRDs define them (filled in by the
+    /// controller, which reads them: validation makes no API calls).
+    pub custom_resources: crate::custom::Resolved,
 }
 
 /// Checks `vc`. `running` is the namespace-sync block of the configuration the instance already
@@ -112,6 +115,7 @@ pub fn validate(
             ),
         });
     }
+    custom_resources_allowed(vc, &policy)?;
     // Compiled here so that a patch that cannot compile is refused now, not met at sync time.
     virtualcluster_crds::patches::Patches::compile(&vc.spec.sync).map_err(|e| Invalid {
         reason: INVALID_PATCH,
@@ -123,6 +127,7 @@ pub fn validate(
         service_cidr,
         kubernetes_service_ip,
         policy,
+        custom_resources: Default::default(),
     })
 }
 
@@ -131,6 +136,47 @@ pub const NAMESPACE_NOT_CLAIMABLE: &str = "NamespaceNotClaimable";
 
 /// Reason of a patch that does not parse or compile.
 pub const INVALID_PATCH: &str = "InvalidPatch";
+
+/// Reason of a custom resource the platform does not let instances sync.
+pub const CUSTOM_RESOURCE_NOT_ALLOWED: &str = "CustomResourceNotAllowed";
+
+/// Each custom resource `vc` syncs is one the platform allows in that direction, and a
+/// namespaced one shown from the host comes from the instance's own namespace: another host
+/// namespace's objects are not the author's to read.
+fn custom_resources_allowed(vc: &VirtualCluster, policy: &HostPolicy) -> Result<(), Invalid> {
+    use virtualcluster_crds::kinds::{self, Direction};
+    let own = vc.metadata.namespace.as_deref().unwrap_or_default();
+    for (resource, _, direction) in kinds::custom_resources(&vc.spec.sync) {
+        let (side, flag) = match direction {
+            Direction::ToHost => ("toHost", "--custom-resources-to-host"),
+            Direction::FromHost => ("fromHost", "--custom-resources-from-host"),
+        };
+        if !policy.allows_custom_resource(&resource, direction) {
+            return Err(Invalid {
+                reason: CUSTOM_RESOURCE_NOT_ALLOWED,
+                message: format!(
+                    "spec.sync.{side}.customResources[{resource:?}]: the platform does not let                      virtual clusters sync this kind (it lists those it allows in {flag})"
+                ),
+            });
+        }
+    }
+    for (resource, from) in &vc.spec.sync.from_host.custom_resources {
+        let by_name = from.mappings.iter().flat_map(|m| m.by_name.keys());
+        if let Some(source) = by_name
+            .filter(|host| host.split('/').next() != Some(own))
+            .next()
+            .filter(|_| from.enabled)
+        {
+            return Err(Invalid {
+                reason: CUSTOM_RESOURCE_NOT_ALLOWED,
+                message: format!(
+                    "spec.sync.fromHost.customResources[{resource:?}].mappings.byName:                      {source:?} is in another host namespace than the VirtualCluster's own                      ({own}), whose objects it may not read"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Reason of a syncer image the platform does not allow.
 pub const SYNCER_IMAGE_NOT_ALLOWED: &str = "SyncerImageNotAllowed";

@@ -46,9 +46,9 @@ const PROTECTED: &[&str] = &[
 ];
 
 /// The sections of `spec.sync` that take patches, by their place under `spec.sync`.
-pub fn sections(sync: &Sync) -> Vec<(&'static str, &[Patch])> {
+pub fn sections(sync: &Sync) -> Vec<(String, &[Patch])> {
     let (to, from) = (&sync.to_host, &sync.from_host);
-    vec![
+    let built_in: [(&str, &[Patch]); 12] = [
         ("toHost.pods", &to.pods.patches),
         ("toHost.services", &to.services.patches),
         ("toHost.configMaps", &to.config_maps.patches),
@@ -67,22 +67,44 @@ pub fn sections(sync: &Sync) -> Vec<(&'static str, &[Patch])> {
         ("toHost.priorityClasses", &to.priority_classes.patches),
         ("fromHost.storageClasses", &from.storage_classes.patches),
         ("fromHost.ingressClasses", &from.ingress_classes.patches),
-    ]
+    ];
+    let custom_to = to.custom_resources.iter().map(|(resource, c)| {
+        (
+            format!("toHost.{}", crate::kinds::custom_section(resource)),
+            c.patches.as_slice(),
+        )
+    });
+    let custom_from = from.custom_resources.iter().map(|(resource, c)| {
+        (
+            format!("fromHost.{}", crate::kinds::custom_section(resource)),
+            c.patches.as_slice(),
+        )
+    });
+    built_in
+        .into_iter()
+        .map(|(section, patches)| (section.to_owned(), patches))
+        .chain(custom_to)
+        .chain(custom_from)
+        .collect()
 }
 
-/// The sections whose objects are namespaced and go to the host, where a reference patch
-/// names an object of the same virtual cluster.
-const NAMESPACED_TO_HOST: &[&str] = &[
-    "toHost.pods",
-    "toHost.services",
-    "toHost.configMaps",
-    "toHost.secrets",
-    "toHost.persistentVolumeClaims",
-    "toHost.serviceAccounts",
-    "toHost.ingresses",
-    "toHost.networkPolicies",
-    "toHost.podDisruptionBudgets",
-];
+/// Whether the objects of `section` are namespaced and go to the host, where a reference patch
+/// names an object of the same virtual cluster (every custom resource synced to the host is
+/// namespaced).
+fn namespaced_to_host(section: &str) -> bool {
+    const BUILT_IN: &[&str] = &[
+        "toHost.pods",
+        "toHost.services",
+        "toHost.configMaps",
+        "toHost.secrets",
+        "toHost.persistentVolumeClaims",
+        "toHost.serviceAccounts",
+        "toHost.ingresses",
+        "toHost.networkPolicies",
+        "toHost.podDisruptionBudgets",
+    ];
+    BUILT_IN.contains(&section) || section.starts_with("toHost.customResources[")
+}
 
 /// A patch that cannot be compiled, or did not apply to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +181,7 @@ impl Scope<'_> {
 #[derive(Debug, Default)]
 pub struct Patches {
     engine: Option<Mutex<Engine>>,
-    by_section: BTreeMap<&'static str, Vec<Compiled>>,
+    by_section: BTreeMap<String, Vec<Compiled>>,
     /// Whether any expression names `virtualObject` / `hostObject`: converting whole objects
     /// for expressions that never read them is most of what patches cost.
     reads_virtual_object: bool,
@@ -179,19 +201,19 @@ impl Patches {
             let mut compiled = Vec::new();
             for (index, patch) in patches.iter().enumerate() {
                 let err = |message: String| PatchError {
-                    section: section.into(),
+                    section: section.clone(),
                     index: Some(index),
                     message,
                 };
                 let path = parse(&patch.path).map_err(&err)?;
                 let mut expression = |source: &Option<String>| {
                     source.as_ref().map(|s| {
-                        sources.push((section, index, s.clone()));
+                        sources.push((section.clone(), index, s.clone()));
                         ExpressionId(sources.len() - 1)
                     })
                 };
                 let reference = match &patch.reference {
-                    Some(_) if !NAMESPACED_TO_HOST.contains(&section) => {
+                    Some(_) if !namespaced_to_host(&section) => {
                         return Err(err(
                             "a reference patch applies to the namespaced kinds synced to the \
                              host only"
@@ -228,7 +250,7 @@ impl Patches {
                 let engine = Engine::new(texts).map_err(|(at, e)| {
                     let (section, index, _) = &sources[at];
                     PatchError {
-                        section: (*section).into(),
+                        section: section.clone(),
                         index: Some(*index),
                         message: e.to_string(),
                     }

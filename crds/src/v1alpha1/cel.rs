@@ -223,3 +223,57 @@ pub fn reference_kind() -> CelRule {
         )))
         .reason(Reason::FieldValueInvalid)
 }
+
+/// A custom resource's key: `plural.group`, lower-case DNS labels with at least one dot.
+pub const CUSTOM_RESOURCE_KEY_REGEX: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$";
+
+/// Every key of a `customResources` map is `plural.group`.
+pub fn custom_resource_keys() -> CelRule {
+    CelRule::new(format!(
+        "self.all(k, size(k) <= 253 && k.matches('{CUSTOM_RESOURCE_KEY_REGEX}'))"
+    ))
+    .message(kube::core::Message::Message(
+        "a custom resource is named plural.group, e.g. certificates.cert-manager.io".into(),
+    ))
+    .reason(Reason::FieldValueInvalid)
+}
+
+/// Only namespaced custom resources are synced to the host.
+pub fn to_host_custom_resource_scope() -> CelRule {
+    CelRule::new("!has(self.scope) || self.scope == 'Namespaced'")
+        .message(kube::core::Message::Message(
+            "only Namespaced custom resources are synced to the host".into(),
+        ))
+        .reason(Reason::FieldValueForbidden)
+}
+
+/// A namespaced kind shown from the host names its objects in `mappings.byName`; a
+/// cluster-scoped one shows all and has no mappings.
+pub fn from_host_custom_resource_mappings() -> CelRule {
+    CelRule::new(
+        "(has(self.scope) && self.scope == 'Cluster') ? !has(self.mappings) \
+         : (has(self.mappings) && size(self.mappings.byName) > 0)",
+    )
+    .message(kube::core::Message::Message(
+        "a Namespaced custom resource from the host needs mappings.byName; a Cluster one takes \
+         no mappings"
+            .into(),
+    ))
+    .reason(Reason::FieldValueInvalid)
+}
+
+/// `namespace/name` or `namespace/*` on both sides, `*` on both or neither.
+pub fn custom_resource_mappings() -> CelRule {
+    let side = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?/([*]|[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$";
+    CelRule::new(format!(
+        "self.all(k, k.matches('{side}') && self[k].matches('{side}') \
+         && k.endsWith('/*') == self[k].endsWith('/*'))"
+    ))
+    .message(kube::core::Message::Message(
+        "each mapping is host namespace/name to virtual namespace/name, or namespace/* to \
+         namespace/*"
+            .into(),
+    ))
+    .reason(Reason::FieldValueInvalid)
+}

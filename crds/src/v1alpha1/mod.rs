@@ -2,6 +2,7 @@
 
 pub mod cel;
 mod control_plane;
+mod custom;
 mod policies;
 mod status;
 mod sync;
@@ -12,6 +13,10 @@ use serde::{Deserialize, Serialize};
 pub use control_plane::{
     ControlPlane, ControlPlaneImages, ControlPlaneService, ExportKubeConfig, Persistence,
     ServiceType, Syncer,
+};
+pub use custom::{
+    CustomResourceMappings, CustomResourceScope, FromHostCustomResource, LabelsSelector,
+    MAX_CUSTOM_RESOURCES, ToHostCustomResource,
 };
 pub use policies::{
     IpBlock, LimitRangePolicy, NetworkPolicyPolicy, OutgoingConnections, PRIVATE_RANGES,

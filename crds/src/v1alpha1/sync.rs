@@ -7,6 +7,7 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use super::cel;
+use super::custom::{FromHostCustomResource, MAX_CUSTOM_RESOURCES, ToHostCustomResource};
 
 /// What the syncer copies between the virtual cluster and the host.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -262,6 +263,12 @@ pub struct ToHost {
     /// PriorityClasses. Off by default.
     #[serde(default)]
     pub priority_classes: OptInPatchedSync,
+    /// Custom resources, by `plural.group`; each must be one the platform allows, and its CRD
+    /// on the host.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_CUSTOM_RESOURCES))]
+    #[x_kube(validation = cel::custom_resource_keys())]
+    pub custom_resources: BTreeMap<String, ToHostCustomResource>,
     /// Namespace syncing: each mapped virtual namespace gets a host namespace of its own, and
     /// objects keep their names there. Immutable after creation.
     #[serde(default)]
@@ -285,6 +292,11 @@ pub struct FromHost {
     /// The host's IngressClasses. Off by default.
     #[serde(default)]
     pub ingress_classes: OptInPatchedSync,
+    /// Custom resources of the host, by `plural.group`; each must be one the platform allows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_CUSTOM_RESOURCES))]
+    #[x_kube(validation = cel::custom_resource_keys())]
+    pub custom_resources: BTreeMap<String, FromHostCustomResource>,
 }
 
 /// Namespace syncing. Cannot be changed after the VirtualCluster is created: it cannot be turned

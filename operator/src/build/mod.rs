@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use sha2::{Digest, Sha256};
@@ -81,6 +81,7 @@ pub struct Desired {
     pub secrets: Vec<Secret>,
     pub config_maps: Vec<ConfigMap>,
     pub service_accounts: Vec<ServiceAccount>,
+    pub roles: Vec<Role>,
     pub role_bindings: Vec<RoleBinding>,
     pub cluster_roles: Vec<ClusterRole>,
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
@@ -126,7 +127,14 @@ pub fn desired(
         secrets: vec![kubeconfigs.admin, kubeconfigs.syncer],
         config_maps: vec![admission, config],
         service_accounts: vec![syncer_rbac.service_account],
-        role_bindings: vec![syncer_rbac.role_binding],
+        roles: syncer_rbac
+            .custom_resources
+            .iter()
+            .map(|(role, _)| role.clone())
+            .collect(),
+        role_bindings: std::iter::once(syncer_rbac.role_binding)
+            .chain(syncer_rbac.custom_resources.map(|(_, binding)| binding))
+            .collect(),
         cluster_roles: syncer_rbac.cluster_role.into_iter().collect(),
         cluster_role_bindings: vec![syncer_rbac.cluster_role_binding],
         stateful_sets: vec![stateful_set(instance, &certs_hash)],

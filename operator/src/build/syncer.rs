@@ -9,12 +9,13 @@ use k8s_openapi::api::core::v1::{
     SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use virtualcluster_crds::instance::{
     Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SYNCER_METRICS_PORT_NAME, SyncerConfig,
 };
+use virtualcluster_crds::kinds::Kind;
 use virtualcluster_crds::{keys, kubelet, syncer_access};
 
 use super::control_plane::{field_env, hardened, pod_security, probe};
@@ -36,6 +37,7 @@ pub fn syncer_config(instance: &Instance<'_>) -> SyncerConfig {
         service_cidr: instance.valid.service_cidr.clone(),
         policy: instance.valid.policy.clone(),
         policies: instance.vc.spec.policies.clone(),
+        custom_resources: instance.valid.custom_resources.kinds.clone(),
     }
 }
 
@@ -74,6 +76,8 @@ pub struct SyncerRbac {
     /// it needs: the binding is then to the fixed [`syncer_access::nodes_role`].
     pub cluster_role: Option<ClusterRole>,
     pub cluster_role_binding: ClusterRoleBinding,
+    /// In the instance's namespace, for its namespaced custom resources, with its binding.
+    pub custom_resources: Option<(Role, RoleBinding)>,
 }
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
@@ -114,7 +118,47 @@ pub fn cluster_rules(instance: &Instance<'_>) -> Vec<PolicyRule> {
     if sync.to_host.priority_classes.enabled {
         rules.push(rule(&["scheduling.k8s.io"], &["priorityclasses"], WRITE));
     }
+    let custom = &instance.valid.custom_resources.kinds;
+    if !custom.is_empty() {
+        // The CRDs of its custom resources, which it copies into the virtual cluster, and no
+        // other.
+        let names: Vec<String> = custom.iter().map(Kind::resource).collect();
+        rules.push(PolicyRule {
+            resource_names: Some(names),
+            ..rule(
+                &["apiextensions.k8s.io"],
+                &["customresourcedefinitions"],
+                READ,
+            )
+        });
+    }
+    for kind in custom.iter().filter(|k| !k.namespaced) {
+        rules.push(rule(&[&kind.group], &[&kind.plural], kind.host_verbs()));
+    }
     rules
+}
+
+/// What the syncer needs in its instance's namespace for its namespaced custom resources:
+/// write on those it copies to the host, read on those it shows from there. `None` when it
+/// syncs none.
+pub fn custom_resource_role(instance: &Instance<'_>) -> Option<Role> {
+    let rules: Vec<PolicyRule> = instance
+        .valid
+        .custom_resources
+        .kinds
+        .iter()
+        .filter(|k| k.namespaced)
+        .map(|k| rule(&[&k.group], &[&k.plural], k.host_verbs()))
+        .collect();
+    (!rules.is_empty()).then(|| Role {
+        metadata: instance.meta(custom_resource_role_name(instance.id()), Component::Syncer),
+        rules: Some(rules),
+    })
+}
+
+/// The name of [`custom_resource_role`] and of its binding.
+pub fn custom_resource_role_name(id: &virtualcluster_crds::instance::InstanceRef) -> String {
+    format!("{}-custom-resources", id.syncer())
 }
 
 pub fn rbac(instance: &Instance<'_>) -> SyncerRbac {
@@ -164,6 +208,24 @@ pub fn rbac(instance: &Instance<'_>) -> SyncerRbac {
         },
         cluster_role,
         cluster_role_binding,
+        custom_resources: custom_resource_role(instance).map(|role| {
+            let name = custom_resource_role_name(id);
+            let binding = RoleBinding {
+                metadata: instance.meta(name.clone(), Component::Syncer),
+                role_ref: role_ref("Role", name),
+                subjects: Some(vec![subject_again(id)]),
+            };
+            (role, binding)
+        }),
+    }
+}
+
+fn subject_again(id: &virtualcluster_crds::instance::InstanceRef) -> Subject {
+    Subject {
+        kind: "ServiceAccount".into(),
+        name: id.syncer(),
+        namespace: Some(id.namespace.clone()),
+        ..Default::default()
     }
 }
 
