@@ -115,6 +115,22 @@ pub fn held_rules() -> Vec<PolicyRule> {
         .collect()
 }
 
+/// What the operator must hold to grant syncers the custom resources the platform allows
+/// (`plural.group` each): write on those synced to the host, read on those shown from it.
+/// The chart's `platform.customResources` renders the same rules.
+pub fn operator_custom_resource_rules(to_host: &[String], from_host: &[String]) -> Vec<PolicyRule> {
+    let each = |names: &[String], verbs: &[&str]| -> Vec<PolicyRule> {
+        names
+            .iter()
+            .filter_map(|n| n.split_once('.'))
+            .map(|(plural, group)| rule(&[group], &[plural], verbs))
+            .collect()
+    };
+    let mut rules = each(to_host, WRITE);
+    rules.extend(each(from_host, READ));
+    rules
+}
+
 /// [`held_rules`], and in the instance's own namespace the Lease its replicas elect a leader
 /// with.
 pub fn own_rules() -> Vec<PolicyRule> {

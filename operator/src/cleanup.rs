@@ -210,23 +210,12 @@ fn copied_kinds(custom: &[Kind]) -> Vec<ApiResource> {
     kinds::namespaced_to_host()
         .iter()
         .chain(custom.iter().filter(|k| k.has_namespaced_copies()))
-        .map(api_resource)
+        .map(Kind::api_resource)
         .chain([
             ApiResource::erase::<ResourceQuota>(&()),
             ApiResource::erase::<LimitRange>(&()),
         ])
         .collect()
-}
-
-/// The API resource of a synced kind.
-pub fn api_resource(kind: &Kind) -> ApiResource {
-    ApiResource {
-        group: kind.group.to_string(),
-        version: kind.version.to_string(),
-        api_version: kind.api_version(),
-        kind: kind.kind.to_string(),
-        plural: kind.plural.to_string(),
-    }
 }
 
 /// The kinds whose host-made objects a syncer imports (and marks).

@@ -155,7 +155,8 @@ fn custom_resources_allowed(vc: &VirtualCluster, policy: &HostPolicy) -> Result<
             return Err(Invalid {
                 reason: CUSTOM_RESOURCE_NOT_ALLOWED,
                 message: format!(
-                    "spec.sync.{side}.customResources[{resource:?}]: the platform does not let                      virtual clusters sync this kind (it lists those it allows in {flag})"
+                    "spec.sync.{side}.customResources[{resource:?}]: the platform does not let \
+                     virtual clusters sync this kind (it lists those it allows in {flag})"
                 ),
             });
         }
@@ -170,7 +171,9 @@ fn custom_resources_allowed(vc: &VirtualCluster, policy: &HostPolicy) -> Result<
             return Err(Invalid {
                 reason: CUSTOM_RESOURCE_NOT_ALLOWED,
                 message: format!(
-                    "spec.sync.fromHost.customResources[{resource:?}].mappings.byName:                      {source:?} is in another host namespace than the VirtualCluster's own                      ({own}), whose objects it may not read"
+                    "spec.sync.fromHost.customResources[{resource:?}].mappings.byName: \
+                     {source:?} is in another host namespace than the VirtualCluster's own \
+                     ({own}), whose objects it may not read"
                 ),
             });
         }

@@ -221,6 +221,8 @@ pub struct Ctx {
     pub patches: Arc<virtualcluster_crds::patches::Patches>,
     /// What patch expressions see as `context.vcluster`.
     pub vcluster: serde_json::Value,
+    /// The custom resources it syncs, each with its caches and queue.
+    pub custom: Vec<crate::sync::custom::Custom>,
 }
 
 impl Ctx {

@@ -107,7 +107,35 @@ pub async fn warn<V: Resource<DynamicType = ()>>(
     reason: &str,
     note: String,
 ) {
-    tracing::warn!(reason, object = %virtual_object.name_any(), "{note}");
+    warn_at(ctx, &About::of(virtual_object), reason, note).await;
+}
+
+/// The virtual object an Event is about.
+pub struct About {
+    pub name: String,
+    pub reference: k8s_openapi::api::core::v1::ObjectReference,
+}
+
+impl About {
+    pub fn of<V: Resource>(object: &V) -> Self
+    where
+        V::DynamicType: Default,
+    {
+        Self::with(object, &Default::default())
+    }
+
+    /// Of an object whose kind is known at run time (`dyntype`).
+    pub fn with<V: Resource>(object: &V, dyntype: &V::DynamicType) -> Self {
+        Self {
+            name: object.name_any(),
+            reference: object.object_ref(dyntype),
+        }
+    }
+}
+
+/// [`warn`] about `about`.
+pub async fn warn_at(ctx: &Ctx, about: &About, reason: &str, note: String) {
+    tracing::warn!(reason, object = %about.name, "{note}");
     let event = Event {
         type_: EventType::Warning,
         reason: reason.into(),
@@ -115,11 +143,7 @@ pub async fn warn<V: Resource<DynamicType = ()>>(
         action: "Sync".into(),
         secondary: None,
     };
-    if let Err(err) = ctx
-        .recorder
-        .publish(&event, &virtual_object.object_ref(&()))
-        .await
-    {
+    if let Err(err) = ctx.recorder.publish(&event, &about.reference).await {
         tracing::warn!(%err, "publishing an Event");
     }
 }
@@ -155,7 +179,7 @@ pub async fn patch_apply<K>(
     patch: &serde_json::Value,
 ) -> anyhow::Result<()>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    K: Resource + Clone + DeserializeOwned + Debug,
 {
     match api.patch(name, &apply_params(), &Patch::Apply(patch)).await {
         Ok(_) => Ok(()),
@@ -193,7 +217,7 @@ where
 /// meanwhile is not an error.
 pub async fn write_virtual_status<K, S>(api: &Api<K>, name: &str, status: &S) -> anyhow::Result<()>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    K: Resource + Clone + DeserializeOwned + Debug,
     S: Serialize,
 {
     let patch = serde_json::json!({ "status": status });
@@ -215,7 +239,7 @@ pub async fn delete<K>(
     grace_seconds: Option<u32>,
 ) -> anyhow::Result<bool>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    K: Resource + Clone + DeserializeOwned + Debug,
 {
     let params = DeleteParams {
         preconditions: Some(Preconditions {

@@ -112,6 +112,8 @@ impl Held for Pod {
 impl Held for ConfigMap {}
 impl Held for Secret {}
 impl Held for Endpoints {}
+/// Custom resources: the syncer decides nothing in them beyond the copy's name and marks.
+impl Held for kube::api::DynamicObject {}
 
 impl Held for Service {
     fn hold(_: &Ctx, unpatched: &Self, patched: &mut Self) -> Result<Vec<String>, String> {

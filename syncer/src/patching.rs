@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -34,10 +34,15 @@ pub struct Patched<K> {
 impl<K> Patched<K> {
     /// Tells the owner of `virtual_object` what did not apply and what was put back.
     pub async fn report<V: Resource<DynamicType = ()>>(&self, ctx: &Ctx, virtual_object: &V) {
-        report(ctx, virtual_object, &self.errors).await;
+        self.report_at(ctx, &copy::About::of(virtual_object)).await;
+    }
+
+    /// The same, for the virtual object `about`.
+    pub async fn report_at(&self, ctx: &Ctx, about: &copy::About) {
+        report_at(ctx, about, &self.errors).await;
         if !self.put_back.is_empty() {
             let note = format!("left out of the host copy: {}", self.put_back.join("; "));
-            copy::warn(ctx, virtual_object, PATCH_REFUSED, note).await;
+            copy::warn_at(ctx, about, PATCH_REFUSED, note).await;
         }
     }
 }
@@ -56,7 +61,7 @@ pub fn apply<K, V>(
     desired: K,
 ) -> Patched<K>
 where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Held,
+    K: Resource + Clone + Serialize + DeserializeOwned + Held,
     V: Resource + Serialize,
 {
     if !ctx.patches.has(section) {
@@ -122,7 +127,7 @@ pub fn apply_from_host<K>(
     desired: K,
 ) -> (K, Vec<PatchError>)
 where
-    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+    K: Resource + Serialize + DeserializeOwned,
 {
     if !ctx.patches.has(section) {
         return (desired, Vec::new());
@@ -157,7 +162,7 @@ fn patch<K, V, H>(
     desired: K,
 ) -> (K, Vec<PatchError>)
 where
-    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+    K: Resource + Serialize + DeserializeOwned,
     V: Resource + Serialize,
     H: Serialize,
 {
@@ -194,10 +199,7 @@ where
             errors.push(PatchError {
                 section: section.into(),
                 index: None,
-                message: format!(
-                    "the patched object is not a valid {}: {err}; it is synced unpatched",
-                    K::kind(&())
-                ),
+                message: format!("the patched object is not valid: {err}; it is synced unpatched"),
             });
             (desired, errors)
         }
@@ -268,6 +270,11 @@ pub async fn report<V: Resource<DynamicType = ()>>(
     virtual_object: &V,
     errors: &[PatchError],
 ) {
+    report_at(ctx, &copy::About::of(virtual_object), errors).await;
+}
+
+/// The same, for the virtual object `about`.
+pub async fn report_at(ctx: &Ctx, about: &copy::About, errors: &[PatchError]) {
     if errors.is_empty() {
         return;
     }
@@ -276,14 +283,8 @@ pub async fn report<V: Resource<DynamicType = ()>>(
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ");
-    tracing::warn!(object = %virtual_object.name_any(), "patches not applied: {note}");
-    copy::warn(
-        ctx,
-        virtual_object,
-        PATCH_FAILED,
-        format!("not applied: {note}"),
-    )
-    .await;
+    tracing::warn!(object = %about.name, "patches not applied: {note}");
+    copy::warn_at(ctx, about, PATCH_FAILED, format!("not applied: {note}")).await;
 }
 
 /// `{name, namespace, config}` of the instance, as expressions see it in `context.vcluster`.

@@ -209,6 +209,20 @@ pub async fn run(
         served_hosts,
     };
 
+    // Custom resources: each one's CRD in the virtual cluster first. One that cannot be copied
+    // is left out (and logged); the rest syncs.
+    let mut custom = Vec::new();
+    let mut custom_streams = Vec::new();
+    for kind in &config.custom_resources {
+        if let Err(err) = sync::custom::install_definition(&host, &virt, kind).await {
+            tracing::error!("custom resource {} not synced: {err:#}", kind.resource());
+            continue;
+        }
+        let (c, streams) = sync::custom::caches(&host, &virt, kind, &config, &metrics);
+        custom.push(c);
+        custom_streams.push((sync::custom::follow_definition(&host, &virt, kind), streams));
+    }
+
     let (namespaces, namespace_streams) = if namespace_sync {
         let (v, vs) = reflect(Api::<Namespace>::all(virt.clone()), all());
         let (h, hs) = reflect(Api::<Namespace>::all(host.clone()), all());
@@ -287,6 +301,7 @@ pub async fn run(
         kubelet,
         patches,
         vcluster,
+        custom,
     });
 
     // Feed the queues from the watches.
@@ -474,6 +489,20 @@ pub async fn run(
         }
     }
 
+    for (index, (definition, streams)) in custom_streams.into_iter().enumerate() {
+        feed(&mut feeds, definition, |()| {});
+        let c = Arc::clone(&ctx);
+        feed(&mut feeds, streams.virtual_, move |o| {
+            let custom = &c.custom[index];
+            custom.queue.extend(custom.key_of_virtual(&o));
+        });
+        let c = Arc::clone(&ctx);
+        feed(&mut feeds, streams.host, move |o| {
+            let custom = &c.custom[index];
+            custom.queue.extend(custom.key_of_host(&o));
+        });
+    }
+
     if let Some((vs, hs, ps, cs, ss, svcs, vcss)) = namespace_streams {
         let (queue, c) = (q.namespaces.clone(), Arc::clone(&ctx));
         feed(&mut feeds, vcss, move |vc: VirtualCluster| {
@@ -527,6 +556,10 @@ pub async fn run(
     follow_held(&ctx);
     wait_ready(&stores).await?;
     wait_opt_in_ready(&opt_in).await?;
+    for custom in &ctx.custom {
+        custom.virtual_.wait_until_ready().await?;
+        custom.host.wait_until_ready().await?;
+    }
     if let Some(cache) = &namespaces.host_pods {
         cache.wait_until_ready().await?;
     }
@@ -630,6 +663,14 @@ pub async fn run(
     );
     work!(namespaces, concurrency.other, sync::namespaces::reconcile);
     work!(imports, concurrency.other, sync::imports::reconcile);
+    for index in 0..ctx.custom.len() {
+        let c = Arc::clone(&ctx);
+        workers.spawn(
+            Arc::clone(&ctx.custom[index].queue).run(concurrency.other, move |k| {
+                sync::custom::reconcile(Arc::clone(&c), index, k)
+            }),
+        );
+    }
     tokio::select! {
         _ = workers.join_next() => anyhow::bail!("a worker pool stopped"),
         _ = feeds.join_next() => anyhow::bail!("a watch stopped"),

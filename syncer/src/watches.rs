@@ -12,10 +12,12 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Event;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use std::hash::Hash;
 
 /// A cache and the stream of the objects it takes in, as [`reflect`] makes them.
 pub type Reflected<K> = (Store<K>, BoxStream<'static, K>);
@@ -33,7 +35,23 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, kept_changes(api, config, Arc::new(|_| true)))
         .touched_objects()
-        .filter_map(|r| future::ready(logged::<_, K>(r)))
+        .filter_map(|r| future::ready(logged(&K::kind(&()), r)))
+        .boxed();
+    (reader, stream)
+}
+
+/// [`reflect`] for a kind known at run time (`resource`).
+pub fn reflect_dynamic(
+    api: Api<DynamicObject>,
+    resource: &ApiResource,
+    config: watcher::Config,
+) -> Reflected<DynamicObject> {
+    let writer = reflector::store::Writer::new(resource.clone());
+    let reader = writer.as_reader();
+    let kind = resource.kind.clone();
+    let stream = reflector::reflector(writer, kept_changes(api, config, Arc::new(|_| true)))
+        .touched_objects()
+        .filter_map(move |r| future::ready(logged(&kind, r)))
         .boxed();
     (reader, stream)
 }
@@ -45,7 +63,8 @@ fn kept_changes<K>(
     keep: Keep<K>,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + Hash,
 {
     watcher(api, config)
         .default_backoff()
@@ -62,9 +81,8 @@ where
 
 /// The item of a watch stream, or `None` with the error logged (the watch goes on: it
 /// relists after backing off; a namespace whose rights are not bound yet is retried so).
-fn logged<T, K: Resource<DynamicType = ()>>(item: Result<T, watcher::Error>) -> Option<T> {
-    item.map_err(|err| tracing::warn!(%err, kind = %K::kind(&()), "watch"))
-        .ok()
+fn logged<T>(kind: &str, item: Result<T, watcher::Error>) -> Option<T> {
+    item.map_err(|err| tracing::warn!(%err, kind, "watch")).ok()
 }
 
 /// A namespace's task and what it keeps for the others to read.
@@ -128,13 +146,19 @@ impl<T> Drop for Spread<T> {
 /// A host watch cache over a changing set of namespaces (one watch each), or over the whole
 /// cluster for a cluster-scoped kind. Objects listed by a namespace's watch reach the stream
 /// only once that namespace's list is complete, so whoever they wake finds them cached.
-pub struct HostCache<K: Resource<DynamicType = ()> + Clone + 'static> {
+pub struct HostCache<K: Resource + Clone + 'static>
+where
+    K::DynamicType: Clone + Eq + Hash,
+{
     spread: Arc<Spread<Store<K>>>,
     /// The one watch of a cluster-scoped kind, under this key.
     cluster: bool,
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for HostCache<K> {
+impl<K: Resource + Clone + 'static> Clone for HostCache<K>
+where
+    K::DynamicType: Clone + Eq + Hash,
+{
     fn clone(&self) -> Self {
         Self {
             spread: Arc::clone(&self.spread),
@@ -162,6 +186,7 @@ where
             config,
             Arc::new(keep),
             false,
+            (),
         )
     }
 
@@ -173,28 +198,65 @@ where
             config,
             Arc::new(|_| true),
             true,
+            (),
         );
         cache.spread.follow(&[String::new()]);
         (cache, stream)
     }
+}
 
+impl HostCache<DynamicObject> {
+    /// A cache of the kind `resource` names: namespaced (watching no namespace until
+    /// [`HostCache::follow`] says), or the whole cluster for a cluster-scoped one.
+    pub fn dynamic(
+        client: &Client,
+        resource: &ApiResource,
+        namespaced: bool,
+        config: watcher::Config,
+    ) -> (Self, BoxStream<'static, DynamicObject>) {
+        let (client, ar) = (client.clone(), resource.clone());
+        let (cache, stream) = Self::new(
+            move |ns| match namespaced {
+                true => Api::namespaced_with(client.clone(), ns, &ar),
+                false => Api::all_with(client.clone(), &ar),
+            },
+            config,
+            Arc::new(|_| true),
+            !namespaced,
+            resource.clone(),
+        );
+        if !namespaced {
+            cache.spread.follow(&[String::new()]);
+        }
+        (cache, stream)
+    }
+}
+
+impl<K> HostCache<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + Hash + Send + Sync,
+{
     fn new(
         api: impl Fn(&str) -> Api<K> + Send + Sync + 'static,
         config: watcher::Config,
         keep: Keep<K>,
         cluster: bool,
+        dyntype: K::DynamicType,
     ) -> (Self, BoxStream<'static, K>) {
         let (changes, stream) = mpsc::unbounded();
+        let kind = K::kind(&dyntype).to_string();
         let start = move |ns: &str| {
-            let (reader, writer) = reflector::store();
+            let writer = reflector::store::Writer::new(dyntype.clone());
+            let reader = writer.as_reader();
             let watch =
                 reflector::reflector(writer, kept_changes(api(ns), config.clone(), keep.clone()));
-            let changes = changes.clone();
+            let (changes, kind) = (changes.clone(), kind.clone());
             let task = tokio::spawn(async move {
                 let mut watch = std::pin::pin!(watch);
                 let mut listed = Vec::new();
                 while let Some(event) = watch.next().await {
-                    let Some(event) = logged::<_, K>(event) else {
+                    let Some(event) = logged(&kind, event) else {
                         continue;
                     };
                     let send = |o: K| {
@@ -225,7 +287,10 @@ where
     }
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> HostCache<K> {
+impl<K: Resource + Clone + 'static> HostCache<K>
+where
+    K::DynamicType: Clone + Eq + Hash,
+{
     /// Watches exactly `namespaces` from now on.
     pub fn follow(&self, namespaces: &[String]) {
         if !self.cluster {
@@ -314,7 +379,7 @@ impl HostEvents {
             let task = tokio::spawn(async move {
                 let mut events = std::pin::pin!(events);
                 while let Some(event) = events.next().await {
-                    if let Some(event) = logged::<_, Event>(event) {
+                    if let Some(event) = logged("Event", event) {
                         let _ = changes.unbounded_send((ns.clone(), event));
                     }
                 }
@@ -347,7 +412,10 @@ trait Follow: Send + Sync {
     fn watches(&self) -> usize;
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Follow for HostCache<K> {
+impl<K: Resource + Clone + Send + Sync + 'static> Follow for HostCache<K>
+where
+    K::DynamicType: Clone + Eq + Hash + Send + Sync,
+{
     fn follow(&self, namespaces: &[String]) {
         HostCache::follow(self, namespaces);
     }
@@ -377,10 +445,10 @@ pub struct Followers {
 }
 
 impl Followers {
-    pub fn copies<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static>(
-        &mut self,
-        cache: &HostCache<K>,
-    ) {
+    pub fn copies<K: Resource + Clone + Send + Sync + 'static>(&mut self, cache: &HostCache<K>)
+    where
+        K::DynamicType: Clone + Eq + Hash + Send + Sync,
+    {
         self.everywhere.push(Box::new(cache.clone()));
     }
 

@@ -134,6 +134,39 @@ pub async fn identity(cluster: &TestCluster, namespace: &str) -> Result<PathBuf>
     Ok(path)
 }
 
+/// Grants the operator of `namespace` what the chart's `platform.customResources` would: the
+/// custom resources it may grant syncers.
+pub async fn grant_custom_resources(
+    cluster: &TestCluster,
+    namespace: &str,
+    to_host: &[String],
+    from_host: &[String],
+) -> Result<()> {
+    let client = cluster.client().await;
+    let params = PatchParams::apply("virtualcluster-tests").force();
+    let name = format!("{NAME}-custom-resources-{namespace}");
+    let rules =
+        virtualcluster_crds::syncer_access::operator_custom_resource_rules(to_host, from_host);
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"virtualcluster.dev/test": "true"}},
+        "rules": rules,
+    }))?;
+    Api::<ClusterRole>::all(client.clone())
+        .patch(&name, &params, &Patch::Apply(&role))
+        .await
+        .context("applying the operator's custom resource ClusterRole")?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"virtualcluster.dev/test": "true"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(client)
+        .patch(&name, &params, &Patch::Apply(&binding))
+        .await
+        .context("binding the operator's custom resource ClusterRole")?;
+    Ok(())
+}
+
 /// Writes to `path` a kubeconfig for the cluster of `cluster` that authenticates as the
 /// ServiceAccount `namespace/account`, with a token from a TokenRequest valid for `valid_for`.
 pub async fn token_kubeconfig(

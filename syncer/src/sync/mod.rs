@@ -2,6 +2,7 @@
 //! copy (and what flows back) match the virtual object, whatever happened before.
 
 pub mod config;
+pub mod custom;
 pub mod events;
 pub mod extra;
 pub mod imports;

@@ -3,6 +3,7 @@
 mod admission;
 mod chart;
 mod control_plane;
+mod custom_resources;
 mod isolation;
 mod kubelet;
 mod local_cluster;

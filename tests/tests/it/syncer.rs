@@ -174,10 +174,30 @@ impl Running {
         spec: serde_json::Value,
         operator_args: &[&str],
     ) -> Running {
+        Self::start_granted(cluster, prefix, name, |_| spec, operator_args, &[], &[]).await
+    }
+
+    /// [`Running::start_with`] with the operator granted the custom resources `to_host` and
+    /// `from_host` (`plural.group`), as the chart's `platform.customResources` does; `spec`
+    /// is made for the instance's namespace.
+    pub(crate) async fn start_granted(
+        cluster: &TestCluster,
+        prefix: &str,
+        name: &str,
+        spec: impl FnOnce(&str) -> serde_json::Value,
+        operator_args: &[&str],
+        to_host: &[String],
+        from_host: &[String],
+    ) -> Running {
         let host = cluster.client().await;
         crd::install(&host).await.unwrap();
         let namespace = cluster.namespace(prefix).await;
         let identity = operator::identity(cluster, &namespace).await.unwrap();
+        if !to_host.is_empty() || !from_host.is_empty() {
+            operator::grant_custom_resources(cluster, &namespace, to_host, from_host)
+                .await
+                .unwrap();
+        }
         let operator = Operator::start(
             cluster,
             Start {
@@ -188,6 +208,7 @@ impl Running {
         )
         .await
         .unwrap();
+        let spec = spec(&namespace);
         let (id, virt, kubeconfig) = provision(cluster, &host, &namespace, name, spec).await;
         Running {
             host,
