@@ -162,10 +162,9 @@ fn custom_resources_allowed(vc: &VirtualCluster, policy: &HostPolicy) -> Result<
         }
     }
     for (resource, from) in &vc.spec.sync.from_host.custom_resources {
-        let by_name = from.mappings.iter().flat_map(|m| m.by_name.keys());
+        let mut by_name = from.mappings.iter().flat_map(|m| m.by_name.keys());
         if let Some(source) = by_name
-            .filter(|host| host.split('/').next() != Some(own))
-            .next()
+            .find(|host| host.split('/').next() != Some(own))
             .filter(|_| from.enabled)
         {
             return Err(Invalid {

@@ -23,6 +23,7 @@ use virtualcluster_crds::marks;
 use crate::cached::{CachedPod, HostPod};
 use crate::metrics::Metrics;
 use crate::queue::WorkQueue;
+use crate::synced::Synced;
 use crate::translate::Target;
 use crate::translate::service::cluster_ip;
 use crate::watches::HostCache;
@@ -99,24 +100,17 @@ pub struct Stores {
     pub api_server_service: Store<Service>,
 }
 
-/// The watch caches of a kind synced only when turned on: the virtual side and the host side.
-#[derive(Clone)]
-pub struct Pair<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
-    pub virtual_: Store<K>,
-    pub host: HostCache<K>,
-}
-
-/// The caches of the kinds synced only when turned on; `None` when off (nothing is watched, and
-/// the syncer may lack the permissions to).
-#[derive(Clone, Default)]
+/// The kinds synced only when turned on (see [`crate::synced`]); `None` when off (nothing is
+/// watched, and the syncer may lack the permissions to).
+#[derive(Default)]
 pub struct OptIn {
-    pub ingresses: Option<Pair<Ingress>>,
-    pub service_accounts: Option<Pair<ServiceAccount>>,
-    pub network_policies: Option<Pair<NetworkPolicy>>,
-    pub disruption_budgets: Option<Pair<PodDisruptionBudget>>,
-    pub priority_classes: Option<Pair<PriorityClass>>,
-    pub storage_classes: Option<Pair<StorageClass>>,
-    pub ingress_classes: Option<Pair<IngressClass>>,
+    pub ingresses: Option<Synced<Ingress>>,
+    pub service_accounts: Option<Synced<ServiceAccount>>,
+    pub network_policies: Option<Synced<NetworkPolicy>>,
+    pub disruption_budgets: Option<Synced<PodDisruptionBudget>>,
+    pub priority_classes: Option<Synced<PriorityClass>>,
+    pub storage_classes: Option<Synced<StorageClass>>,
+    pub ingress_classes: Option<Synced<IngressClass>>,
     /// Virtual namespaces, which NetworkPolicies select by label.
     pub namespaces: Option<Store<Namespace>>,
     /// Every host Ingress (with Ingresses synced): the host names others serve.
@@ -159,13 +153,6 @@ pub struct Queues {
     pub nodes: Arc<WorkQueue<String>>,
     /// Host events, by namespace and name.
     pub events: Arc<WorkQueue<Key>>,
-    pub ingresses: Arc<WorkQueue<Key>>,
-    pub service_accounts: Arc<WorkQueue<Key>>,
-    pub network_policies: Arc<WorkQueue<Key>>,
-    pub disruption_budgets: Arc<WorkQueue<Key>>,
-    pub priority_classes: Arc<WorkQueue<String>>,
-    pub storage_classes: Arc<WorkQueue<String>>,
-    pub ingress_classes: Arc<WorkQueue<String>>,
     /// Virtual namespaces, by name.
     pub namespaces: Arc<WorkQueue<String>>,
     /// Virtual objects standing for host ones.
@@ -183,13 +170,6 @@ impl Queues {
             claims: WorkQueue::new("persistentvolumeclaims", metrics),
             nodes: WorkQueue::new("nodes", metrics),
             events: WorkQueue::new("events", metrics),
-            ingresses: WorkQueue::new("ingresses", metrics),
-            service_accounts: WorkQueue::new("serviceaccounts", metrics),
-            network_policies: WorkQueue::new("networkpolicies", metrics),
-            disruption_budgets: WorkQueue::new("poddisruptionbudgets", metrics),
-            priority_classes: WorkQueue::new("priorityclasses", metrics),
-            storage_classes: WorkQueue::new("storageclasses", metrics),
-            ingress_classes: WorkQueue::new("ingressclasses", metrics),
             namespaces: WorkQueue::new("namespaces", metrics),
             imports: WorkQueue::new("imports", metrics),
         }

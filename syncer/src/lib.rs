@@ -13,5 +13,6 @@ pub mod patching;
 pub mod queue;
 pub mod run;
 pub mod sync;
+pub mod synced;
 pub mod translate;
 pub mod watches;

@@ -24,12 +24,13 @@ use virtualcluster_crds::marks;
 use virtualcluster_crds::runtime::http::Health;
 
 use crate::cached::{CachedPod, HostPod};
-use crate::context::{Ctx, Imported, ImportedKind, Key, Namespaces, OptIn, Pair, Queues, Stores};
+use crate::context::{Ctx, Imported, ImportedKind, Key, Namespaces, OptIn, Queues, Stores};
 use crate::metrics::Metrics;
 use crate::sync;
+use crate::synced::Synced;
 use crate::translate::Target;
 use crate::translate::import::Importable;
-use crate::watches::{Followers, HostCache, HostEvents, Reflected, reflect};
+use crate::watches::{Followers, HostCache, HostEvents, reflect};
 
 /// Workers per queue; pods get more, they are most of the work.
 pub struct Concurrency {
@@ -48,30 +49,6 @@ pub struct Options {
     pub health: Arc<Health>,
     /// Where the virtual nodes' kubelet API is reached, if it is served.
     pub kubelet: Option<std::net::SocketAddr>,
-}
-
-/// The streams of a virtual cache and of its host counterpart.
-type PairStreams<K> = (BoxStream<'static, K>, BoxStream<'static, K>);
-/// A host cache and the stream of the objects it takes in.
-type HostReflected<K> = (HostCache<K>, BoxStream<'static, K>);
-
-/// The caches of a kind synced only when turned on (`on`): both made by `make` (virtual, then
-/// host), split into what the context keeps and the streams its workers follow.
-fn optional<K>(
-    on: bool,
-    make: impl FnOnce() -> (Reflected<K>, HostReflected<K>),
-) -> (Option<Pair<K>>, Option<PairStreams<K>>)
-where
-    K: Resource<DynamicType = ()> + Clone,
-{
-    if !on {
-        return (None, None);
-    }
-    let ((virtual_, virtual_stream), (host, host_stream)) = make();
-    (
-        Some(Pair { virtual_, host }),
-        Some((virtual_stream, host_stream)),
-    )
 }
 
 /// The key of virtual object `o`, unless it stands for a host object: then it goes to the
@@ -151,17 +128,27 @@ pub async fn run(
         Api::<Service>::namespaced(host.clone(), &host_ns),
         watcher::Config::default().fields(&format!("metadata.name={}", config.api_server_service)),
     );
-    // Kinds synced only when turned on.
-    let (to_host, from_host) = (&config.sync.to_host, &config.sync.from_host);
-    macro_rules! opt_pair {
-        ($on:expr, $kind:ty) => {
-            optional($on, || {
-                let (v, vs, h, hs) = pair!($kind);
-                ((v, vs), (h, hs))
-            })
-        };
-    }
-    let (ingresses, ingress_streams) = opt_pair!(to_host.ingresses.enabled, Ingress);
+    // Kinds synced only when turned on, each from its entry in the table of synced kinds.
+    let to_host = &config.sync.to_host;
+    let parts = crate::synced::Parts {
+        host: &host,
+        virt: &virt,
+        config: &config,
+        metrics: &metrics,
+    };
+    let (ingresses, ingress_streams) = Synced::<Ingress>::start(&parts, &mut followers).unzip();
+    let (service_accounts, account_streams) =
+        Synced::<ServiceAccount>::start(&parts, &mut followers).unzip();
+    let (network_policies, policy_streams) =
+        Synced::<NetworkPolicy>::start(&parts, &mut followers).unzip();
+    let (disruption_budgets, budget_streams) =
+        Synced::<PodDisruptionBudget>::start(&parts, &mut followers).unzip();
+    let (priority_classes, class_streams) =
+        Synced::<PriorityClass>::start(&parts, &mut followers).unzip();
+    let (storage_classes, storage_streams) =
+        Synced::<StorageClass>::start(&parts, &mut followers).unzip();
+    let (ingress_classes, ingress_class_streams) =
+        Synced::<IngressClass>::start(&parts, &mut followers).unzip();
     // Every host Ingress, for the host names others already serve (read-only).
     let (served_hosts, served_stream) = if to_host.ingresses.enabled {
         let (store, stream) = reflect(Api::<Ingress>::all(host.clone()), all());
@@ -169,34 +156,13 @@ pub async fn run(
     } else {
         (None, None)
     };
-    let (service_accounts, account_streams) =
-        opt_pair!(to_host.service_accounts.enabled, ServiceAccount);
-    let (network_policies, policy_streams) =
-        opt_pair!(to_host.network_policies.enabled, NetworkPolicy);
-    let (disruption_budgets, budget_streams) =
-        opt_pair!(to_host.pod_disruption_budgets.enabled, PodDisruptionBudget);
+    // Virtual namespaces, whose labels NetworkPolicies select by.
     let (namespaces, namespace_stream) = if to_host.network_policies.enabled {
         let (store, stream) = reflect(Api::<Namespace>::all(virt.clone()), all());
         (Some(store), Some(stream))
     } else {
         (None, None)
     };
-    macro_rules! cluster_pair {
-        ($on:expr, $kind:ty, $host_config:expr) => {
-            optional($on, || {
-                (
-                    reflect(Api::<$kind>::all(virt.clone()), all()),
-                    HostCache::cluster(&host, $host_config),
-                )
-            })
-        };
-    }
-    let (priority_classes, class_streams) =
-        cluster_pair!(to_host.priority_classes.enabled, PriorityClass, copies());
-    let (storage_classes, storage_streams) =
-        cluster_pair!(from_host.storage_classes.enabled, StorageClass, all());
-    let (ingress_classes, ingress_class_streams) =
-        cluster_pair!(from_host.ingress_classes.enabled, IngressClass, all());
     let opt_in = OptIn {
         ingresses,
         service_accounts,
@@ -290,7 +256,7 @@ pub async fn run(
         target,
         config,
         stores: stores.clone(),
-        opt_in: opt_in.clone(),
+        opt_in,
         namespaces: namespaces.clone(),
         queues: Queues::new(&metrics),
         recorder,
@@ -413,80 +379,45 @@ pub async fn run(
         });
     }
 
-    if let Some((vs, hs)) = ingress_streams {
-        let (ingresses, secrets) = (q.ingresses.clone(), q.secrets.clone());
-        feed(&mut feeds, vs, move |i: Ingress| {
+    let o = &ctx.opt_in;
+    if let (Some(synced), Some(streams)) = (&o.ingresses, ingress_streams) {
+        // The Secrets an Ingress names (its TLS) are synced as used.
+        let secrets = q.secrets.clone();
+        synced.feed(&mut feeds, streams, move |i: &Ingress| {
             let namespace = i.namespace().unwrap_or_default();
-            for secret in crate::translate::extra::ingress_secrets(&i) {
+            for secret in crate::translate::extra::ingress_secrets(i) {
                 secrets.add(Key::new(&namespace, &secret));
             }
-            ingresses.extend(Key::of(&i));
         });
-        by_copy!(hs, q.ingresses);
     }
     if let Some(stream) = served_stream {
         // Only looked up when a virtual Ingress is synced; the cache must still be fed.
         feed(&mut feeds, stream, |_: Ingress| {});
     }
-    if let Some((vs, hs)) = account_streams {
-        by_key!(vs, q.service_accounts);
-        by_copy!(hs, q.service_accounts);
+    if let (Some(synced), Some(streams)) = (&o.service_accounts, account_streams) {
+        synced.feed(&mut feeds, streams, |_| {});
     }
-    if let Some((vs, hs)) = policy_streams {
-        by_key!(vs, q.network_policies);
-        by_copy!(hs, q.network_policies);
+    if let (Some(synced), Some(streams)) = (&o.network_policies, policy_streams) {
+        synced.feed(&mut feeds, streams, |_| {});
     }
-    if let (Some(stream), Some(pair)) = (namespace_stream, &opt_in.network_policies) {
+    if let (Some(stream), Some(synced)) = (namespace_stream, &o.network_policies) {
         // A namespace's labels decide which policies select it.
-        let (policies, store) = (q.network_policies.clone(), pair.virtual_.clone());
+        let (policies, store) = (synced.queue.clone(), synced.virtual_.clone());
         feed(&mut feeds, stream, move |_: Namespace| {
             policies.extend(store.state().iter().filter_map(|p| Key::of(p.as_ref())));
         });
     }
-    if let Some((vs, hs)) = budget_streams {
-        by_key!(vs, q.disruption_budgets);
-        by_copy!(hs, q.disruption_budgets);
+    if let (Some(synced), Some(streams)) = (&o.disruption_budgets, budget_streams) {
+        synced.feed(&mut feeds, streams, |_| {});
     }
-    if let Some((vs, hs)) = class_streams {
-        let classes = q.priority_classes.clone();
-        feed(&mut feeds, vs, move |c: PriorityClass| {
-            classes.add(c.name_any())
-        });
-        let classes = q.priority_classes.clone();
-        feed(&mut feeds, hs, move |c: PriorityClass| {
-            classes.extend(
-                c.annotations()
-                    .get(virtualcluster_crds::keys::VIRTUAL_NAME)
-                    .cloned(),
-            );
-        });
+    if let (Some(synced), Some(streams)) = (&o.priority_classes, class_streams) {
+        synced.feed(&mut feeds, streams, |_| {});
     }
-    for (streams, queue) in [
-        (
-            storage_streams.map(|(v, h)| {
-                (
-                    v.map(|c| c.name_any()).boxed(),
-                    h.map(|c| c.name_any()).boxed(),
-                )
-            }),
-            &q.storage_classes,
-        ),
-        (
-            ingress_class_streams.map(|(v, h)| {
-                (
-                    v.map(|c| c.name_any()).boxed(),
-                    h.map(|c| c.name_any()).boxed(),
-                )
-            }),
-            &q.ingress_classes,
-        ),
-    ] {
-        if let Some((vs, hs)) = streams {
-            let queue_v = queue.clone();
-            feed(&mut feeds, vs, move |name: String| queue_v.add(name));
-            let queue_h = queue.clone();
-            feed(&mut feeds, hs, move |name: String| queue_h.add(name));
-        }
+    if let (Some(synced), Some(streams)) = (&o.storage_classes, storage_streams) {
+        synced.feed(&mut feeds, streams, |_| {});
+    }
+    if let (Some(synced), Some(streams)) = (&o.ingress_classes, ingress_class_streams) {
+        synced.feed(&mut feeds, streams, |_| {});
     }
 
     for (index, (definition, streams)) in custom_streams.into_iter().enumerate() {
@@ -555,7 +486,7 @@ pub async fn run(
     }
     follow_held(&ctx);
     wait_ready(&stores).await?;
-    wait_opt_in_ready(&opt_in).await?;
+    wait_opt_in_ready(&ctx.opt_in).await?;
     for custom in &ctx.custom {
         custom.virtual_.wait_until_ready().await?;
         custom.host.wait_until_ready().await?;
@@ -630,37 +561,60 @@ pub async fn run(
     work!(claims, concurrency.other, sync::storage::reconcile);
     work!(nodes, concurrency.other, sync::nodes::reconcile);
     work!(events, concurrency.other, sync::events::reconcile);
-    work!(ingresses, concurrency.other, sync::extra::reconcile_ingress);
-    work!(
-        service_accounts,
-        concurrency.other,
-        sync::extra::reconcile_service_account
-    );
-    work!(
-        network_policies,
-        concurrency.other,
-        sync::extra::reconcile_network_policy
-    );
-    work!(
-        disruption_budgets,
-        concurrency.other,
-        sync::extra::reconcile_disruption_budget
-    );
-    work!(
-        priority_classes,
-        concurrency.other,
-        sync::extra::reconcile_priority_class
-    );
-    work!(
-        storage_classes,
-        concurrency.other,
-        sync::extra::reconcile_storage_class
-    );
-    work!(
-        ingress_classes,
-        concurrency.other,
-        sync::extra::reconcile_ingress_class
-    );
+    {
+        use crate::synced::work as opt_in;
+        let (o, n) = (&ctx.opt_in, concurrency.other);
+        let w = &mut workers;
+        opt_in(
+            w,
+            &ctx,
+            o.ingresses.as_ref(),
+            n,
+            sync::extra::reconcile_ingress,
+        );
+        opt_in(
+            w,
+            &ctx,
+            o.service_accounts.as_ref(),
+            n,
+            sync::extra::reconcile_service_account,
+        );
+        opt_in(
+            w,
+            &ctx,
+            o.network_policies.as_ref(),
+            n,
+            sync::extra::reconcile_network_policy,
+        );
+        opt_in(
+            w,
+            &ctx,
+            o.disruption_budgets.as_ref(),
+            n,
+            sync::extra::reconcile_disruption_budget,
+        );
+        opt_in(
+            w,
+            &ctx,
+            o.priority_classes.as_ref(),
+            n,
+            sync::extra::reconcile_priority_class,
+        );
+        opt_in(
+            w,
+            &ctx,
+            o.storage_classes.as_ref(),
+            n,
+            sync::extra::reconcile_storage_class,
+        );
+        opt_in(
+            w,
+            &ctx,
+            o.ingress_classes.as_ref(),
+            n,
+            sync::extra::reconcile_ingress_class,
+        );
+    }
     work!(namespaces, concurrency.other, sync::namespaces::reconcile);
     work!(imports, concurrency.other, sync::imports::reconcile);
     for index in 0..ctx.custom.len() {
@@ -678,22 +632,21 @@ pub async fn run(
 }
 
 async fn wait_opt_in_ready(o: &OptIn) -> anyhow::Result<()> {
-    async fn pair<K: Resource<DynamicType = ()> + Clone>(
-        p: &Option<Pair<K>>,
+    async fn synced<K: Resource<DynamicType = ()> + Clone>(
+        s: &Option<Synced<K>>,
     ) -> Result<(), reflector::store::WriterDropped> {
-        if let Some(p) = p {
-            p.virtual_.wait_until_ready().await?;
-            p.host.wait_until_ready().await?;
+        match s {
+            Some(s) => s.wait_until_ready().await,
+            None => Ok(()),
         }
-        Ok(())
     }
-    pair(&o.ingresses).await?;
-    pair(&o.service_accounts).await?;
-    pair(&o.network_policies).await?;
-    pair(&o.disruption_budgets).await?;
-    pair(&o.priority_classes).await?;
-    pair(&o.storage_classes).await?;
-    pair(&o.ingress_classes).await?;
+    synced(&o.ingresses).await?;
+    synced(&o.service_accounts).await?;
+    synced(&o.network_policies).await?;
+    synced(&o.disruption_budgets).await?;
+    synced(&o.priority_classes).await?;
+    synced(&o.storage_classes).await?;
+    synced(&o.ingress_classes).await?;
     for store in [&o.served_hosts].into_iter().flatten() {
         store.wait_until_ready().await?;
     }

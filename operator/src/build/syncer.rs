@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use virtualcluster_crds::instance::{
     Component, KUBECONFIG_KEY, SYNCER_CONFIG_KEY, SYNCER_METRICS_PORT_NAME, SyncerConfig,
 };
-use virtualcluster_crds::kinds::Kind;
+use virtualcluster_crds::kinds::{self, Kind};
 use virtualcluster_crds::{keys, kubelet, syncer_access};
 
 use super::control_plane::{field_env, hardened, pod_security, probe};
@@ -105,18 +105,9 @@ pub fn cluster_rules(instance: &Instance<'_>) -> Vec<PolicyRule> {
         rules.push(rule(&[""], &["namespaces"], WRITE));
         rules.push(rule(&["virtualcluster.dev"], &["virtualclusters"], READ));
     }
-    if sync.from_host.storage_classes.enabled {
-        rules.push(rule(&["storage.k8s.io"], &["storageclasses"], READ));
-    }
-    if sync.from_host.ingress_classes.enabled {
-        rules.push(rule(&["networking.k8s.io"], &["ingressclasses"], READ));
-    }
     if sync.to_host.ingresses.enabled {
         // Every host Ingress, to refuse host names another namespace already serves.
         rules.push(rule(&["networking.k8s.io"], &["ingresses"], READ));
-    }
-    if sync.to_host.priority_classes.enabled {
-        rules.push(rule(&["scheduling.k8s.io"], &["priorityclasses"], WRITE));
     }
     let custom = &instance.valid.custom_resources.kinds;
     if !custom.is_empty() {
@@ -132,7 +123,12 @@ pub fn cluster_rules(instance: &Instance<'_>) -> Vec<PolicyRule> {
             )
         });
     }
-    for kind in custom.iter().filter(|k| !k.namespaced) {
+    // Cluster-scoped kinds, built-in and custom: written to the host, or read from it.
+    for kind in kinds::enabled(sync)
+        .iter()
+        .chain(custom)
+        .filter(|k| !k.namespaced)
+    {
         rules.push(rule(&[&kind.group], &[&kind.plural], kind.host_verbs()));
     }
     rules

@@ -17,10 +17,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use virtualcluster_crds::compare::holds;
 
-use crate::context::{Ctx, Key, Pair};
+use crate::context::{Ctx, Key};
 use crate::copy;
 use crate::patching;
 use crate::queue::Next;
+use crate::synced::Synced;
 use crate::translate::extra;
 
 /// Label (value `true`) on virtual objects copied from the host; the syncer deletes no other.
@@ -29,8 +30,7 @@ pub const FROM_HOST: &str = "virtualcluster.dev/from-host";
 /// The plain sync of a namespaced opt-in kind.
 async fn namespaced<K>(
     ctx: &Ctx,
-    section: &str,
-    pair: &Pair<K>,
+    pair: &Synced<K>,
     key: &Key,
     translate: impl Fn(&K) -> K,
 ) -> anyhow::Result<Next>
@@ -49,7 +49,7 @@ where
     let copy = ctx.host_copy(&pair.host, key);
     copy::sync(
         ctx,
-        section,
+        &pair.section(),
         &ctx.host_api(&key.namespace),
         object.as_deref(),
         copy.as_deref(),
@@ -77,7 +77,7 @@ pub async fn reconcile_ingress(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> 
             copy::warn(&ctx, ingress.as_ref(), reason, note).await;
         }
     }
-    let next = namespaced(&ctx, "toHost.ingresses", pair, &key, |i| {
+    let next = namespaced(&ctx, pair, &key, |i| {
         let mut host = extra::host_ingress(i, &ctx.target);
         extra::restrict_ingress(&mut host, snippets, &taken);
         host
@@ -103,7 +103,7 @@ pub async fn reconcile_service_account(ctx: Arc<Ctx>, key: Key) -> anyhow::Resul
     let Some(pair) = &ctx.opt_in.service_accounts else {
         return Ok(Next::Done);
     };
-    namespaced(&ctx, "toHost.serviceAccounts", pair, &key, |a| {
+    namespaced(&ctx, pair, &key, |a| {
         extra::host_service_account(a, &ctx.target)
     })
     .await
@@ -124,13 +124,9 @@ pub async fn reconcile_network_policy(ctx: Arc<Ctx>, key: Key) -> anyhow::Result
         names.sort();
         names
     };
-    namespaced(
-        &ctx,
-        "toHost.networkPolicies",
-        pair,
-        &key,
-        |p: &NetworkPolicy| extra::host_network_policy(p, &ctx.target, &matching),
-    )
+    namespaced(&ctx, pair, &key, |p: &NetworkPolicy| {
+        extra::host_network_policy(p, &ctx.target, &matching)
+    })
     .await
 }
 
@@ -138,17 +134,18 @@ pub async fn reconcile_disruption_budget(ctx: Arc<Ctx>, key: Key) -> anyhow::Res
     let Some(pair) = &ctx.opt_in.disruption_budgets else {
         return Ok(Next::Done);
     };
-    namespaced(&ctx, "toHost.podDisruptionBudgets", pair, &key, |p| {
+    namespaced(&ctx, pair, &key, |p| {
         extra::host_disruption_budget(p, &ctx.target)
     })
     .await
 }
 
-pub async fn reconcile_priority_class(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
+pub async fn reconcile_priority_class(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     let Some(pair) = &ctx.opt_in.priority_classes else {
         return Ok(Next::Done);
     };
-    let class = pair.virtual_.get(&ObjectRef::new(&name));
+    let name = key.name;
+    let class = pair.virtual_object(&Key::new("", &name));
     let copy = pair
         .host
         .get(&ObjectRef::new(&extra::priority_class_name(
@@ -158,7 +155,7 @@ pub async fn reconcile_priority_class(ctx: Arc<Ctx>, name: String) -> anyhow::Re
         .filter(|c| c.annotations().get(virtualcluster_crds::keys::VIRTUAL_NAME) == Some(&name));
     copy::sync(
         &ctx,
-        "toHost.priorityClasses",
+        &pair.section(),
         &Api::all(ctx.host.clone()),
         class
             .as_deref()
@@ -190,12 +187,7 @@ where
     copy
 }
 
-async fn reconcile_from_host<K>(
-    ctx: &Ctx,
-    section: &str,
-    pair: &Pair<K>,
-    name: &str,
-) -> anyhow::Result<Next>
+async fn reconcile_from_host<K>(ctx: &Ctx, pair: &Synced<K>, name: &str) -> anyhow::Result<Next>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
         + Clone
@@ -212,7 +204,7 @@ where
         (Some(host), current) => {
             let (desired, errors) = patching::apply_from_host(
                 ctx,
-                section,
+                &pair.section(),
                 host.as_ref(),
                 current.as_deref(),
                 from_host(host.as_ref()),
@@ -235,20 +227,16 @@ where
     Ok(Next::Done)
 }
 
-pub async fn reconcile_storage_class(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
+pub async fn reconcile_storage_class(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     match &ctx.opt_in.storage_classes {
-        Some(pair) => {
-            reconcile_from_host::<StorageClass>(&ctx, "fromHost.storageClasses", pair, &name).await
-        }
+        Some(pair) => reconcile_from_host::<StorageClass>(&ctx, pair, &key.name).await,
         None => Ok(Next::Done),
     }
 }
 
-pub async fn reconcile_ingress_class(ctx: Arc<Ctx>, name: String) -> anyhow::Result<Next> {
+pub async fn reconcile_ingress_class(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
     match &ctx.opt_in.ingress_classes {
-        Some(pair) => {
-            reconcile_from_host::<IngressClass>(&ctx, "fromHost.ingressClasses", pair, &name).await
-        }
+        Some(pair) => reconcile_from_host::<IngressClass>(&ctx, pair, &key.name).await,
         None => Ok(Next::Done),
     }
 }

@@ -9,6 +9,10 @@
 //!       [--concurrency C] [--nodes N] [--pod-workers W] [--syncer-env NAME=VALUE]
 //!       [--syncer-binary PATH] [--patches] [--keep]
 //!
+//! With `--custom-resources N` it syncs N objects of a custom resource instead: the time until
+//! all have host copies beside the time the host API server takes the same creates directly,
+//! and the syncer's RSS before and after.
+//!
 //! With `--mapped-namespaces N` it runs a namespace-syncing instance instead of the pod
 //! phases: N virtual namespaces, each mapped to a host namespace of its own with a ConfigMap
 //! in it, and prints the syncer's RSS and the host watches it holds, with none and with N.
@@ -69,6 +73,11 @@ struct Args {
     /// print the syncer's RSS and host watches with none and with them.
     #[arg(long, default_value_t = 0)]
     mapped_namespaces: usize,
+    /// Instead of the pod phases: sync this many objects of a custom resource (a CRD made on
+    /// the host for the run) from the virtual cluster, beside creating as many directly on
+    /// the host, and print the time to all host copies and the syncer's RSS.
+    #[arg(long, default_value_t = 0)]
+    custom_resources: usize,
     /// Give the instance a pod patch of each type (see [`pod_patches`]), applied to every pod.
     #[arg(long)]
     patches: bool,
@@ -186,12 +195,26 @@ impl Bench<'_> {
         crd::install(&admin).await?;
         let namespace = cluster.namespace("bench").await;
         let identity = operator::identity(cluster, &namespace).await?;
+        let custom = format!("{CUSTOM_PLURAL}.{CUSTOM_GROUP}");
+        let mut operator_args = Vec::new();
+        if self.args.custom_resources > 0 {
+            crd::apply_crds(&admin, &custom_crd()).await?;
+            operator::grant_custom_resources(
+                cluster,
+                &namespace,
+                std::slice::from_ref(&custom),
+                &[],
+            )
+            .await?;
+            operator_args.push(format!("--custom-resources-to-host={custom}"));
+        }
+        let operator_args: Vec<&str> = operator_args.iter().map(String::as_str).collect();
         let _operator = Operator::spawn(
             cluster,
             Start {
                 namespaces: &[&namespace],
                 kubeconfig: &identity,
-                args: &[],
+                args: &operator_args,
             },
             operator_binary,
             self.lifetime,
@@ -204,6 +227,9 @@ impl Bench<'_> {
         }
         if self.args.patches {
             spec["sync"]["toHost"]["pods"]["patches"] = pod_patches();
+        }
+        if self.args.custom_resources > 0 {
+            spec["sync"]["toHost"]["customResources"] = json!({&custom: {"enabled": true}});
         }
         let id = bench::create_instance(&admin, &namespace, INSTANCE, spec).await?;
         eprintln!("bench: running {namespace}/{INSTANCE} locally");
@@ -239,6 +265,9 @@ impl Bench<'_> {
         self.wait_dns(&admin, &virt, &id).await?;
         if self.args.mapped_namespaces > 0 {
             return self.mapped_namespaces(&admin, &virt, &syncer, &id).await;
+        }
+        if self.args.custom_resources > 0 {
+            return self.custom_resources(&admin, &virt, &syncer, &id).await;
         }
         for name in [PACED_NAMESPACE, UNPACED_NAMESPACE] {
             create_namespace(&virt, name).await?;
@@ -717,6 +746,120 @@ impl Bench<'_> {
         Ok(())
     }
 
+    async fn custom_resources(
+        &self,
+        admin: &Client,
+        virt: &Client,
+        syncer: &LocalSyncer,
+        id: &InstanceRef,
+    ) -> Result<()> {
+        let n = self.args.custom_resources;
+        let resource = kube::api::ApiResource {
+            group: CUSTOM_GROUP.into(),
+            version: "v1".into(),
+            api_version: format!("{CUSTOM_GROUP}/v1"),
+            kind: CUSTOM_KIND.into(),
+            plural: CUSTOM_PLURAL.into(),
+        };
+        let object = |name: &str| -> kube::api::DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": format!("{CUSTOM_GROUP}/v1"), "kind": CUSTOM_KIND,
+                "metadata": {"name": name},
+                "spec": {"secretName": name, "commonName": format!("{name}.example.com"),
+                         "dnsNames": [format!("{name}.example.com")]},
+            }))
+            .expect("a valid object")
+        };
+        let names: Vec<String> = (0..n).map(|i| format!("cert-{i:05}")).collect();
+        // The floor: the same creates straight to the host.
+        let direct_namespace = self.cluster.namespace("direct").await;
+        let direct: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(admin.clone(), &direct_namespace, &resource);
+        eprintln!("bench: creating {n} objects directly on the host");
+        let started = Instant::now();
+        futures::stream::iter(names.iter())
+            .map(|name| {
+                let api = direct.clone();
+                let object = object(name);
+                async move { api.create(&PostParams::default(), &object).await }
+            })
+            .buffer_unordered(self.args.concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let direct_took = started.elapsed();
+
+        create_namespace(virt, PACED_NAMESPACE).await?;
+        tokio::time::sleep(STILL).await;
+        let (_, rss_before) = rss_kib(syncer.record.pid)?;
+        let cpu_before = cpu_seconds(syncer.record.pid)?;
+        let virtual_api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(virt.clone(), PACED_NAMESPACE, &resource);
+        let copies: Api<PartialObjectMeta<kube::api::DynamicObject>> =
+            Api::namespaced_with(admin.clone(), &id.namespace, &resource);
+        eprintln!("bench: creating {n} objects in the virtual cluster");
+        let started = Instant::now();
+        futures::stream::iter(names.iter())
+            .map(|name| {
+                let api = virtual_api.clone();
+                let object = object(name);
+                async move { api.create(&PostParams::default(), &object).await }
+            })
+            .buffer_unordered(self.args.concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let created = started.elapsed();
+        let selector = marks::copies_selector(id);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let synced = copies
+                .list_metadata(&ListParams::default().labels(&selector))
+                .await?
+                .items
+                .len();
+            if synced >= n {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{synced} of {n} objects had host copies within 600 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let synced_after = started.elapsed();
+        let cpu = cpu_seconds(syncer.record.pid)? - cpu_before;
+        tokio::time::sleep(STILL).await;
+        let (peak, rss) = rss_kib(syncer.record.pid)?;
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!("custom resources, {n} objects of a namespaced kind (release build)");
+        println!(
+            "  floor: {n} creates straight to the host took {:.1} s ({:.0}/s, concurrency {})",
+            direct_took.as_secs_f64(),
+            n as f64 / direct_took.as_secs_f64(),
+            self.args.concurrency
+        );
+        println!(
+            "  synced: created in the virtual cluster in {:.1} s; every host copy {:.1} s after \
+             the first create ({:.2}x the floor)",
+            created.as_secs_f64(),
+            synced_after.as_secs_f64(),
+            synced_after.as_secs_f64() / direct_took.as_secs_f64()
+        );
+        println!(
+            "  syncer CPU: {:.2} s ({:.2} ms per object)",
+            cpu,
+            cpu * 1000.0 / n as f64
+        );
+        println!(
+            "  syncer RSS: {:.1} MiB with {n} objects, {:.1} MiB before ({:.1} KiB per object; \
+             peak {:.1} MiB)",
+            mib(rss),
+            mib(rss_before),
+            (rss as f64 - rss_before as f64) / n as f64,
+            mib(peak)
+        );
+        Ok(())
+    }
+
     /// Waits until the virtual kube-dns Service has the address of its host copy: pods that
     /// use the cluster's DNS (the default) are synced only then.
     async fn wait_dns(&self, admin: &Client, virt: &Client, id: &InstanceRef) -> Result<()> {
@@ -776,6 +919,29 @@ fn pod_names(n: usize) -> Vec<String> {
 
 /// Creates namespace `name` and waits for its `default` ServiceAccount, whose tokens the
 /// syncer mints for the pods.
+/// The custom resource of `--custom-resources`: shaped like cert-manager's Certificate.
+const CUSTOM_GROUP: &str = "bench.example.dev";
+const CUSTOM_PLURAL: &str = "certificates";
+const CUSTOM_KIND: &str = "Certificate";
+
+fn custom_crd() -> String {
+    serde_json::to_string(&json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{CUSTOM_PLURAL}.{CUSTOM_GROUP}")},
+        "spec": {
+            "group": CUSTOM_GROUP, "scope": "Namespaced",
+            "names": {"plural": CUSTOM_PLURAL, "singular": "certificate", "kind": CUSTOM_KIND,
+                      "listKind": "CertificateList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}],
+        },
+    }))
+    .expect("a CRD serializes")
+}
+
 async fn create_namespace(client: &Client, name: &str) -> Result<()> {
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
     Api::<Namespace>::all(client.clone())

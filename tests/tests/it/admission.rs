@@ -440,6 +440,64 @@ async fn admission_table() {
                 "a reference names a v1 object of kind ConfigMap, Secret",
             ),
         ),
+        // Custom resources
+        (
+            "the cert-manager example's custom resources",
+            "vc",
+            json!({"sync": {
+                "toHost": {"customResources": {
+                    "certificates.cert-manager.io": {"enabled": true,
+                        "selector": {"labels": {"app": "web"}}},
+                    "issuers.cert-manager.io": {"enabled": true},
+                }},
+                "fromHost": {"customResources": {
+                    "clusterissuers.cert-manager.io": {"enabled": true, "scope": "Cluster"},
+                    "issuers.cert-manager.io": {"enabled": true,
+                        "mappings": {"byName": {"team-a/*": "default/*", "team-a/ca": "shop/ca"}}},
+                }},
+            }}),
+            Accepted,
+        ),
+        (
+            "custom resource not named plural.group",
+            "vc",
+            json!({"sync": {"toHost": {"customResources": {"Certificates": {"enabled": true}}}}}),
+            Refused(
+                "spec.sync.toHost.customResources",
+                "a custom resource is named plural.group",
+            ),
+        ),
+        (
+            "cluster-scoped custom resource to the host",
+            "vc",
+            json!({"sync": {"toHost": {"customResources": {
+                "clusterissuers.cert-manager.io": {"enabled": true, "scope": "Cluster"}}}}}),
+            Refused(
+                "spec.sync.toHost.customResources[clusterissuers.cert-manager.io]",
+                "only Namespaced custom resources are synced to the host",
+            ),
+        ),
+        (
+            "namespaced custom resource from the host without mappings",
+            "vc",
+            json!({"sync": {"fromHost": {"customResources": {
+                "issuers.cert-manager.io": {"enabled": true}}}}}),
+            Refused(
+                "spec.sync.fromHost.customResources[issuers.cert-manager.io]",
+                "a Namespaced custom resource from the host needs mappings.byName",
+            ),
+        ),
+        (
+            "custom resource mapping of a name to every name",
+            "vc",
+            json!({"sync": {"fromHost": {"customResources": {
+                "issuers.cert-manager.io": {"enabled": true,
+                    "mappings": {"byName": {"team-a/ca": "default/*"}}}}}}}),
+            Refused(
+                "spec.sync.fromHost.customResources[issuers.cert-manager.io].mappings.byName",
+                "each mapping is host namespace/name to virtual namespace/name",
+            ),
+        ),
         // Refused: the rest of the spec
         (
             "name starts with a digit",

@@ -963,3 +963,57 @@ async fn helm_install_runs_the_operator_as_its_identity_and_gitops_sees_its_stat
     })
     .await;
 }
+
+#[test]
+fn the_platforms_custom_resources_reach_the_operators_flags_and_rules() {
+    let helm = local_helm();
+    let to_host = ["certificates.cert-manager.io".to_owned()];
+    let from_host = [
+        "clusterissuers.cert-manager.io".to_owned(),
+        "issuers.cert-manager.io".to_owned(),
+    ];
+    let set = format!(
+        "platform.customResources.toHost={{{}}},platform.customResources.fromHost={{{}}}",
+        to_host.join(","),
+        from_host.join(",")
+    );
+    let rendered = helm
+        .template(CHART, SYSTEM_NAMESPACE, &["--set", &set])
+        .unwrap();
+    let objects = documents(&rendered).unwrap();
+    let role = objects
+        .iter()
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "virtualcluster-operator")
+        .expect("the operator's ClusterRole");
+    let rules = role["rules"].as_array().unwrap();
+    let expected =
+        virtualcluster_crds::syncer_access::operator_custom_resource_rules(&to_host, &from_host);
+    let expected: Vec<Value> = expected
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    assert_eq!(
+        &rules[rules.len() - expected.len()..],
+        expected.as_slice(),
+        "the chart renders the rules of operator_custom_resource_rules"
+    );
+    let deployment = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("the operator's Deployment");
+    let args = args(deployment);
+    assert!(args.contains(&format!("--custom-resources-to-host={}", to_host.join(","))));
+    assert!(args.contains(&format!(
+        "--custom-resources-from-host={}",
+        from_host.join(",")
+    )));
+    // A name that is not plural.group is refused by the values schema.
+    let refused = helm.run(&[
+        "template",
+        "r",
+        chart_dir().to_str().unwrap(),
+        "--set",
+        "platform.customResources.toHost={certificates}",
+    ]);
+    assert!(!refused.status.success(), "a bare plural is refused");
+}
