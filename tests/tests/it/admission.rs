@@ -671,10 +671,8 @@ async fn unsupported_sync_keys_are_refused_not_dropped() {
             "spec.sync.toHost.pods.patches[*].reference: labels not supported",
         ),
         (
-            json!({"sync": {"toHost": {"customResources": {
-                "certificates.cert-manager.io": {"enabled": true},
-            }}}}),
-            "spec.sync.toHost: customResources not supported",
+            json!({"sync": {"toHost": {"volumeSnapshots": {"enabled": true}}}}),
+            "spec.sync.toHost: volumeSnapshots not supported",
         ),
         (
             json!({"sync": {"fromHost": {"csiDrivers": {"enabled": true}}}}),
