@@ -36,18 +36,31 @@ pub struct Node {
 
 /// The step of a [`Node`] path into every element of an array.
 pub const ITEMS: &str = "[*]";
+/// The step of a [`Node`] path into every value of a map whose values are objects with fixed
+/// properties (`customResources`).
+pub const VALUES: &str = "{*}";
 
-/// The schema under `schema` that holds properties: itself, or an array's items.
-fn children(schema: &Value) -> Option<(&serde_json::Map<String, Value>, bool)> {
+/// The schema under `schema` that holds properties: itself, an array's items, or a map's
+/// values; with the step into them.
+fn children(schema: &Value) -> Option<(&serde_json::Map<String, Value>, Option<&'static str>)> {
     if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
-        return Some((properties, false));
+        return Some((properties, None));
     }
-    let items = schema.get("items")?.get("properties")?.as_object()?;
-    Some((items, true))
+    for (key, step) in [("items", ITEMS), ("additionalProperties", VALUES)] {
+        if let Some(properties) = schema
+            .get(key)
+            .and_then(|s| s.get("properties"))
+            .and_then(Value::as_object)
+        {
+            return Some((properties, Some(step)));
+        }
+    }
+    None
 }
 
 /// Every object of `spec.sync` in `schema` (the CRD version's `openAPIV3Schema`) with fixed
-/// properties, parents first. Maps (`additionalProperties`) take any key and are not listed.
+/// properties, parents first. Maps of strings (`byName`) take any key and are not listed; the
+/// values of a map of objects are, each judged.
 pub fn nodes(schema: &Value) -> Vec<Node> {
     let mut root = schema;
     for field in ROOT {
@@ -69,8 +82,8 @@ fn walk(schema: &Value, mut path: Vec<String>, out: &mut Vec<Node>) {
     if path == PRUNED {
         return;
     }
-    if items {
-        path.push(ITEMS.into());
+    if let Some(step) = items {
+        path.push(step.into());
     }
     out.push(Node {
         path: path.clone(),
@@ -97,12 +110,24 @@ fn mark(schema: &mut Value, path: &mut Vec<String>) {
     if *path == PRUNED {
         return;
     }
-    let object = match schema.get("properties") {
-        Some(_) => schema,
-        None => match schema.get_mut("items") {
-            Some(items) if items.get("properties").is_some() => items,
-            _ => return,
-        },
+    let inner = if schema.get("properties").is_some() {
+        None
+    } else if schema
+        .get("items")
+        .is_some_and(|i| i.get("properties").is_some())
+    {
+        Some("items")
+    } else if schema
+        .get("additionalProperties")
+        .is_some_and(|v| v.get("properties").is_some())
+    {
+        Some("additionalProperties")
+    } else {
+        return;
+    };
+    let object = match inner {
+        None => schema,
+        Some(key) => &mut schema[key],
     };
     let Some(properties) = object.get_mut("properties").and_then(Value::as_object_mut) else {
         return;
@@ -141,7 +166,11 @@ fn validation(node: &Node) -> Value {
         "messageExpression": format!(
             "'{path}: ' + {keys} + ' not supported by this version of virtualcluster-operator \
              (supported here: {supported})'",
-            path = node.path.join(".").replace(".[*]", "[*]"),
+            path = node
+                .path
+                .join(".")
+                .replace(".[*]", "[*]")
+                .replace(".{*}", "[*]"),
             keys = each("object", &node.path, 0, &unknown, &|parts| {
                 format!("(has({}) ? {} : '')", parts.0, parts.1)
             }, &|list, var, inner| {
@@ -167,6 +196,13 @@ fn each(
         Some((step, rest)) if step == ITEMS => {
             let var = format!("e{depth}");
             let inner = each(&var, rest, depth + 1, leaf, field, items);
+            items(base, &var, &inner)
+        }
+        // A map's macros bind its keys: each value is the map at that key.
+        Some((step, rest)) if step == VALUES => {
+            let var = format!("k{depth}");
+            let value = format!("{base}[{var}]");
+            let inner = each(&value, rest, depth + 1, leaf, field, items);
             items(base, &var, &inner)
         }
         Some((step, rest)) => {
@@ -320,6 +356,20 @@ mod tests {
                 .iter()
                 .any(|n| n.path.join(".") == "spec.sync.toHost.pods.patches.[*]"
                     && n.keys == ["expression", "path", "reference", "reverseExpression"])
+        );
+        // The values of a map of objects are judged too.
+        assert!(nodes.iter().any(
+            |n| n.path.join(".") == "spec.sync.toHost.customResources.{*}"
+                && n.keys == ["enabled", "patches", "scope", "selector"]
+        ));
+        let rule = validation(&Node {
+            path: ["spec", "sync", "c", VALUES].map(String::from).to_vec(),
+            keys: vec!["enabled".into()],
+        });
+        assert_eq!(
+            rule["expression"],
+            "(!has(object.spec) || (!has(object.spec.sync) || (!has(object.spec.sync.c) \
+             || object.spec.sync.c.all(k0, object.spec.sync.c[k0].all(k, k in ['enabled'])))))"
         );
         assert!(
             nodes

@@ -675,6 +675,12 @@ async fn unsupported_sync_keys_are_refused_not_dropped() {
             "spec.sync.toHost: volumeSnapshots not supported",
         ),
         (
+            json!({"sync": {"toHost": {"customResources": {
+                "certificates.cert-manager.io": {"enabled": true, "namespaced": true},
+            }}}}),
+            "spec.sync.toHost.customResources[*]: namespaced not supported",
+        ),
+        (
             json!({"sync": {"fromHost": {"csiDrivers": {"enabled": true}}}}),
             "spec.sync.fromHost: csiDrivers not supported",
         ),
