@@ -243,6 +243,13 @@ fn walk(path: &str, schema: &Value, root_rules: &[(String, String)], rows: &mut 
     {
         walk(&format!("{path}[*]"), items, root_rules, rows);
     }
+    // A map of objects: the same, for its values.
+    if let Some(values) = schema
+        .get("additionalProperties")
+        .filter(|v| v.get("properties").is_some())
+    {
+        walk(&format!("{path}[*]"), values, root_rules, rows);
+    }
 }
 
 /// The name of a Kubernetes type the field holds, recognised by its shape.
