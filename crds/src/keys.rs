@@ -26,6 +26,9 @@ pub const CERTIFICATES: &str = "virtualcluster.dev/certificates";
 /// Annotation on the syncer's ConfigMap: the namespace-sync block (JSON) the instance was
 /// provisioned with, which may not change afterwards.
 pub const NAMESPACE_SYNC: &str = "virtualcluster.dev/namespace-sync";
+/// On the syncer's ConfigMap: the kinds whose host copies the instance may have (see the
+/// operator's `turned_off`).
+pub const SYNCED_KINDS: &str = "virtualcluster.dev/synced-kinds";
 
 /// Annotation on a host copy: name of the virtual object it was made from.
 pub const VIRTUAL_NAME: &str = "virtualcluster.dev/object-name";

@@ -99,7 +99,9 @@ pub fn held_rules() -> Vec<PolicyRule> {
     });
     copies
         .chain([
-            rule(&[""], &["pods/status", "services/status"], READ),
+            rule(&[""], &["services/status"], READ),
+            // The virtual pods' readiness gate conditions are written to their copies' status.
+            rule(&[""], &["pods/status"], &["get", "list", "watch", "patch"]),
             // The kubelet API of the virtual nodes answers on the host copies of pods (see the
             // syncer's `kubelet` module); streams are opened with `create` (and `get`, which
             // older API servers authorize upgraded GETs with).

@@ -255,13 +255,13 @@ fn reflect_certs(api: Api<Secret>, selector: &str) -> Reflected<Secret> {
 
 /// Drops from cached metadata what the operator never reads from the cache: labels (owner
 /// references tie namespaced children to their instance) and the annotations but the
-/// namespace-sync record of the syncer ConfigMap. Whether a child is as wanted is known from
+/// records of the syncer ConfigMap (namespace sync, the kinds it may have copies of). Whether a child is as wanted is known from
 /// its version (see [`crate::apply::Verified`]), not from the cached copy.
 fn slim(meta: &mut kube::api::ObjectMeta) {
     meta.managed_fields = None;
     meta.labels = None;
     if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|k, _| k == keys::NAMESPACE_SYNC);
+        annotations.retain(|k, _| k == keys::NAMESPACE_SYNC || k == keys::SYNCED_KINDS);
         if annotations.is_empty() {
             meta.annotations = None;
         }

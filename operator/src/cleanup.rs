@@ -361,7 +361,7 @@ where
 
 /// The objects `api` lists that carry the instance's marks (name, namespace and UID) and are
 /// not being deleted already.
-async fn marked<K>(api: Api<K>, id: &InstanceRef, kind: &str) -> Result<Vec<K>, Error>
+pub(crate) async fn marked<K>(api: Api<K>, id: &InstanceRef, kind: &str) -> Result<Vec<K>, Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {

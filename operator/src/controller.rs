@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::InstanceRef;
-use virtualcluster_crds::keys::CLEANUP_FINALIZER;
+use virtualcluster_crds::keys::{self, CLEANUP_FINALIZER};
 use virtualcluster_crds::kinds;
 use virtualcluster_crds::v1alpha1::VirtualClusterStatus;
 
@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::pki;
 use crate::settings::Settings;
 use crate::status::{self, Observed, condition};
+use crate::turned_off;
 use crate::validate::{self, Invalid};
 
 /// What every reconcile shares.
@@ -276,15 +277,21 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     let caches = &ctx.caches;
     let client = &ctx.client;
     let names = InstanceRef::of(vc);
-    // The namespace-sync block the instance runs with, as its syncer ConfigMap records it.
-    let running = caches::get(
+    // The syncer ConfigMap records the namespace-sync block the instance runs with and the
+    // kinds it may have host copies of. Its owner tells whether it is this instance's (a
+    // recreated one of the same name is not).
+    let recorded = caches::get(
         &caches.config_maps,
         Some(&namespace),
         &names.syncer_config(),
     )
-    // Its owner tells whether it is this instance's (a recreated one of the same name is not).
-    .filter(|cm| cm.owner_references().iter().any(|o| o.uid == names.uid))
-    .and_then(|cm| build::recorded_namespace_sync(cm.annotations()));
+    .filter(|cm| cm.owner_references().iter().any(|o| o.uid == names.uid));
+    let running = recorded
+        .as_ref()
+        .and_then(|cm| build::recorded_namespace_sync(cm.annotations()));
+    let recorded_kinds = recorded
+        .as_ref()
+        .and_then(|cm| turned_off::recorded(cm.annotations()));
     let mut valid = match validate::validate(vc, running.as_ref(), &ctx.settings) {
         Ok(valid) => valid,
         Err(invalid) => {
@@ -337,7 +344,40 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     }
 
     let certs = ensure_certs(&instance, ctx, service_ip.as_deref(), syncer_ip.as_deref()).await?;
-    let desired = build::desired(&instance, &certs, syncer_ip.as_deref())?;
+    let mut desired = build::desired(&instance, &certs, syncer_ip.as_deref())?;
+    // Kinds turned off stay recorded until their copies are gone (see `turned_off`).
+    let copied = turned_off::copied(&vc.spec.sync, &valid.custom_resources.kinds);
+    let mut off = turned_off::turned_off(recorded_kinds, &copied);
+    if !off.is_empty() {
+        // The cache may not hold the operator's own latest record yet (it drops what is
+        // removed): the API server's word decides.
+        let fresh =
+            Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &namespace)
+                .get_opt(&names.syncer_config())
+                .await
+                .map_err(Error::kube("reading the syncer's ConfigMap"))?
+                .filter(|cm| cm.owner_references().iter().any(|o| o.uid == names.uid))
+                .and_then(|cm| turned_off::recorded(cm.annotations()));
+        off = turned_off::turned_off(fresh, &copied);
+    }
+    let syncer_config = desired
+        .config_maps
+        .iter_mut()
+        .find(|cm| cm.metadata.name.as_deref() == Some(names.syncer_config().as_str()));
+    let mut recorded_after = None;
+    if let Some(cm) = syncer_config {
+        let annotations = cm.metadata.annotations.get_or_insert_default();
+        let mut kept = copied.clone();
+        kept.extend(off.iter().cloned());
+        annotations.insert(keys::SYNCED_KINDS.into(), turned_off::record(&kept));
+        let mut after = cm.clone();
+        after
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(keys::SYNCED_KINDS.into(), turned_off::record(&copied));
+        recorded_after = Some(after);
+    }
     // The host namespaces the instance holds: its syncer's rights follow them, and those it
     // created are held to spec.policies first.
     let held_namespaces = if vc.spec.sync.to_host.namespaces.enabled {
@@ -369,6 +409,21 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         .is_some_and(|s| s.replicas > 0);
     isolation::ensure(ctx, &instance, &created, control_plane_up).await?;
     access::ensure(ctx, &names, &held_namespaces).await?;
+    let rolled_out = turned_off::syncer_rolled_out(deployment.as_ref(), vc.spec.syncer.replicas);
+    if !off.is_empty() && !rolled_out {
+        tracing::debug!("kinds turned off: their copies go once the syncer has rolled out");
+    }
+    if !off.is_empty() && rolled_out {
+        turned_off::remove(ctx, vc, &names, &off).await?;
+        // Gone: the record keeps only what is synced now.
+        apply_each(
+            ctx,
+            Api::namespaced(client.clone(), &namespace),
+            recorded_after.into_iter().collect(),
+            &caches.config_maps,
+        )
+        .await?;
+    }
     let held = vc.spec.sync.to_host.namespaces.enabled.then(|| {
         validate::held_by_others(
             &valid,

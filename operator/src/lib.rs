@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod pki;
 pub mod settings;
 pub mod status;
+pub mod turned_off;
 pub mod validate;

@@ -3,9 +3,11 @@
 //! 18 KiB for a one-container pod whose JSON is 2 KiB), and at tens of thousands of pods the
 //! caches are most of the syncer's memory. So a cached virtual pod keeps its metadata decoded,
 //! the few things looked up across all pods precomputed, and its spec and status as JSON text,
-//! decoded when a reconcile needs them; a cached host copy is read without its spec at all.
+//! decoded when a reconcile needs them; a cached host copy is read without most of its spec.
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
@@ -96,7 +98,8 @@ impl CachedPod {
 }
 
 /// A host copy: what the syncer reads back from one is its node, the names of its ephemeral
-/// containers, metadata and status; the rest of its spec is not even decoded.
+/// containers, what of its spec can change, metadata and status; the rest of its spec is not
+/// even decoded.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(from = "HostPodFields")]
 pub struct HostPod {
@@ -105,6 +108,8 @@ pub struct HostPod {
     pub node_name: Option<String>,
     /// Names of its ephemeral containers (they can be added, never changed).
     pub ephemeral_containers: Vec<String>,
+    /// What of its spec can still change.
+    pub changeable: translate::Changeable,
     status: Option<Box<str>>,
 }
 
@@ -121,6 +126,13 @@ struct SpecFields {
     node_name: Option<String>,
     #[serde(default)]
     ephemeral_containers: Vec<NameOnly>,
+    #[serde(default, deserialize_with = "translate::images")]
+    containers: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "translate::images")]
+    init_containers: BTreeMap<String, String>,
+    active_deadline_seconds: Option<i64>,
+    #[serde(default, deserialize_with = "translate::null_as_empty")]
+    tolerations: Vec<Toleration>,
 }
 
 #[derive(Deserialize)]
@@ -130,14 +142,29 @@ struct NameOnly {
 
 impl From<HostPodFields> for HostPod {
     fn from(pod: HostPodFields) -> Self {
-        let (node_name, ephemeral) = pod
-            .spec
-            .map(|s| (s.node_name, s.ephemeral_containers))
-            .unwrap_or_default();
+        let Some(spec) = pod.spec else {
+            return Self {
+                metadata: pod.metadata,
+                node_name: None,
+                ephemeral_containers: Vec::new(),
+                changeable: Default::default(),
+                status: text(pod.status.as_ref()),
+            };
+        };
         Self {
             metadata: pod.metadata,
-            node_name,
-            ephemeral_containers: ephemeral.into_iter().map(|c| c.name).collect(),
+            node_name: spec.node_name,
+            ephemeral_containers: spec
+                .ephemeral_containers
+                .into_iter()
+                .map(|c| c.name)
+                .collect(),
+            changeable: translate::Changeable {
+                containers: spec.containers,
+                init_containers: spec.init_containers,
+                active_deadline_seconds: spec.active_deadline_seconds,
+                tolerations: spec.tolerations,
+            },
             status: text(pod.status.as_ref()),
         }
     }
@@ -223,6 +250,7 @@ mod tests {
         assert_eq!(host.node_name.as_deref(), Some("node-1"));
         assert_eq!(host.status(), pod().status);
         assert_eq!(host.metadata, pod().metadata);
+        assert_eq!(host.changeable.containers["c"], "nginx");
         let unscheduled: HostPod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web"}, "spec": {"containers": []}
         }))

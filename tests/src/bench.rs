@@ -159,10 +159,15 @@ impl RequestCounts {
     /// Write requests of each kind `filter` selects, as `VERB resource[/subresource] N, ...`
     /// (`none` without any).
     pub fn describe_writes(&self, filter: impl Fn(&RequestKind) -> bool) -> String {
+        self.describe(|kind| kind.is_write() && filter(kind))
+    }
+
+    /// The requests `filter` takes, by kind.
+    pub fn describe(&self, filter: impl Fn(&RequestKind) -> bool) -> String {
         let parts: Vec<String> = self
             .0
             .iter()
-            .filter(|(kind, _)| kind.is_write() && filter(kind))
+            .filter(|(kind, _)| filter(kind))
             .map(|(kind, n)| format!("{kind} {n}"))
             .collect();
         if parts.is_empty() {

@@ -28,6 +28,9 @@ use crate::sync::references::{self, Resolved};
 use crate::translate::extra;
 use crate::translate::pod::{self as translate, BOUND_BY_SYNCER, PodEnv};
 
+mod readiness_gates;
+mod spec_update;
+
 /// How long a pod waits for an address the syncer learns from a watch (the API server
 /// Service, the DNS Service's copy) before it is looked at again.
 const WAIT_FOR_ADDRESS: Duration = Duration::from_secs(1);
@@ -604,11 +607,12 @@ async fn mint_tokens(ctx: &Ctx, key: &Key, pod: &Pod) -> anyhow::Result<Vec<Stri
     Ok(tokens)
 }
 
-/// The virtual pod and its running host copy: labels and annotations follow the virtual pod;
-/// the virtual pod is bound where the host scheduled the copy and shows its status.
+/// The virtual pod and its running host copy: labels, annotations and what of the spec can
+/// change follow the virtual pod; the virtual pod is bound where the host scheduled the copy
+/// and shows its status.
 async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Result<Next> {
-    // The spec of a pod cannot change; its labels and annotations can. The tokens stay those
-    // the copy was made with.
+    // Little of a pod's spec can change (see `spec_update`); its labels and annotations can.
+    // The tokens stay those the copy was made with.
     let tokens: Vec<String> = (0..translate::token_requests(pod).len())
         .map(|i| {
             copy.annotations()
@@ -640,7 +644,7 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
         spec: None,
         status: copy.status(),
     };
-    // A pod's spec cannot change after it is made: only patches of its metadata matter here.
+    // Only patches of its metadata matter here; those of the spec, to `spec_update`.
     if ctx.patches.touches(PATCHES, "metadata", false) {
         let live = live();
         let (metadata, errors) = patching::apply_to_metadata(ctx, PATCHES, pod, &live, &desired);
@@ -665,6 +669,7 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
         )
         .await?;
     }
+    spec_update::run(ctx, key, pod, copy, &desired).await?;
     let virt = ctx.virtual_api::<Pod>(&key.namespace);
     let bound_to = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     match (bound_to, copy.node_name.clone()) {
@@ -684,6 +689,7 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
                 Some(reversed) => reversed.status,
                 None => copy.status(),
             };
+            let host_status = translate::with_virtual_gates(host_status, pod);
             if let Some(status) =
                 translate::virtual_status(host_status, pod.status.as_ref(), &renamed)
             {
@@ -691,6 +697,7 @@ async fn update(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Resu
             }
         }
     }
+    readiness_gates::run(ctx, key, pod, copy).await?;
     // Last: the pod's binding and status do not wait on its debug containers.
     add_ephemeral_containers(ctx, key, pod, copy, &env).await
 }

@@ -504,7 +504,8 @@ pub fn host_pod(pod: &Pod, env: &PodEnv<'_>) -> Pod {
     }
     // A subdomain names a virtual headless Service, which has another name on the host.
     spec.subdomain = None;
-    spec.readiness_gates = None;
+    // Gates the virtual cluster's controllers set stay (see `gates`).
+    spec.readiness_gates = gates::kept(spec.readiness_gates.take());
 
     // Every object the pod names by its host name (see `visit_references`).
     visit_references(&mut spec, &mut |_, name, _, _| *name = rename(name));
@@ -883,6 +884,11 @@ pub fn metadata_differs(desired: &Pod, live: &impl kube::Resource) -> bool {
     differs(&desired.metadata.labels, &live.meta().labels)
         || differs(&desired.metadata.annotations, &live.meta().annotations)
 }
+
+mod changeable;
+mod gates;
+pub use changeable::{Changeable, images, null_as_empty};
+pub use gates::{gates_update, has_gates, with_virtual_gates};
 
 #[cfg(test)]
 mod tests;

@@ -531,6 +531,14 @@ impl Bench<'_> {
                 .describe_writes(|k| k.resource == "pods" || k.resource == "serviceaccounts")
         );
         println!(
+            "    every request, host: {}",
+            host_create.describe(|_| true)
+        );
+        println!(
+            "    every request, virtual: {}",
+            virt_create.describe(|_| true)
+        );
+        println!(
             "    syncer CPU {cpu_paced:.1} s ({:.2} ms per pod), peak RSS {:.1} MiB",
             cpu_paced * 1000.0 / n as f64,
             mib(rss_paced)

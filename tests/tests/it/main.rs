@@ -10,5 +10,7 @@ mod local_cluster;
 mod namespace_cleanup;
 mod operator;
 mod patches;
+mod pod_updates;
 mod syncer;
 mod syncer_rights;
+mod turned_off;
