@@ -29,6 +29,9 @@ pub const NAMESPACE_SYNC: &str = "virtualcluster.dev/namespace-sync";
 /// On the syncer's ConfigMap: the kinds whose host copies the instance may have (see the
 /// operator's `turned_off`).
 pub const SYNCED_KINDS: &str = "virtualcluster.dev/synced-kinds";
+/// Label (value `true`) on a virtual PersistentVolume the syncer made to stand for the host
+/// volume a synced claim is bound to.
+pub const FAKE_VOLUME: &str = "virtualcluster.dev/fake-volume";
 
 /// Annotation on a host copy: name of the virtual object it was made from.
 pub const VIRTUAL_NAME: &str = "virtualcluster.dev/object-name";

@@ -45,9 +45,21 @@ fn referenced(pod: &Pod, config_maps: &mut Vec<String>, secrets: &mut Vec<String
         return;
     };
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let Ok(object) = serde_json::to_value(pod) else {
-        return;
-    };
+    // Only the parts the reference paths read (at every watch event: a pod's metadata is a
+    // fraction of it).
+    let mut object = serde_json::Map::new();
+    for root in patches.reference_roots(POD_PATCHES) {
+        let part = match root {
+            "metadata" => serde_json::to_value(&pod.metadata),
+            "spec" => serde_json::to_value(&pod.spec),
+            "status" => serde_json::to_value(&pod.status),
+            _ => continue,
+        };
+        if let Ok(part) = part {
+            object.insert(root.to_owned(), part);
+        }
+    }
+    let object = serde_json::Value::Object(object);
     for r in patches.references(POD_PATCHES, namespace, &object) {
         match r.kind.as_str() {
             "ConfigMap" if r.namespace == namespace => config_maps.push(r.name),

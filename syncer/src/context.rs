@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
-    ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+    Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -94,6 +94,8 @@ pub struct Stores {
     pub host_secrets: HostCache<Secret>,
     pub virtual_claims: Store<PersistentVolumeClaim>,
     pub host_claims: HostCache<PersistentVolumeClaim>,
+    /// The fake volumes standing for the host volumes of synced claims.
+    pub fake_volumes: Store<PersistentVolume>,
     pub virtual_nodes: Store<Node>,
     pub host_nodes: Store<Node>,
     /// The instance's API server Service (made by the operator, not a copy).
@@ -199,8 +201,6 @@ pub struct Ctx {
     pub kubelet: Option<std::net::SocketAddr>,
     /// The instance's patches, compiled once.
     pub patches: Arc<virtualcluster_crds::patches::Patches>,
-    /// What patch expressions see as `context.vcluster`.
-    pub vcluster: serde_json::Value,
     /// The custom resources it syncs, each with its caches and queue.
     pub custom: Vec<crate::sync::custom::Custom>,
 }

@@ -136,7 +136,8 @@ where
 }
 
 /// `context.virtualObject` and `context.hostObject` as JSON, each only if an expression names
-/// it.
+/// it, without `metadata.managedFields` (the API server's bookkeeping, often most of an
+/// object's JSON, which no patch has a use for).
 fn context_objects<V: Serialize, H: Serialize>(
     ctx: &Ctx,
     virtual_object: Option<&V>,
@@ -144,11 +145,19 @@ fn context_objects<V: Serialize, H: Serialize>(
 ) -> (Option<Value>, Option<Value>) {
     let virtual_value = virtual_object
         .filter(|_| ctx.patches.reads_virtual_object())
-        .and_then(|v| serde_json::to_value(v).ok());
+        .and_then(context_value);
     let host_value = host_object
         .filter(|_| ctx.patches.reads_host_object())
-        .and_then(|h| serde_json::to_value(h).ok());
+        .and_then(context_value);
     (virtual_value, host_value)
+}
+
+fn context_value<T: Serialize>(object: &T) -> Option<Value> {
+    let mut value = serde_json::to_value(object).ok()?;
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    Some(value)
 }
 
 /// `desired` patched by `section`'s patches (with `only_under`, those of that top-level field)
@@ -174,7 +183,6 @@ where
         .unwrap_or_default();
     let (virtual_value, host_value) = context_objects(ctx, virtual_object, host_object);
     let scope = Scope {
-        vcluster: &ctx.vcluster,
         namespace,
         virtual_object: virtual_value.as_ref(),
         host_object: host_value.as_ref(),
@@ -217,17 +225,15 @@ where
         return None;
     }
     let mut object = serde_json::to_value(host).ok()?;
-    let virtual_value = serde_json::to_value(virtual_object).ok()?;
-    let original = object.clone();
+    let (virtual_value, original) = context_objects(ctx, Some(virtual_object), Some(host));
     let scope = Scope {
-        vcluster: &ctx.vcluster,
         namespace: virtual_object
             .meta()
             .namespace
             .as_deref()
             .unwrap_or_default(),
-        virtual_object: Some(&virtual_value),
-        host_object: Some(&original),
+        virtual_object: virtual_value.as_ref(),
+        host_object: original.as_ref(),
     };
     // What comes back is often a part of the object (a pod's status without its spec), so a
     // path missing from it is no news.

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use futures::stream::BoxStream;
 use futures::{StreamExt, future};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
-    ServiceAccount,
+    ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -20,8 +20,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::SyncerConfig;
-use virtualcluster_crds::marks;
 use virtualcluster_crds::runtime::http::Health;
+use virtualcluster_crds::{keys, marks};
 
 use crate::cached::{CachedPod, HostPod};
 use crate::context::{Ctx, Imported, ImportedKind, Key, Namespaces, OptIn, Queues, Stores};
@@ -90,11 +90,13 @@ pub async fn run(
     let target = Target::of(&config)?;
     // The operator compiled the same patches before it started this syncer.
     let patches = Arc::new(
-        virtualcluster_crds::patches::Patches::compile(&config.sync)
-            .map_err(|e| anyhow::anyhow!("compiling the instance's patches: {e}"))?,
+        virtualcluster_crds::patches::Patches::compile_for(
+            &config.sync,
+            crate::patching::vcluster_context(&config),
+        )
+        .map_err(|e| anyhow::anyhow!("compiling the instance's patches: {e}"))?,
     );
     crate::cached::use_patches(&patches);
-    let vcluster = crate::patching::vcluster_context(&config);
     // Copies live in the instance's namespace, and with namespace syncing in the host
     // namespaces it holds too: one watch each, as `followers` says (see `follow_held`).
     let mut followers = Followers::default();
@@ -119,6 +121,10 @@ pub async fn run(
     let (virtual_config_maps, vcm, host_config_maps, hcm) = pair!(ConfigMap);
     let (virtual_secrets, vsec, host_secrets, hsec) = pair!(Secret);
     let (virtual_claims, vpvc, host_claims, hpvc) = pair!(PersistentVolumeClaim);
+    let (fake_volumes, vpv) = reflect(
+        Api::<PersistentVolume>::all(virt.clone()),
+        watcher::Config::default().labels(&format!("{}=true", keys::FAKE_VOLUME)),
+    );
     let (virtual_nodes, vnodes) = reflect(Api::<Node>::all(virt.clone()), all());
     let (host_nodes, hnodes) = reflect(Api::<Node>::all(host.clone()), all());
     // Host Events about copies, where the copies are. Not cached: each is held until mirrored.
@@ -239,6 +245,7 @@ pub async fn run(
         host_secrets,
         virtual_claims,
         host_claims,
+        fake_volumes,
         virtual_nodes,
         host_nodes,
         api_server_service,
@@ -266,7 +273,6 @@ pub async fn run(
         host_watches: metrics.host_watches.clone(),
         kubelet,
         patches,
-        vcluster,
         custom,
     });
 
@@ -352,6 +358,12 @@ pub async fn run(
     by_copy!(hsec, q.secrets);
     by_key!(vpvc, q.claims);
     by_copy!(hpvc, q.claims);
+    {
+        let claims = q.claims.clone();
+        feed(&mut feeds, vpv, move |v: PersistentVolume| {
+            claims.extend(crate::sync::fake_volumes::claim_of(&v))
+        });
+    }
     {
         let nodes = q.nodes.clone();
         feed(&mut feeds, vnodes, move |n: Node| nodes.add(n.name_any()));
@@ -671,6 +683,7 @@ async fn wait_ready(stores: &Stores) -> anyhow::Result<()> {
         s.host_secrets.wait_until_ready(),
         s.virtual_claims.wait_until_ready(),
         s.host_claims.wait_until_ready(),
+        s.fake_volumes.wait_until_ready(),
         s.virtual_nodes.wait_until_ready(),
         s.host_nodes.wait_until_ready(),
         s.api_server_service.wait_until_ready(),

@@ -31,6 +31,8 @@ const STACK_LIMIT: usize = 512 << 10;
 const FUNCTIONS: &str = "__patchExpressions";
 /// Where they are gathered before that.
 const STAGING: &str = "__patchExpressionsStaging";
+/// Global (read-only, frozen) holding `context.vcluster`.
+const VCLUSTER: &str = "__patchVcluster";
 
 /// Longest expression source.
 pub const MAX_EXPRESSION_LEN: usize = 4096;
@@ -52,9 +54,11 @@ pub enum ExpressionError {
     Failed(String),
 }
 
-/// A runtime with the compiled expressions of one configuration.
+/// A runtime with the compiled expressions of one configuration, and what they see as
+/// `context.vcluster` (the same for every object, so converted once per runtime).
 pub struct Engine {
     sources: Vec<String>,
+    vcluster: Value,
     live: Option<Live>,
 }
 
@@ -79,24 +83,37 @@ impl Engine {
     /// Compiles `sources`, in order: the first that does not compile is the error, with its
     /// index.
     pub fn new(sources: Vec<String>) -> Result<Self, (usize, ExpressionError)> {
-        let live = Live::new(&sources)?;
+        Self::with_vcluster(sources, Value::Null)
+    }
+
+    /// [`Engine::new`], with `vcluster` for `context.vcluster`.
+    pub fn with_vcluster(
+        sources: Vec<String>,
+        vcluster: Value,
+    ) -> Result<Self, (usize, ExpressionError)> {
+        let live = Live::new(&sources, &vcluster)?;
         Ok(Self {
             sources,
+            vcluster,
             live: Some(live),
         })
     }
 
     fn live(&mut self) -> Result<&mut Live, ExpressionError> {
         if self.live.is_none() {
-            self.live = Some(Live::new(&self.sources).map_err(|(_, e)| e)?);
+            self.live = Some(Live::new(&self.sources, &self.vcluster).map_err(|(_, e)| e)?);
         }
         Ok(self.live.as_mut().expect("built above"))
     }
 
-    /// Runs `f` with a [`Session`] in which expressions see `context` (converted once, for
-    /// every evaluation `f` makes). An evaluation stopped by a limit discards the engine; the
-    /// next session builds it again.
-    pub fn session<R>(&mut self, context: &Value, f: impl FnOnce(&mut Session<'_, '_>) -> R) -> R {
+    /// Runs `f` with a [`Session`] in which expressions see `context.virtualObject` and
+    /// `context.hostObject` (converted once, for every evaluation `f` makes). An evaluation
+    /// stopped by a limit discards the engine; the next session builds it again.
+    pub fn session<R>(
+        &mut self,
+        objects: Objects<'_>,
+        f: impl FnOnce(&mut Session<'_, '_>) -> R,
+    ) -> R {
         let (result, broken) = match self.live() {
             Err(err) => {
                 let mut session = Session {
@@ -109,7 +126,7 @@ impl Engine {
                 let live: &Live = live;
                 live.context.with(|ctx| {
                     live.arm();
-                    let shared = parse(&ctx, context).map_err(|e| classify(&ctx, e));
+                    let shared = context(&ctx, objects).map_err(|e| classify(&ctx, e));
                     live.disarm();
                     let functions = ctx
                         .globals()
@@ -138,6 +155,33 @@ impl Engine {
         }
         result
     }
+}
+
+/// The objects an object's expressions see in `context`, as JSON; `None`: `null`.
+#[derive(Clone, Copy, Default)]
+pub struct Objects<'a> {
+    pub virtual_object: Option<&'a Value>,
+    pub host_object: Option<&'a Value>,
+}
+
+/// `context` of a session: the runtime's `vcluster` and `objects`.
+fn context<'js>(ctx: &Ctx<'js>, objects: Objects<'_>) -> rquickjs::Result<rquickjs::Value<'js>> {
+    let context = rquickjs::Object::new(ctx.clone())?;
+    context.set(
+        "vcluster",
+        ctx.globals().get::<_, rquickjs::Value>(VCLUSTER)?,
+    )?;
+    for (name, object) in [
+        ("virtualObject", objects.virtual_object),
+        ("hostObject", objects.host_object),
+    ] {
+        let value = match object {
+            Some(object) => parse(ctx, object)?,
+            None => rquickjs::Value::new_null(ctx.clone()),
+        };
+        context.set(name, value)?;
+    }
+    Ok(context.into_value())
 }
 
 /// Evaluations that share one `context` (see [`Engine::session`]).
@@ -241,7 +285,7 @@ impl Inner<'_, '_> {
 }
 
 impl Live {
-    fn new(sources: &[String]) -> Result<Self, (usize, ExpressionError)> {
+    fn new(sources: &[String], vcluster: &Value) -> Result<Self, (usize, ExpressionError)> {
         let runtime = Runtime::new().map_err(|e| (0, ExpressionError::Failed(e.to_string())))?;
         runtime.set_memory_limit(MEMORY_LIMIT);
         runtime.set_max_stack_size(STACK_LIMIT);
@@ -265,6 +309,16 @@ impl Live {
         live.context.with(|ctx| {
             let failed = |e: rquickjs::Error| (0, ExpressionError::Failed(e.to_string()));
             install_globals(ctx.clone()).map_err(failed)?;
+            // `context.vcluster`: one frozen value every session shares.
+            let vcluster = parse(&ctx, vcluster).map_err(failed)?;
+            ctx.globals().set(VCLUSTER, vcluster).map_err(failed)?;
+            ctx.eval::<(), _>(format!(
+                "(function freeze(o) {{ if (o && typeof o === 'object' && !Object.isFrozen(o)) \
+                 {{ Object.freeze(o); Object.values(o).forEach(freeze); }} }})(globalThis.{VCLUSTER}); \
+                 Object.defineProperty(globalThis, '{VCLUSTER}', {{ writable: false, \
+                 configurable: false, enumerable: false }});"
+            ))
+            .map_err(failed)?;
             let functions = Array::new(ctx.clone()).map_err(failed)?;
             for (index, source) in sources.iter().enumerate() {
                 let function = live.compile(&ctx, source).map_err(|e| (index, e))?;
@@ -389,9 +443,13 @@ mod tests {
         id: ExpressionId,
         value: Option<Value>,
     ) -> Result<Option<Value>, ExpressionError> {
-        let context = json!({"virtualObject": {"metadata": {"labels": {"my-label": "x"}}}});
+        let virtual_object = json!({"metadata": {"labels": {"my-label": "x"}}});
+        let objects = Objects {
+            virtual_object: Some(&virtual_object),
+            host_object: None,
+        };
         engine
-            .session(&context, |s| {
+            .session(objects, |s| {
                 s.evaluate(id, &[(value.as_ref(), "spec.x".into())])
             })
             .remove(0)
@@ -476,7 +534,7 @@ mod tests {
             "value * 2".into(),
         ])
         .unwrap();
-        let (slow, doubled) = engine.session(&json!({}), |s| {
+        let (slow, doubled) = engine.session(Objects::default(), |s| {
             let slow = s.evaluate(ExpressionId(0), &[(None, "a".into())]);
             let doubled = s.evaluate(ExpressionId(1), &[(Some(&json!(21)), "b".into())]);
             (slow, doubled)
@@ -499,6 +557,24 @@ mod tests {
         assert_eq!(
             one(&mut engine, ExpressionId(1), None),
             Ok(Some(json!("YQ==")))
+        );
+    }
+
+    #[test]
+    fn every_session_sees_the_same_vcluster_which_no_expression_can_change() {
+        let mut engine = Engine::with_vcluster(
+            vec![
+                "(context.vcluster.config.sync.x = 1, context.vcluster.name = 'other', 0)".into(),
+                "context.vcluster.name + '/' + context.vcluster.config.sync.x".into(),
+            ],
+            json!({"name": "vc", "config": {"sync": {"x": 0}}}),
+        )
+        .unwrap();
+        // In strict mode the writes throw.
+        assert!(one(&mut engine, ExpressionId(0), None).is_err());
+        assert_eq!(
+            one(&mut engine, ExpressionId(1), None),
+            Ok(Some(json!("vc/0")))
         );
     }
 

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use self::engine::{Engine, ExpressionId, Session};
+use self::engine::{Engine, ExpressionId, Objects, Session};
 use self::path::{Path, Segment};
 use crate::v1alpha1::{Patch, Sync};
 
@@ -155,11 +155,10 @@ struct CompiledReference {
     namespace_path: Option<Path>,
 }
 
-/// What expressions see besides `value`: `context.vcluster`, the virtual object and the host
-/// object (`null` when there is none).
+/// What expressions see of one object besides `value`: the virtual object and the host object
+/// (`null` when there is none). `context.vcluster` is the configuration's (see
+/// [`Patches::compile_for`]).
 pub struct Scope<'a> {
-    /// `{name, namespace, config}` of the instance.
-    pub vcluster: &'a Value,
     /// The virtual object's namespace (empty for a cluster-scoped kind): where a reference
     /// without `namespacePath` points.
     pub namespace: &'a str,
@@ -168,12 +167,11 @@ pub struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    fn context(&self) -> Value {
-        serde_json::json!({
-            "vcluster": self.vcluster,
-            "virtualObject": self.virtual_object,
-            "hostObject": self.host_object,
-        })
+    fn objects(&self) -> Objects<'_> {
+        Objects {
+            virtual_object: self.virtual_object,
+            host_object: self.host_object,
+        }
     }
 }
 
@@ -194,7 +192,14 @@ pub type Rename<'a> = &'a dyn Fn(&Reference) -> Option<(String, String)>;
 
 impl Patches {
     /// Compiles every patch of `sync`; the first that does not compile is the error.
+    /// Expressions see `null` for `context.vcluster` (enough to check them).
     pub fn compile(sync: &Sync) -> Result<Self, PatchError> {
+        Self::compile_for(sync, Value::Null)
+    }
+
+    /// [`Patches::compile`], with `vcluster` (`{name, namespace, config}` of the instance) for
+    /// `context.vcluster`.
+    pub fn compile_for(sync: &Sync, vcluster: Value) -> Result<Self, PatchError> {
         let mut sources = Vec::new();
         let mut by_section = BTreeMap::new();
         for (section, patches) in sections(sync) {
@@ -247,7 +252,7 @@ impl Patches {
             true => None,
             false => {
                 let texts = sources.iter().map(|(_, _, s)| s.clone()).collect();
-                let engine = Engine::new(texts).map_err(|(at, e)| {
+                let engine = Engine::with_vcluster(texts, vcluster).map_err(|(at, e)| {
                     let (section, index, _) = &sources[at];
                     PatchError {
                         section: section.clone(),
@@ -310,6 +315,25 @@ impl Patches {
         self.by_section
             .get(section)
             .is_some_and(|p| p.iter().any(|c| c.reference.is_some()))
+    }
+
+    /// The top-level fields (`metadata`, `spec`) the reference patches of `section` read:
+    /// the rest of an object need not be converted to find what they name.
+    pub fn reference_roots(&self, section: &str) -> Vec<&str> {
+        let mut roots: Vec<&str> = Vec::new();
+        for patch in self.by_section.get(section).into_iter().flatten() {
+            let Some(reference) = &patch.reference else {
+                continue;
+            };
+            for path in std::iter::once(&patch.path).chain(reference.namespace_path.as_ref()) {
+                if let Some(Segment::Key(root)) = path.0.first()
+                    && !roots.contains(&root.as_str())
+                {
+                    roots.push(root);
+                }
+            }
+        }
+        roots
     }
 
     /// What the reference patches of `section` name in virtual object `object` (of virtual
@@ -404,7 +428,7 @@ impl Patches {
         match &self.engine {
             Some(engine) if expressions => {
                 let mut engine = engine.lock().unwrap_or_else(|e| e.into_inner());
-                engine.session(&scope.context(), |session| f(Some(session)))
+                engine.session(scope.objects(), |session| f(Some(session)))
             }
             _ => f(None),
         }
@@ -559,9 +583,8 @@ mod tests {
     }
 
     /// What expressions see of an object of virtual namespace `team`.
-    fn scope<'a>(vcluster: &'a Value, virtual_object: Option<&'a Value>) -> Scope<'a> {
+    fn scope(virtual_object: Option<&Value>) -> Scope<'_> {
         Scope {
-            vcluster,
             namespace: "team",
             virtual_object,
             host_object: None,
@@ -605,8 +628,7 @@ mod tests {
             "spec": {"containers": [{"name": "a"}, {"name": "b"}]}
         });
         let mut host = virtual_pod.clone();
-        let vcluster = json!({"name": "vc", "namespace": "ns"});
-        let scope = scope(&vcluster, Some(&virtual_pod));
+        let scope = scope(Some(&virtual_pod));
         let errors = patches.apply("toHost.pods", None, &mut host, &scope, &rename);
         assert_eq!(errors, vec![]);
         assert_eq!(host["spec"]["containers"][0]["name"], "my-prefix-a");
@@ -646,8 +668,7 @@ mod tests {
         ]))
         .unwrap();
         let mut host = json!({"metadata": {"labels": {}}, "spec": {}});
-        let vcluster = json!({});
-        let scope = scope(&vcluster, None);
+        let scope = scope(None);
         let errors = patches.apply("toHost.pods", None, &mut host, &scope, &rename);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].index, Some(0));
@@ -679,8 +700,7 @@ mod tests {
         assert!(patches.touches("toHost.pods", "status", true));
         assert!(!patches.touches("toHost.pods", "spec", true));
         assert!(!patches.touches("toHost.services", "metadata", false));
-        let vcluster = json!({});
-        let scope = scope(&vcluster, None);
+        let scope = scope(None);
         let mut object = json!({"metadata": {"labels": {}}, "spec": {"x": "v"}, "status": {}});
         let errors = patches.apply(
             "toHost.pods",
@@ -738,9 +758,8 @@ mod tests {
             ..Default::default()
         }]))
         .unwrap();
-        let vcluster = json!({});
         let virtual_object = json!({"metadata": {"namespace": "team"}});
-        let scope = scope(&vcluster, Some(&virtual_object));
+        let scope = scope(Some(&virtual_object));
         let mut ok = json!({"spec": {"ref": {"name": "c", "namespace": "other"}}});
         assert_eq!(
             patches.apply("toHost.pods", None, &mut ok, &scope, &rename),

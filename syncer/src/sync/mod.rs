@@ -5,6 +5,7 @@ pub mod config;
 pub mod custom;
 pub mod events;
 pub mod extra;
+pub mod fake_volumes;
 pub mod imports;
 pub mod namespaces;
 pub mod nodes;

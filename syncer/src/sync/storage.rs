@@ -1,4 +1,5 @@
-//! PersistentVolumeClaims: made on the host, where the storage is; their status flows back.
+//! PersistentVolumeClaims: made on the host, where the storage is; their status flows back,
+//! and a fake volume stands for the host volume in the virtual cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use kube::ResourceExt;
 use crate::context::{Ctx, Key};
 use crate::copy;
 use crate::queue::Next;
+use crate::sync::fake_volumes;
 use crate::translate::pod::is_claim;
 use crate::translate::pvc::{host_claim, virtual_status};
 
@@ -43,13 +45,14 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> anyhow::Result<Next> {
         |c| host_claim(c, &ctx.target),
     )
     .await?;
-    if let (Some(claim), Some(copy)) = (claim, copy)
+    if let (Some(claim), Some(copy)) = (&claim, &copy)
         && Ctx::copy_of_uid(copy.as_ref()) == claim.uid().as_deref()
-        && let Some(status) = virtual_status(&copy, claim.status.as_ref())
+        && let Some(status) = virtual_status(copy, claim.status.as_ref())
     {
         let api = ctx.virtual_api::<PersistentVolumeClaim>(&key.namespace);
         copy::write_virtual_status(&api, &key.name, &status).await?;
     }
+    fake_volumes::reconcile(&ctx, &key, claim.as_deref(), copy.as_deref()).await?;
     Ok(next)
 }
 

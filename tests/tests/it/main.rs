@@ -4,6 +4,7 @@ mod admission;
 mod chart;
 mod control_plane;
 mod custom_resources;
+mod fake_volumes;
 mod isolation;
 mod kubelet;
 mod local_cluster;
