@@ -370,11 +370,12 @@ pub async fn run(
     }
     {
         let (nodes, virtual_nodes) = (q.nodes.clone(), stores.virtual_nodes.clone());
-        // Real nodes are all shown; otherwise only those a virtual pod runs on.
-        let real = ctx.config.sync.from_host.nodes.enabled;
+        // Real nodes are shown as `fromHost.nodes` selects them; others only where a virtual
+        // pod runs.
+        let shown = ctx.config.sync.from_host.nodes.clone();
         feed(&mut feeds, hnodes, move |n: Node| {
             let name = n.name_any();
-            if real
+            if crate::sync::nodes::shown(&shown, &n)
                 || virtual_nodes
                     .get(&reflector::ObjectRef::new(&name))
                     .is_some()

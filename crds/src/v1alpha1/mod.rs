@@ -24,8 +24,9 @@ pub use policies::{
 };
 pub use status::{Phase, VirtualClusterStatus};
 pub use sync::{
-    EnabledSync, FromHost, MAX_PATCHES, NamespaceMappings, NamespaceSync, OptInPatchedSync,
-    OptInSync, Patch, PatchReference, PatchedSync, PodSync, ReferencedSync, Sync, ToHost,
+    EnabledSync, FromHost, MAX_PATCHES, NamespaceMappings, NamespaceSync, NodesSync,
+    OptInPatchedSync, OptInSync, Patch, PatchReference, PatchedSync, PodSync, ReferencedSync, Sync,
+    ToHost,
 };
 
 /// A virtual Kubernetes cluster: its own control plane on the host, and a syncer that runs its

@@ -45,6 +45,20 @@ pub struct OptInSync {
     pub enabled: bool,
 }
 
+/// Real host nodes in the virtual cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodesSync {
+    /// Whether the host's nodes are shown with their labels, taints, capacity and conditions
+    /// (besides those the instance's pods run on, which are always shown). Off by default.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Only the host nodes with these labels are shown (the nodes the instance's pods run on
+    /// are shown whatever their labels).
+    #[serde(default)]
+    pub selector: super::custom::LabelsSelector,
+}
+
 /// A kind that is synced unless turned off, changed on the way by `patches`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -285,7 +299,7 @@ pub struct FromHost {
     /// Real host nodes. Off by default: the virtual cluster then shows a virtual node for each
     /// host node its pods run on, mirroring its name and readiness.
     #[serde(default)]
-    pub nodes: OptInSync,
+    pub nodes: NodesSync,
     /// The host's StorageClasses. Off by default.
     #[serde(default)]
     pub storage_classes: OptInPatchedSync,

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::net::SocketAddr;
 
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
 };
 use kube::api::{ObjectMeta, Patch};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
+
+use virtualcluster_crds::v1alpha1::NodesSync;
 
 use crate::context::Ctx;
 use crate::copy;
@@ -49,6 +51,29 @@ pub fn virtual_node(
         .collect();
     labels.insert(FAKE_NODE.into(), "true".into());
     let host_status = host.and_then(|h| h.status.clone()).unwrap_or_default();
+    // Real nodes show every condition and their taints, so the virtual cluster's own
+    // scheduling (a DaemonSet's tolerations, `kubectl describe node`) sees what the host's
+    // does; mirrors show readiness only.
+    let others: Vec<NodeCondition> = host_status
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| real && c.type_ != "Ready")
+        .cloned()
+        .map(|c| NodeCondition {
+            last_heartbeat_time: None,
+            ..c
+        })
+        .collect();
+    let spec = host
+        .filter(|_| real)
+        .and_then(|h| h.spec.as_ref())
+        .map(|s| NodeSpec {
+            taints: s.taints.clone().filter(|t| !t.is_empty()),
+            unschedulable: s.unschedulable.filter(|u| *u),
+            ..Default::default()
+        })
+        .filter(|s| s.taints.is_some() || s.unschedulable.is_some());
     let ready = host_status
         .conditions
         .iter()
@@ -72,9 +97,9 @@ pub fn virtual_node(
             labels: Some(labels),
             ..Default::default()
         },
-        spec: None,
+        spec,
         status: Some(NodeStatus {
-            conditions: Some(vec![ready]),
+            conditions: Some(std::iter::once(ready).chain(others).collect()),
             capacity: host_status.capacity,
             allocatable: host_status.allocatable,
             node_info: host_status.node_info,
@@ -101,10 +126,15 @@ pub fn virtual_node(
     }
 }
 
-/// Whether the virtual cluster should show node `name`: a pod runs on it, or all host nodes
-/// are shown (`fromHost.nodes`).
+/// Whether the virtual cluster should show node `name`: a pod runs on it, or it is a host
+/// node `fromHost.nodes` shows.
 fn in_use(ctx: &Ctx, name: &str) -> bool {
-    if real_nodes(ctx) && ctx.stores.host_nodes.get(&ObjectRef::new(name)).is_some() {
+    if ctx
+        .stores
+        .host_nodes
+        .get(&ObjectRef::new(name))
+        .is_some_and(|n| shown(&ctx.config.sync.from_host.nodes, &n))
+    {
         return true;
     }
     ctx.stores
@@ -116,6 +146,16 @@ fn in_use(ctx: &Ctx, name: &str) -> bool {
 
 pub fn real_nodes(ctx: &Ctx) -> bool {
     ctx.config.sync.from_host.nodes.enabled
+}
+
+/// Whether `fromHost.nodes` shows host node `node` (with no pod of the instance on it).
+pub fn shown(nodes: &NodesSync, node: &Node) -> bool {
+    nodes.enabled
+        && nodes
+            .selector
+            .labels
+            .iter()
+            .all(|(k, v)| node.labels().get(k) == Some(v))
 }
 
 /// Makes the virtual node `name` exist (before a pod is bound to it).
@@ -140,7 +180,8 @@ async fn write(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
         name: desired.metadata.name.clone(),
         ..Default::default()
     })?;
-    body = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": body});
+    body = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": body,
+                              "spec": desired.spec.clone().unwrap_or_default()});
     api.patch(name, &copy::apply_params(), &Patch::Apply(&body))
         .await?;
     let status = serde_json::json!({"apiVersion": "v1", "kind": "Node", "status": desired.status});
@@ -204,6 +245,44 @@ mod tests {
             gone.status.unwrap().conditions.unwrap()[0].status,
             "Unknown"
         );
+    }
+
+    #[test]
+    fn a_real_node_shows_its_taints_and_conditions_and_the_selector_chooses_them() {
+        let host: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "gpu-1", "labels": {"pool": "gpu"}},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+            "status": {"conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "DiskPressure", "status": "False",
+                 "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .unwrap();
+        let real = virtual_node("gpu-1", Some(&host), true, None);
+        let taints = real.spec.clone().unwrap().taints.unwrap();
+        assert_eq!(taints[0].key, "nvidia.com/gpu");
+        let conditions = real.status.unwrap().conditions.unwrap();
+        let types: Vec<&str> = conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Ready", "DiskPressure"]);
+        assert_eq!(conditions[1].last_heartbeat_time, None);
+        // A mirror shows neither.
+        let mirror = virtual_node("gpu-1", Some(&host), false, None);
+        assert!(mirror.spec.is_none());
+        assert_eq!(mirror.status.unwrap().conditions.unwrap().len(), 1);
+
+        let nodes = |enabled: bool, labels: &[(&str, &str)]| NodesSync {
+            enabled,
+            selector: virtualcluster_crds::v1alpha1::LabelsSelector {
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            },
+        };
+        assert!(shown(&nodes(true, &[]), &host));
+        assert!(shown(&nodes(true, &[("pool", "gpu")]), &host));
+        assert!(!shown(&nodes(true, &[("pool", "cpu")]), &host));
+        assert!(!shown(&nodes(false, &[]), &host));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod namespace_cleanup;
 mod operator;
 mod patches;
 mod pod_updates;
+mod real_nodes;
 mod syncer;
 mod syncer_rights;
 mod turned_off;
