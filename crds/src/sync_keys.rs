@@ -272,7 +272,8 @@ mod tests {
                 .keys
                 .contains(&"translateImage".into())
         );
-        assert!(find("spec.sync.fromHost.nodes").keys == ["enabled"]);
+        assert!(find("spec.sync.fromHost.nodes").keys == ["enabled", "selector"]);
+        assert!(find("spec.sync.fromHost.nodes.selector").keys == ["labels"]);
         // Maps take any key.
         assert!(nodes.iter().all(|n| !n.path.ends_with(&["byName".into()])
             && !n.path.ends_with(&["translateImage".into()])));
