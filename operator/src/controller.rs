@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::InstanceRef;
-use virtualcluster_crds::keys::{self, CLEANUP_FINALIZER};
+use virtualcluster_crds::keys::CLEANUP_FINALIZER;
 use virtualcluster_crds::kinds;
 use virtualcluster_crds::v1alpha1::VirtualClusterStatus;
 
@@ -311,6 +311,21 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
         report(vc, ctx, Err(&invalid), None, None, 0, Default::default()).await?;
         return Ok(Action::requeue(CONFLICT_RECHECK));
     }
+    // Kinds turned off stay recorded until their copies are gone (see `turned_off`).
+    let copied = turned_off::copied(&vc.spec.sync, &valid.custom_resources.kinds);
+    valid.turned_off = turned_off::turned_off(recorded_kinds, &copied);
+    if !valid.turned_off.is_empty() {
+        // The cache may not hold the operator's own latest record yet (it drops what is
+        // removed): the API server's word decides.
+        let fresh =
+            Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &namespace)
+                .get_opt(&names.syncer_config())
+                .await
+                .map_err(Error::kube("reading the syncer's ConfigMap"))?
+                .filter(|cm| cm.owner_references().iter().any(|o| o.uid == names.uid))
+                .and_then(|cm| turned_off::recorded(cm.annotations()));
+        valid.turned_off = turned_off::turned_off(fresh, &copied);
+    }
     let instance = Instance {
         vc,
         valid: &valid,
@@ -344,40 +359,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     }
 
     let certs = ensure_certs(&instance, ctx, service_ip.as_deref(), syncer_ip.as_deref()).await?;
-    let mut desired = build::desired(&instance, &certs, syncer_ip.as_deref())?;
-    // Kinds turned off stay recorded until their copies are gone (see `turned_off`).
-    let copied = turned_off::copied(&vc.spec.sync, &valid.custom_resources.kinds);
-    let mut off = turned_off::turned_off(recorded_kinds, &copied);
-    if !off.is_empty() {
-        // The cache may not hold the operator's own latest record yet (it drops what is
-        // removed): the API server's word decides.
-        let fresh =
-            Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &namespace)
-                .get_opt(&names.syncer_config())
-                .await
-                .map_err(Error::kube("reading the syncer's ConfigMap"))?
-                .filter(|cm| cm.owner_references().iter().any(|o| o.uid == names.uid))
-                .and_then(|cm| turned_off::recorded(cm.annotations()));
-        off = turned_off::turned_off(fresh, &copied);
-    }
-    let syncer_config = desired
-        .config_maps
-        .iter_mut()
-        .find(|cm| cm.metadata.name.as_deref() == Some(names.syncer_config().as_str()));
-    let mut recorded_after = None;
-    if let Some(cm) = syncer_config {
-        let annotations = cm.metadata.annotations.get_or_insert_default();
-        let mut kept = copied.clone();
-        kept.extend(off.iter().cloned());
-        annotations.insert(keys::SYNCED_KINDS.into(), turned_off::record(&kept));
-        let mut after = cm.clone();
-        after
-            .metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(keys::SYNCED_KINDS.into(), turned_off::record(&copied));
-        recorded_after = Some(after);
-    }
+    let desired = build::desired(&instance, &certs, syncer_ip.as_deref())?;
     // The host namespaces the instance holds: its syncer's rights follow them, and those it
     // created are held to spec.policies first.
     let held_namespaces = if vc.spec.sync.to_host.namespaces.enabled {
@@ -410,16 +392,22 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     isolation::ensure(ctx, &instance, &created, control_plane_up).await?;
     access::ensure(ctx, &names, &held_namespaces).await?;
     let rolled_out = turned_off::syncer_rolled_out(deployment.as_ref(), vc.spec.syncer.replicas);
-    if !off.is_empty() && !rolled_out {
+    if !valid.turned_off.is_empty() && !rolled_out {
         tracing::debug!("kinds turned off: their copies go once the syncer has rolled out");
     }
-    if !off.is_empty() && rolled_out {
-        turned_off::remove(ctx, vc, &names, &off).await?;
+    if !valid.turned_off.is_empty() && rolled_out {
+        turned_off::remove(ctx, vc, &names, &valid.turned_off).await?;
         // Gone: the record keeps only what is synced now.
+        valid.turned_off.clear();
+        let after = Instance {
+            vc,
+            valid: &valid,
+            settings: &ctx.settings,
+        };
         apply_each(
             ctx,
             Api::namespaced(client.clone(), &namespace),
-            recorded_after.into_iter().collect(),
+            vec![build::syncer_config_map(&after)],
             &caches.config_maps,
         )
         .await?;

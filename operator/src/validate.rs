@@ -36,6 +36,9 @@ pub struct Valid {
     /// The custom resources it syncs, as the host's CRDs define them (filled in by the
     /// controller, which reads them: validation makes no API calls).
     pub custom_resources: crate::custom::Resolved,
+    /// Kinds turned off whose host copies are not removed yet (filled in by the controller,
+    /// from the syncer ConfigMap's record; see `turned_off`).
+    pub turned_off: Vec<virtualcluster_crds::kinds::Kind>,
 }
 
 /// Checks `vc`. `running` is the namespace-sync block of the configuration the instance already
@@ -128,6 +131,7 @@ pub fn validate(
         kubernetes_service_ip,
         policy,
         custom_resources: Default::default(),
+        turned_off: Vec::new(),
     })
 }
 

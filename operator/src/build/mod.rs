@@ -28,7 +28,9 @@ pub use control_plane::{
     cert_subjects, services, stateful_set,
 };
 pub use secrets::{certs_secret, kubeconfig_secrets};
-pub use syncer::{SYNCER_CONTAINER, recorded_namespace_sync, syncer_config};
+pub use syncer::{
+    SYNCER_CONTAINER, config_map as syncer_config_map, recorded_namespace_sync, syncer_config,
+};
 
 /// Annotation on a pod template: hash of the configuration its pods read from Secrets and
 /// ConfigMaps, so that a change rolls them.

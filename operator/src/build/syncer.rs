@@ -42,16 +42,27 @@ pub fn syncer_config(instance: &Instance<'_>) -> SyncerConfig {
 }
 
 /// The ConfigMap holding [`syncer_config`]; its [`keys::NAMESPACE_SYNC`] annotation records
-/// the namespace-sync block the instance runs with, which may not change.
+/// the namespace-sync block the instance runs with, which may not change, and
+/// [`keys::SYNCED_KINDS`] the kinds it may have host copies of.
 pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     let config = serde_json::to_string_pretty(&syncer_config(instance))
         .expect("the syncer configuration always serializes");
     let mut metadata = instance.meta(instance.id().syncer_config(), Component::Syncer);
-    metadata.annotations = Some(BTreeMap::from([(
-        keys::NAMESPACE_SYNC.into(),
-        serde_json::to_string(&instance.vc.spec.sync.to_host.namespaces)
-            .expect("the namespace-sync block always serializes"),
-    )]));
+    // The kinds it may have copies of: those it syncs, and those turned off whose copies
+    // are not removed yet.
+    let mut kinds = crate::turned_off::copied(
+        &instance.vc.spec.sync,
+        &instance.valid.custom_resources.kinds,
+    );
+    kinds.extend(instance.valid.turned_off.iter().cloned());
+    metadata.annotations = Some(BTreeMap::from([
+        (
+            keys::NAMESPACE_SYNC.into(),
+            serde_json::to_string(&instance.vc.spec.sync.to_host.namespaces)
+                .expect("the namespace-sync block always serializes"),
+        ),
+        (keys::SYNCED_KINDS.into(), crate::turned_off::record(&kinds)),
+    ]));
     ConfigMap {
         metadata,
         data: Some(BTreeMap::from([(SYNCER_CONFIG_KEY.into(), config)])),
