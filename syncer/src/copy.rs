@@ -188,6 +188,37 @@ where
     }
 }
 
+/// What of an object a patch writes.
+#[derive(Clone, Copy)]
+pub enum Part {
+    Object,
+    Status,
+}
+
+/// Patches object `name` (or its status) with `patch`, which carries the UID it is meant for:
+/// an object gone (404) or replaced by another of the name (409) leaves nothing to do.
+pub async fn patch_present<K, P>(
+    api: &Api<K>,
+    name: &str,
+    part: Part,
+    patch: &Patch<P>,
+) -> Result<(), kube::Error>
+where
+    K: Clone + DeserializeOwned + Debug,
+    P: Serialize + Debug,
+{
+    let params = PatchParams::default();
+    let written = match part {
+        Part::Object => api.patch(name, &params, patch).await,
+        Part::Status => api.patch_status(name, &params, patch).await,
+    };
+    match written {
+        Ok(_) => Ok(()),
+        Err(err) if is_status(&err, 404) || is_status(&err, 409) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
 /// Creates `preferred` in the virtual cluster, or `plain` if the virtual API server refuses
 /// what `preferred` takes from the host (an address it cannot give). One made meanwhile (the
 /// cache lagging behind an earlier create) is left as it is.

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, Preconditions};
 
 use crate::context::{Ctx, Key};
-use crate::copy;
+use crate::copy::{self, Part};
 use crate::translate::pvc::fake_volume;
 
 /// The claim a fake volume is bound to.
@@ -60,19 +60,12 @@ pub async fn reconcile(
             // bound volume holds its delete.
             let phase = volume.status.as_ref().and_then(|s| s.phase.as_deref());
             if phase == Some("Bound") {
-                let status = serde_json::json!({"status": {"phase": "Released"}});
-                match api
-                    .patch_status(
-                        &volume.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&status),
-                    )
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(err) if copy::is_status(&err, 404) => continue,
-                    Err(err) => return Err(err.into()),
-                }
+                let status = serde_json::json!({
+                    "metadata": {"uid": volume.uid()},
+                    "status": {"phase": "Released"},
+                });
+                let patch = Patch::Merge(&status);
+                copy::patch_present(&api, &volume.name_any(), Part::Status, &patch).await?;
             }
         }
         if stale && volume.metadata.deletion_timestamp.is_none() {
@@ -107,14 +100,7 @@ pub async fn reconcile(
     let phase = live.and_then(|v| v.status.as_ref()?.phase.as_deref());
     if phase != Some("Bound") {
         let status = serde_json::json!({"status": {"phase": "Bound"}});
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-        {
-            Ok(_) => {}
-            Err(err) if copy::is_status(&err, 404) => {}
-            Err(err) => return Err(err.into()),
-        }
+        copy::patch_present(&api, &name, Part::Status, &Patch::Merge(&status)).await?;
     }
     // The claim names its volume, as the binder would have written it (a claim's
     // `volumeName` may be set once).
@@ -125,14 +111,7 @@ pub async fn reconcile(
             "metadata": {"uid": claim.uid()},
             "spec": {"volumeName": name},
         });
-        match claims
-            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(err) if copy::is_status(&err, 404) || copy::is_status(&err, 409) => {}
-            Err(err) => return Err(err.into()),
-        }
+        copy::patch_present(&claims, &key.name, Part::Object, &Patch::Merge(&patch)).await?;
     }
     Ok(())
 }

@@ -3,11 +3,11 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 
 use crate::cached::HostPod;
 use crate::context::{Ctx, Key};
-use crate::copy;
+use crate::copy::{self, Part};
 use crate::translate::pod as translate;
 
 /// Writes to host copy `copy` the gate conditions virtual pod `pod` has and it lacks.
@@ -20,16 +20,12 @@ pub async fn run(ctx: &Ctx, key: &Key, pod: &Pod, copy: &HostPod) -> anyhow::Res
     };
     patch["metadata"] = serde_json::json!({ "uid": copy.uid() });
     let host = ctx.host_api::<Pod>(&key.namespace);
-    match host
-        .patch_status(
-            &copy.name_any(),
-            &PatchParams::default(),
-            &Patch::Strategic(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(err) if copy::is_status(&err, 404) || copy::is_status(&err, 409) => Ok(()),
-        Err(err) => Err(err.into()),
-    }
+    copy::patch_present(
+        &host,
+        &copy.name_any(),
+        Part::Status,
+        &Patch::Strategic(&patch),
+    )
+    .await?;
+    Ok(())
 }

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 
 use super::PATCHES;
 use crate::cached::HostPod;
 use crate::context::{Ctx, Key};
-use crate::copy;
+use crate::copy::{self, Part};
 use crate::patching;
 use crate::translate::pod::{self as translate, Changeable};
 
@@ -56,12 +56,8 @@ pub async fn run(
     patch["metadata"] = serde_json::json!({ "uid": copy.uid() });
     let host = ctx.host_api::<Pod>(&key.namespace);
     let name = copy.name_any();
-    match host
-        .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(err) if copy::is_status(&err, 404) || copy::is_status(&err, 409) => Ok(()),
+    match copy::patch_present(&host, &name, Part::Object, &Patch::Strategic(&patch)).await {
+        Ok(()) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 422 => {
             let note = format!("the host did not take the pod's change: {}", status.message);
             copy::warn(ctx, pod, SPEC_UPDATE_REFUSED, note).await;
