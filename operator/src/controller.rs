@@ -313,7 +313,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
     }
     // Kinds turned off stay recorded until their copies are gone (see `turned_off`).
     let copied = turned_off::copied(&vc.spec.sync, &valid.custom_resources.kinds);
-    valid.turned_off = turned_off::turned_off(recorded_kinds, &copied);
+    valid.turned_off = turned_off::turned_off(recorded_kinds, &copied, &valid.policy);
     if !valid.turned_off.is_empty() {
         // The cache may not hold the operator's own latest record yet (it drops what is
         // removed): the API server's word decides.
@@ -324,7 +324,7 @@ async fn provision(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> 
                 .map_err(Error::kube("reading the syncer's ConfigMap"))?
                 .filter(|cm| cm.owner_references().iter().any(|o| o.uid == names.uid))
                 .and_then(|cm| turned_off::recorded(cm.annotations()));
-        valid.turned_off = turned_off::turned_off(fresh, &copied);
+        valid.turned_off = turned_off::turned_off(fresh, &copied, &valid.policy);
     }
     let instance = Instance {
         vc,

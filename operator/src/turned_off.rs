@@ -18,6 +18,7 @@ use virtualcluster_crds::VirtualCluster;
 use virtualcluster_crds::instance::InstanceRef;
 use virtualcluster_crds::keys;
 use virtualcluster_crds::kinds::{self, Direction, Kind};
+use virtualcluster_crds::policy::HostPolicy;
 use virtualcluster_crds::v1alpha1::Sync;
 
 use crate::caches::Lite;
@@ -54,13 +55,38 @@ pub fn record(kinds: &[Kind]) -> String {
     serde_json::to_string(&kinds).expect("kinds always serialize")
 }
 
-/// The kinds of `recorded` that `now` no longer has.
-pub fn turned_off(recorded: Option<Vec<Kind>>, now: &[Kind]) -> Vec<Kind> {
+/// The kinds of `recorded` that `now` no longer has, of those the operator may act on (see
+/// [`trusted`]).
+pub fn turned_off(recorded: Option<Vec<Kind>>, now: &[Kind], policy: &HostPolicy) -> Vec<Kind> {
     recorded
         .into_iter()
         .flatten()
         .filter(|k| !now.iter().any(|n| n.resource() == k.resource()))
+        .filter_map(|k| trusted(k, policy))
         .collect()
+}
+
+/// Recorded kind `kind` as the operator acts on it: a built-in kind synced to the host as its
+/// own table has it, or a custom resource the platform allows to the host. The record sits on
+/// a ConfigMap that whoever may write ConfigMaps in the namespace can edit: a kind it names
+/// beyond those is ignored, so no edit makes the operator delete objects of another kind.
+fn trusted(kind: Kind, policy: &HostPolicy) -> Option<Kind> {
+    let resource = kind.resource();
+    if let Some(built_in) = kinds::built_in()
+        .into_iter()
+        .map(|b| b.kind)
+        .find(|b| b.resource() == resource)
+    {
+        return (built_in.direction == Direction::ToHost).then_some(built_in);
+    }
+    if policy.allows_custom_resource(&resource, Direction::ToHost) {
+        return Some(Kind {
+            direction: Direction::ToHost,
+            ..kind
+        });
+    }
+    tracing::warn!(%resource, "the record of synced kinds names a kind this operator does not sync: ignored");
+    None
 }
 
 /// Whether every pod of the syncer's Deployment runs its current spec (`want` replicas): no
@@ -150,19 +176,45 @@ mod tests {
                 record_then,
             )])),
             &now,
+            &HostPolicy::default(),
         );
         assert_eq!(
             off.iter().map(Kind::resource).collect::<Vec<_>>(),
             ["ingresses.networking.k8s.io"]
         );
         // Without a record nothing is known to be turned off.
-        assert!(turned_off(recorded(&BTreeMap::new()), &now).is_empty());
+        assert!(turned_off(recorded(&BTreeMap::new()), &now, &HostPolicy::default()).is_empty());
         // Kinds shown from the host have no copies to remove.
         let shown = copied(
             &sync(serde_json::json!({"fromHost": {"storageClasses": {"enabled": true}}})),
             &[],
         );
         assert!(!shown.iter().any(|k| k.direction == Direction::FromHost));
+    }
+
+    #[test]
+    fn a_forged_record_names_no_kind_the_operator_does_not_sync() {
+        let forged = serde_json::json!([
+            {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": "RoleBinding",
+             "plural": "rolebindings", "namespaced": true, "direction": "ToHost",
+             "section": "x"},
+            {"group": "networking.k8s.io", "version": "v1", "kind": "IngressClass",
+             "plural": "ingressclasses", "namespaced": false, "direction": "ToHost",
+             "section": "x"},
+            {"group": "example.com", "version": "v1", "kind": "Widget",
+             "plural": "widgets", "namespaced": true, "direction": "ToHost", "section": "x"},
+        ]);
+        let record = BTreeMap::from([(keys::SYNCED_KINDS.to_owned(), forged.to_string())]);
+        let mut policy = HostPolicy::default();
+        // Neither RoleBindings (not in the table) nor IngressClasses (shown from the host)
+        // are copies; Widgets only once the platform allows them.
+        assert!(turned_off(recorded(&record), &[], &policy).is_empty());
+        policy.custom_resources_to_host = vec!["widgets.example.com".into()];
+        let off = turned_off(recorded(&record), &[], &policy);
+        assert_eq!(
+            off.iter().map(Kind::resource).collect::<Vec<_>>(),
+            ["widgets.example.com"]
+        );
     }
 
     #[test]
